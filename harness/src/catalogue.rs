@@ -1,0 +1,95 @@
+//! How a race registers itself: its id, its seed passage, its invariant and its variants, each
+//! with a constructor from scenario parameters.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::Model;
+
+/// A parameter value from a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Param {
+    Int(i64),
+    Bool(bool),
+}
+
+/// A scenario's `[params]` table. Models read what they know; anything left unread is an error,
+/// so a typo never silently falls back to a default.
+#[derive(Debug, Default)]
+pub struct Params {
+    values: BTreeMap<String, Param>,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl Params {
+    pub fn new(values: BTreeMap<String, Param>) -> Params {
+        Params { values, read: RefCell::default() }
+    }
+
+    /// A whole number in `min..=max`, or `default` when absent.
+    pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, String> {
+        self.read.borrow_mut().insert(name.to_string());
+        match self.values.get(name) {
+            None => Ok(default),
+            Some(Param::Int(v)) if (min..=max).contains(v) => Ok(*v),
+            Some(Param::Int(v)) => Err(format!("parameter `{name}` is {v}, outside {min}..={max}")),
+            Some(Param::Bool(_)) => Err(format!("parameter `{name}` must be a whole number")),
+        }
+    }
+
+    /// `int` for counts.
+    pub fn count(&self, name: &str, default: usize, min: usize, max: usize) -> Result<usize, String> {
+        self.int(name, default as i64, min as i64, max as i64).map(|v| v as usize)
+    }
+
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool, String> {
+        self.read.borrow_mut().insert(name.to_string());
+        match self.values.get(name) {
+            None => Ok(default),
+            Some(Param::Bool(b)) => Ok(*b),
+            Some(Param::Int(_)) => Err(format!("parameter `{name}` must be true or false")),
+        }
+    }
+
+    /// Names that no model read: misspellings, or parameters of another variant.
+    pub fn unread(&self) -> Vec<String> {
+        let read = self.read.borrow();
+        self.values.keys().filter(|k| !read.contains(*k)).cloned().collect()
+    }
+}
+
+/// A model with its actor type erased, so that the catalogue can hold every race in one list.
+/// The engine adds its methods through the blanket impl.
+pub trait DynModel: Send + Sync {
+    fn actor_names(&self) -> Vec<String>;
+}
+
+impl<M: Model> DynModel for M {
+    fn actor_names(&self) -> Vec<String> {
+        Model::actor_names(self)
+    }
+}
+
+/// Builds a variant's model from parameters.
+pub type Build = fn(&Params) -> Result<Box<dyn DynModel>, String>;
+
+/// One variant of a race: the code as found, a seed's fix, or a fix of ours.
+pub struct VariantDef {
+    /// Named after its mechanism (`select-for-update`), never after its verdict.
+    pub id: &'static str,
+    /// One line on what this variant does differently.
+    pub summary: &'static str,
+    pub build: Build,
+}
+
+/// One race of the catalogue.
+pub struct RaceDef {
+    pub id: &'static str,
+    /// The seed file's name, e.g. `000_9bdcb1381353509b.txt`.
+    pub seed: &'static str,
+    /// The passage of the seed the race comes from, quoted briefly.
+    pub passage: &'static str,
+    /// The invariant in one sentence.
+    pub invariant: &'static str,
+    pub variants: Vec<VariantDef>,
+}

@@ -1,0 +1,66 @@
+//! Short human labels for ops and outcomes, as shown in timeline cells.
+
+use crate::op::{Expr, HttpOp, OnConflict, OpKind, OsOp, Outcome, Sql};
+
+/// `(tag=s1)`-style arguments for an op.
+pub fn op_args(kind: &OpKind) -> String {
+    let pairs = |f: &[(&str, crate::op::Value)]| f.iter().map(|(c, v)| format!("{c}={v}")).collect::<Vec<_>>().join(", ");
+    match kind {
+        OpKind::Sql { stmt, .. } => match stmt {
+            Sql::Select { filter, .. } | Sql::Delete { filter, .. } => format!("({})", pairs(filter)),
+            Sql::Update { filter, set, .. } => format!("({}; {})", pairs(filter), sets(set)),
+            Sql::Insert { row, on_conflict, .. } => {
+                let vals = row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+                match on_conflict {
+                    OnConflict::Error => format!("({vals})"),
+                    OnConflict::DoNothing { .. } => format!("({vals}) on conflict do nothing"),
+                    OnConflict::DoUpdate { set, .. } => format!("({vals}) on conflict set {}", sets(set)),
+                }
+            }
+            Sql::AdvisoryLock { key, .. } | Sql::AdvisoryTryLock { key, .. } | Sql::AdvisoryUnlock { key } => format!("({key})"),
+            Sql::SetLockTimeout(ms) => format!("({ms}ms)"),
+            Sql::Begin | Sql::Commit | Sql::Rollback | Sql::AdvisoryUnlockAll => String::new(),
+        },
+        OpKind::Os(op) => match op {
+            OsOp::SpawnProcess { .. } | OsOp::SpawnTask { .. } | OsOp::AwaitSpawn | OsOp::Exit => String::new(),
+            OsOp::ReadFile { path } | OsOp::RemoveFile { path } => format!("({path})"),
+            OsOp::WriteFile { path, content } => format!("({path}={content})"),
+            OsOp::IsAlive { pid } => format!("({pid})"),
+            OsOp::Flock { path, .. } | OsOp::Funlock { path } => format!("({path})"),
+        },
+        OpKind::Http(op) => match op {
+            HttpOp::Request { route, arg } => format!("({route} {arg})"),
+            HttpOp::Accept { route } => format!("({route})"),
+            HttpOp::Respond { status } => format!("({status})"),
+        },
+        OpKind::Local => String::new(),
+    }
+}
+
+fn sets(set: &[(&str, Expr)]) -> String {
+    set.iter()
+        .map(|(c, e)| match e {
+            Expr::Value(v) => format!("{c}={v}"),
+            Expr::Add(col, n) => format!("{c}={col}+{n}"),
+            Expr::Excluded(col) => format!("{c}=excluded.{col}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `none`, `1 row`, `ok`, `23505 unique_violation`, …
+pub fn outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "ok".into(),
+        Outcome::Rows(rows) => match rows.len() {
+            0 => "none".into(),
+            1 => format!("[{}]", rows[0].iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
+            n => format!("{n} rows"),
+        },
+        Outcome::Bool(b) => b.to_string(),
+        Outcome::Pid(p) => format!("pid {p}"),
+        Outcome::Value(v) => v.to_string(),
+        Outcome::Status(s) => format!("HTTP {s}"),
+        Outcome::Err(e) => e.to_string(),
+    }
+}

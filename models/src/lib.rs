@@ -1,0 +1,1 @@
+//! The race catalogue: one file per race, each with its variants.
