@@ -92,19 +92,42 @@ pub enum Sql {
     /// `SET lock_timeout = ms` (0 disables it).
     SetLockTimeout(u32),
     /// `SELECT * FROM table WHERE filter [FOR UPDATE …]`: returns the rows.
-    Select { table: TableId, filter: Filter, lock: Option<RowLock> },
+    Select {
+        table: TableId,
+        filter: Filter,
+        lock: Option<RowLock>,
+    },
     /// `INSERT INTO table VALUES (row) [ON CONFLICT …] RETURNING *`: returns the rows written.
-    Insert { table: TableId, row: Row, on_conflict: OnConflict },
+    Insert {
+        table: TableId,
+        row: Row,
+        on_conflict: OnConflict,
+    },
     /// `UPDATE table SET … WHERE filter RETURNING *`: returns the rows written.
-    Update { table: TableId, filter: Filter, set: Vec<(Col, Expr)> },
+    Update {
+        table: TableId,
+        filter: Filter,
+        set: Vec<(Col, Expr)>,
+    },
     /// `DELETE FROM table WHERE filter RETURNING *`: returns the rows deleted.
-    Delete { table: TableId, filter: Filter },
+    Delete {
+        table: TableId,
+        filter: Filter,
+    },
     /// `pg_advisory_lock` / `pg_advisory_xact_lock`: waits; returns `Ok`.
-    AdvisoryLock { key: i64, scope: LockScope },
+    AdvisoryLock {
+        key: i64,
+        scope: LockScope,
+    },
     /// `pg_try_advisory_lock` / `pg_try_advisory_xact_lock`: returns `Bool`.
-    AdvisoryTryLock { key: i64, scope: LockScope },
+    AdvisoryTryLock {
+        key: i64,
+        scope: LockScope,
+    },
     /// `pg_advisory_unlock`: returns `Bool` (false when not held at session level).
-    AdvisoryUnlock { key: i64 },
+    AdvisoryUnlock {
+        key: i64,
+    },
     /// `pg_advisory_unlock_all()`.
     AdvisoryUnlockAll,
 }
@@ -149,7 +172,10 @@ pub enum HttpOp {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum OpKind {
     /// A statement on one of the actor's database connections.
-    Sql { conn: ConnId, stmt: Sql },
+    Sql {
+        conn: ConnId,
+        stmt: Sql,
+    },
     Os(OsOp),
     Http(HttpOp),
     /// A step with no effect on the world (a decision, a sleep). It still yields a schedule point.
@@ -184,7 +210,11 @@ impl Op {
         match &self.kind {
             OpKind::Sql { stmt, .. } => !matches!(
                 stmt,
-                Sql::Begin | Sql::Rollback | Sql::SetLockTimeout(_) | Sql::AdvisoryUnlock { .. } | Sql::AdvisoryUnlockAll
+                Sql::Begin
+                    | Sql::Rollback
+                    | Sql::SetLockTimeout(_)
+                    | Sql::AdvisoryUnlock { .. }
+                    | Sql::AdvisoryUnlockAll
             ),
             OpKind::Os(op) => matches!(
                 op,

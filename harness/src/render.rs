@@ -4,7 +4,8 @@ use crate::op::{Expr, HttpOp, OnConflict, OpKind, OsOp, Outcome, Sql};
 
 /// `(tag=s1)`-style arguments for an op.
 pub fn op_args(kind: &OpKind) -> String {
-    let pairs = |f: &[(&str, crate::op::Value)]| f.iter().map(|(c, v)| format!("{c}={v}")).collect::<Vec<_>>().join(", ");
+    let pairs =
+        |f: &[(&str, crate::op::Value)]| f.iter().map(|(c, v)| format!("{c}={v}")).collect::<Vec<_>>().join(", ");
     match kind {
         OpKind::Sql { stmt, .. } => match stmt {
             Sql::Select { filter, .. } | Sql::Delete { filter, .. } => format!("({})", pairs(filter)),
@@ -17,7 +18,9 @@ pub fn op_args(kind: &OpKind) -> String {
                     OnConflict::DoUpdate { set, .. } => format!("({vals}) on conflict set {}", sets(set)),
                 }
             }
-            Sql::AdvisoryLock { key, .. } | Sql::AdvisoryTryLock { key, .. } | Sql::AdvisoryUnlock { key } => format!("({key})"),
+            Sql::AdvisoryLock { key, .. } | Sql::AdvisoryTryLock { key, .. } | Sql::AdvisoryUnlock { key } => {
+                format!("({key})")
+            }
             Sql::SetLockTimeout(ms) => format!("({ms}ms)"),
             Sql::Begin | Sql::Commit | Sql::Rollback | Sql::AdvisoryUnlockAll => String::new(),
         },

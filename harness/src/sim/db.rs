@@ -1,6 +1,6 @@
 //! A PostgreSQL-like database at READ COMMITTED. (Stub: the full simulator replaces it.)
 
-use crate::op::{Applied, ConnId, Footprint, Outcome, Row, Sql, TableId, Col, Value};
+use crate::op::{Applied, Col, ConnId, Footprint, Outcome, Row, Sql, TableId, Value};
 
 /// A unique index, optionally partial (`WHERE col = value`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
