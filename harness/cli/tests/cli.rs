@@ -119,7 +119,11 @@ fn malformed_scenario_files_exit_2_naming_file_and_line() {
         "id = \"x/y\"\ndescription = \"d\"\nexpected = \"holds\"\ncolour = 1\n",
         &["field.toml:4:", "unknown field `colour`"],
     );
-    malformed("noslash.toml", "id = \"xy\"\ndescription = \"d\"\nexpected = \"holds\"\n", &["noslash.toml:1:", "race/variant"]);
+    malformed(
+        "noslash.toml",
+        "id = \"xy\"\ndescription = \"d\"\nexpected = \"holds\"\n",
+        &["noslash.toml:1:", "race/variant"],
+    );
 }
 
 #[test]
@@ -160,7 +164,31 @@ fn check_json_is_deterministic() {
             assert!(v["token"].as_str().unwrap().starts_with("rl1."));
         }
     }
-    let r1 = racelab(&["check", "all", "--json", "--mode", "pct", "--seed", "7", "--schedules", "50", "--scenarios", &scenarios_dir()]);
-    let r2 = racelab(&["check", "all", "--json", "--mode", "pct", "--seed", "7", "--schedules", "50", "--scenarios", &scenarios_dir()]);
+    let r1 = racelab(&[
+        "check",
+        "all",
+        "--json",
+        "--mode",
+        "pct",
+        "--seed",
+        "7",
+        "--schedules",
+        "50",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
+    let r2 = racelab(&[
+        "check",
+        "all",
+        "--json",
+        "--mode",
+        "pct",
+        "--seed",
+        "7",
+        "--schedules",
+        "50",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
     assert_eq!(strip(&r1), strip(&r2));
 }

@@ -8,7 +8,7 @@
 //! transitions. Independence comes from the footprints the world records while applying.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 
 use crate::model::Model;
@@ -43,10 +43,25 @@ struct Search<'m, M: Model> {
     reached: u64,
     violation: Option<(super::Violation, Vec<Choice>)>,
     incomplete: Option<String>,
+    /// Fingerprints of final states, when asked for.
+    finals: Option<BTreeSet<u128>>,
 }
 
 impl Explorer for Exhaustive {
     fn explore<M: Model>(&mut self, model: &M, bounds: &Bounds) -> Exploration {
+        self.run(model, bounds, false).0
+    }
+}
+
+impl Exhaustive {
+    /// Explore, and also return the fingerprints of every final state reached (a state where
+    /// no actor can step), for cross-checking reductions.
+    pub fn final_states<M: Model>(&self, model: &M, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
+        let (exploration, finals) = self.run(model, bounds, true);
+        (exploration, finals.expect("collected"))
+    }
+
+    fn run<M: Model>(&self, model: &M, bounds: &Bounds, collect: bool) -> (Exploration, Option<BTreeSet<u128>>) {
         let mut search = Search {
             model,
             props: Properties::of(model),
@@ -58,17 +73,19 @@ impl Explorer for Exhaustive {
             reached: 0,
             violation: None,
             incomplete: None,
+            finals: collect.then(BTreeSet::new),
         };
         let init = State::initial(model);
         search.visit(init, Vec::new());
         let complete = search.violation.is_none() && search.incomplete.is_none();
-        Exploration {
+        let exploration = Exploration {
             unreached: if complete { unreached_targets(model, search.reached) } else { Vec::new() },
             stats: search.stats,
             violation: search.violation,
             complete,
             incomplete_reason: search.incomplete,
-        }
+        };
+        (exploration, search.finals)
     }
 }
 
@@ -108,6 +125,9 @@ impl<M: Model> Search<'_, M> {
                 }
                 if !state.any_step() {
                     self.stats.executions += 1;
+                    if let Some(finals) = &mut self.finals {
+                        finals.insert(key);
+                    }
                 }
                 enabled.iter().copied().filter(|c| !asleep(c)).collect()
             }

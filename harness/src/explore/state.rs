@@ -220,6 +220,12 @@ impl<A: Actor> State<A> {
 
     /// Check every property of `model` here. `final_state` selects the final-phase checks too.
     pub fn check<M: Model<Actor = A>>(&self, model: &M, props: &Properties<A>) -> Option<Violation> {
+        // A deadlocked state is also final; the deadlock is the better explanation.
+        if model.deadlock_is_violation() {
+            if let Some(detail) = self.deadlock() {
+                return Some(Violation { invariant: DEADLOCK.to_string(), detail });
+            }
+        }
         let final_state = !self.any_step();
         let phases: &[Phase] = if final_state { &[Phase::Step, Phase::Final] } else { &[Phase::Step] };
         for &phase in phases {
@@ -228,11 +234,6 @@ impl<A: Actor> State<A> {
                 if let Err(detail) = (inv.check)(&view) {
                     return Some(Violation { invariant: inv.name.to_string(), detail });
                 }
-            }
-        }
-        if model.deadlock_is_violation() {
-            if let Some(detail) = self.deadlock() {
-                return Some(Violation { invariant: DEADLOCK.to_string(), detail });
             }
         }
         None
