@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::explore::shortest::NotEnabled;
-use crate::explore::{Bounds, Choice};
+use crate::explore::{Bounds, Choice, Exploration};
 use crate::model::Model;
 use crate::run::{Checked, Mode, Replay};
 
@@ -69,6 +69,8 @@ pub trait DynModel: Send + Sync {
     fn check(&self, id: &str, mode: &Mode, bounds: &Bounds) -> Checked;
     /// Replay a schedule exactly; see [`crate::run::replay`].
     fn replay(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled>;
+    /// The raw exhaustive search, without minimising: for benchmarks.
+    fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
 }
 
 impl<M: Model> DynModel for M {
@@ -80,6 +82,9 @@ impl<M: Model> DynModel for M {
     }
     fn replay(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled> {
         crate::run::replay(self, bounds, schedule)
+    }
+    fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration {
+        crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets }, self, bounds)
     }
 }
 
