@@ -3,8 +3,9 @@
 use racelab_harness::catalogue::RaceDef;
 
 pub mod daemon_spawn;
+pub mod judge_persist;
 
 /// Every race, by id.
 pub fn catalogue() -> Vec<RaceDef> {
-    vec![daemon_spawn::race()]
+    vec![daemon_spawn::race(), judge_persist::race()]
 }
