@@ -269,7 +269,7 @@ impl Model for DaemonSpawn {
     fn targets(&self) -> Vec<Target<ObserverActor>> {
         let mut targets = vec![
             Target { name: "a daemon was spawned", reached: daemon_spawned },
-            Target { name: "a daemon holds the singleton lock", reached: |v| daemon_running(v) },
+            Target { name: "a daemon holds the singleton lock", reached: daemon_running },
             Target {
                 name: "every hook returned while a daemon runs",
                 reached: |v| hooks_returned(v) && daemon_running(v),
