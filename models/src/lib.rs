@@ -2,7 +2,10 @@
 
 use racelab_harness::catalogue::RaceDef;
 
-/// Every race, in catalogue order.
+pub mod daemon_spawn;
+pub mod judge_persist;
+
+/// Every race, by id.
 pub fn catalogue() -> Vec<RaceDef> {
-    vec![]
+    vec![daemon_spawn::race(), judge_persist::race()]
 }
