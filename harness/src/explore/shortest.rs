@@ -128,9 +128,15 @@ pub fn shrink<M: Model>(model: &M, bounds: &Bounds, invariant: &str, schedule: &
     best
 }
 
-/// The minimal counterexample for a violation found by any explorer: breadth-first when the
-/// state space allows, greedy shrinking of `found` otherwise.
+/// The minimal counterexample for a violation found by any explorer: fewest faults first (a race
+/// that needs no crash is the real story), then fewest steps. Breadth-first when the state space
+/// allows, greedy shrinking of `found` otherwise.
 pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Choice>)) -> (Violation, Vec<Choice>) {
+    // Fault-free choices are a subset of the full bounds' choices, so the schedule replays there.
+    let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, ..bounds.clone() };
+    if let Some(shortest) = breadth_first(model, &fault_free) {
+        return shortest;
+    }
     if let Some(shortest) = breadth_first(model, bounds) {
         assert!(shortest.1.len() <= found.1.len(), "breadth-first search is never longer");
         return shortest;

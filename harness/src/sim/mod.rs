@@ -165,9 +165,10 @@ impl World {
 }
 
 impl World {
-    /// The parts of the state a reader of a counterexample needs: committed table contents.
+    /// The parts of the state a reader of a counterexample needs: committed table contents,
+    /// files, flocks and live processes.
     pub fn describe(&self) -> Vec<String> {
-        let mut lines = Vec::new();
+        let mut lines = self.os.describe();
         for table in &self.db.schema().tables {
             let rows = self.db.committed_rows(table.name);
             let shown: Vec<String> = rows

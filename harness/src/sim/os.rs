@@ -111,6 +111,27 @@ impl Os {
         self.flocks.get(path).map(|f| f.holder)
     }
 
+    /// Files, flocks and live processes, for the final state of a counterexample.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.files.is_empty() {
+            let files: Vec<String> = self.files.iter().map(|(p, v)| format!("{p}={v}")).collect();
+            lines.push(format!("files: {}", files.join(", ")));
+        }
+        if !self.flocks.is_empty() {
+            let locks: Vec<String> = self.flocks.iter().map(|(p, f)| format!("{p} held by pid {}", f.holder)).collect();
+            lines.push(format!("flocks: {}", locks.join(", ")));
+        }
+        if !self.processes.is_empty() {
+            let alive: Vec<String> = (0..self.processes.len())
+                .filter(|&i| self.processes[i].alive)
+                .map(|i| (FIRST_PID + i as Pid).to_string())
+                .collect();
+            lines.push(format!("live processes: {}", if alive.is_empty() { "none".into() } else { alive.join(", ") }));
+        }
+        lines
+    }
+
     pub fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
         assert!(self.waits[actor].is_none(), "actor {actor} already waits");
         let done = Applied::Done;
