@@ -513,7 +513,6 @@ mod tests {
 
     /// Needs the database simulator: with the stub, SELECT returns no rows.
     #[test]
-    #[ignore = "needs the database simulator (harness/src/sim/db.rs is a stub)"]
     fn await_persist_get_after_200_finds_the_judgment() {
         let mut run = Run::new(Variant::AwaitPersist);
         run.step(CLIENT);
