@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::explore::shortest::NotEnabled;
 use crate::explore::{Bounds, Choice, Exploration};
 use crate::model::Model;
-use crate::run::{Checked, Mode, Replay};
+use crate::run::{Backend, Checked, Mode, Replay};
 
 /// A parameter value from a scenario file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,9 +66,13 @@ impl Params {
 pub trait DynModel: Send + Sync {
     fn actor_names(&self) -> Vec<String>;
     /// Explore and decide a verdict; see [`crate::run::check`].
-    fn check(&self, id: &str, mode: &Mode, bounds: &Bounds) -> Checked;
+    fn check(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked;
     /// Replay a schedule exactly; see [`crate::run::replay`].
-    fn replay(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled>;
+    fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled>;
+    /// Does the model have database tables, so that a real server can run its statements?
+    fn uses_database(&self) -> bool;
+    /// Every execution the exhaustive search reaches on the simulator, as schedules, up to `limit`.
+    fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
 }
@@ -77,11 +81,17 @@ impl<M: Model> DynModel for M {
     fn actor_names(&self) -> Vec<String> {
         Model::actor_names(self)
     }
-    fn check(&self, id: &str, mode: &Mode, bounds: &Bounds) -> Checked {
-        crate::run::check(id, self, mode, bounds)
+    fn check(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
+        crate::run::check(id, self, mode, bounds, backend)
     }
-    fn replay(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled> {
-        crate::run::replay(self, bounds, schedule)
+    fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled> {
+        crate::run::replay(self, bounds, schedule, backend)
+    }
+    fn uses_database(&self) -> bool {
+        !self.init().0.db.schema().tables.is_empty()
+    }
+    fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>> {
+        crate::explore::shortest::all_schedules(self, bounds, limit)
     }
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration {
         crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets }, self, bounds)

@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use crate::explore::exhaustive::Exhaustive;
 use crate::explore::shortest::{self, NotEnabled};
-use crate::explore::stateless::{FirstEnabled, Pct, Random, Stateless};
+use crate::explore::stateless::{Dfs, FirstEnabled, Pct, Random, Stateless};
 use crate::explore::{Bounds, Choice, Exploration, Explorer, Stats};
 use crate::model::Model;
+use crate::sim::SharedDb;
 use crate::timeline::Timeline;
 use crate::token;
 
@@ -75,27 +76,62 @@ pub struct Checked {
     pub elapsed_ms: u64,
 }
 
-/// Explore `model` (registered as `id`) in `mode` within `bounds`.
-pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds) -> Checked {
+/// Where the database part of a world runs.
+#[derive(Clone)]
+pub enum Backend {
+    /// The deterministic in-process simulation.
+    Sim,
+    /// A real server (named, e.g. `postgres`), explored statelessly.
+    Real { name: &'static str, db: SharedDb },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sim => "sim",
+            Backend::Real { name, .. } => name,
+        }
+    }
+    fn real(&self) -> Option<SharedDb> {
+        match self {
+            Backend::Sim => None,
+            Backend::Real { db, .. } => Some(db.clone()),
+        }
+    }
+}
+
+/// Explore `model` (registered as `id`) in `mode` within `bounds`, on `backend`. On a real server
+/// "exhaustive" enumerates schedules statelessly, up to `bounds.max_states` of them.
+pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
     let started = Instant::now();
     let mut pct_guarantee = None;
-    let exploration: Exploration = match *mode {
-        Mode::Exhaustive => Exhaustive::default().explore(model, bounds),
-        Mode::Random { seed, schedules } => {
-            Stateless { scheduler: Random::new(seed), schedules }.explore(model, bounds)
+    let real = backend.real();
+    let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone() };
+    let exploration: Exploration = match (mode, &real) {
+        (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
+        (Mode::Exhaustive, Some(_)) => {
+            Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone() }
+                .explore(model, bounds)
         }
-        Mode::Pct { seed, schedules, depth } => {
-            let probe = Stateless { scheduler: FirstEnabled, schedules: 1 }.explore(model, bounds);
+        (&Mode::Random { seed, schedules }, _) => {
+            Stateless { schedules, ..stateless(Random::new(seed)) }.explore(model, bounds)
+        }
+        (&Mode::Pct { seed, schedules, depth }, _) => {
+            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone() }.explore(model, bounds);
             let steps = probe.stats.depth.max(1);
             let pct = Pct::new(seed, model.actor_names().len(), steps, depth);
             pct_guarantee = Some(pct.guarantee());
-            Stateless { scheduler: pct, schedules }.explore(model, bounds)
+            Stateless { scheduler: pct, schedules, real: real.clone() }.explore(model, bounds)
         }
     };
     let (verdict, reason, counterexample) = match exploration.violation {
         Some(found) => {
-            let (_, schedule) = shortest::minimise(model, bounds, found);
-            (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule)))
+            // Breadth-first search forks states, so a real server only gets shrinking.
+            let schedule = match &real {
+                None => shortest::minimise(model, bounds, found).1,
+                Some(db) => shortest::shrink(model, bounds, &found.0.invariant, &found.1, Some(db)),
+            };
+            (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, real.as_ref())))
         }
         None if !exploration.complete => (Verdict::Inconclusive, exploration.incomplete_reason, None),
         None if !exploration.unreached.is_empty() => {
@@ -116,8 +152,14 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds) -> Che
 }
 
 /// Replay `schedule`, which must reach a violation, into a counterexample.
-fn counterexample<M: Model>(id: &str, model: &M, bounds: &Bounds, schedule: &[Choice]) -> Counterexample {
-    let replayed = shortest::replay(model, bounds, schedule).expect("a minimised schedule replays");
+fn counterexample<M: Model>(
+    id: &str,
+    model: &M,
+    bounds: &Bounds,
+    schedule: &[Choice],
+    real: Option<&SharedDb>,
+) -> Counterexample {
+    let replayed = shortest::replay_on(model, bounds, schedule, real).expect("a minimised schedule replays");
     let violation = replayed.violation.expect("a minimised schedule still fails");
     Counterexample {
         invariant: violation.invariant,
@@ -138,16 +180,24 @@ pub struct Replay {
     pub steps: usize,
     pub timeline: Timeline,
     pub final_state: Vec<String>,
+    /// Each step's timeline cell, for comparing backends step by step.
+    pub log: Vec<String>,
 }
 
-/// Replay a decoded token.
-pub fn replay<M: Model>(model: &M, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled> {
-    let replayed = shortest::replay(model, bounds, schedule)?;
+/// Replay a decoded token on `backend`.
+pub fn replay<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    schedule: &[Choice],
+    backend: &Backend,
+) -> Result<Replay, NotEnabled> {
+    let replayed = shortest::replay_on(model, bounds, schedule, backend.real().as_ref())?;
     let (verdict, invariant, detail) = match replayed.violation {
         Some(v) => (Verdict::Violated, Some(v.invariant), Some(v.detail)),
         None => (Verdict::Inconclusive, None, None),
     };
     Ok(Replay {
+        log: replayed.events.iter().map(|e| e.text.clone()).collect(),
         verdict,
         invariant,
         detail,

@@ -213,12 +213,12 @@ fn bounds_make_the_search_incomplete() {
 fn seeded_random_and_pct_are_repeatable() {
     let model = Programs { programs: vec![increment(false); 3], check_counter: true };
     let bounds = Bounds { crashes: 1, ..Bounds::default() };
-    let run_random = |seed| Stateless { scheduler: Random::new(seed), schedules: 200 }.explore(&model, &bounds);
+    let run_random = |seed| Stateless::new(Random::new(seed), 200).explore(&model, &bounds);
     let (a, b) = (run_random(7), run_random(7));
     assert_eq!(a.stats, b.stats);
     assert_eq!(a.violation, b.violation);
     assert!(a.violation.is_some(), "random finds the lost update");
-    let run_pct = |seed| Stateless { scheduler: Pct::new(seed, 3, 6, 2), schedules: 200 }.explore(&model, &bounds);
+    let run_pct = |seed| Stateless::new(Pct::new(seed, 3, 6, 2), 200).explore(&model, &bounds);
     let (a, b) = (run_pct(3), run_pct(3));
     assert_eq!(a.stats, b.stats);
     assert_eq!(a.violation, b.violation);

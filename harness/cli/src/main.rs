@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use racelab_harness::catalogue::RaceDef;
-use racelab_harness::run::{Checked, Mode, Verdict};
+use racelab_harness::run::{Backend as RunBackend, Checked, Mode, Verdict};
 use racelab_harness::scenario::{self, Scenario};
 use racelab_harness::token;
 use serde_json::json;
@@ -128,7 +128,7 @@ fn run(cli: Cli) -> Result<ExitCode, BadInput> {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, std::slice::from_ref(&id))?;
             for s in &selected {
-                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds);
+                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &RunBackend::Sim);
                 print_text(s, &Mode::Exhaustive, &checked, true);
             }
             Ok(ExitCode::SUCCESS)
@@ -207,7 +207,7 @@ fn check(selected: &[&Scenario], mode: &Mode, json: bool) -> Result<ExitCode, Ba
     let mut mismatches = 0;
     for s in selected {
         bar.set_message(s.id.clone());
-        let checked = s.model.check(&s.id, mode, &s.bounds);
+        let checked = s.model.check(&s.id, mode, &s.bounds, &RunBackend::Sim);
         bar.inc(1);
         if checked.verdict != s.expected {
             mismatches += 1;
@@ -310,7 +310,7 @@ fn replay(
         }
     };
     let schedule = token::decode(id, tok).map_err(|e| BadInput(e.to_string()))?;
-    let r = s.model.replay(&s.bounds, &schedule).map_err(|e| {
+    let r = s.model.replay(&s.bounds, &schedule, &RunBackend::Sim).map_err(|e| {
         BadInput(format!(
             "the token does not replay on `{id}`: step {} picks actor {} ({:?}), which cannot move there; was the scenario file changed?",
             e.step, e.choice.actor, e.choice.kind

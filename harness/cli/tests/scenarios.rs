@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use racelab_harness::run::{Mode, Verdict};
+use racelab_harness::run::{Backend, Mode, Verdict};
 use racelab_harness::scenario::{self, Scenario};
 use racelab_harness::token;
 
@@ -25,7 +25,7 @@ fn main() {
 }
 
 fn check(s: &Scenario) -> Result<(), Failed> {
-    let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds);
+    let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &Backend::Sim);
     if checked.verdict != s.expected {
         let why = checked
             .counterexample
@@ -40,7 +40,10 @@ fn check(s: &Scenario) -> Result<(), Failed> {
             let cx = checked.counterexample.expect("a violation has a counterexample");
             let schedule = token::decode(&s.id, &cx.token).map_err(|e| format!("token does not decode: {e}"))?;
             assert_eq!(schedule.len(), cx.steps);
-            let replay = s.model.replay(&s.bounds, &schedule).map_err(|e| format!("token does not replay: {e:?}"))?;
+            let replay = s
+                .model
+                .replay(&s.bounds, &schedule, &Backend::Sim)
+                .map_err(|e| format!("token does not replay: {e:?}"))?;
             if replay.invariant.as_deref() != Some(cx.invariant.as_str()) {
                 return Err(format!("replay violated {:?}, exploration {}", replay.invariant, cx.invariant).into());
             }

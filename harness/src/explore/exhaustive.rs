@@ -76,6 +76,7 @@ impl Exhaustive {
             finals: collect.then(BTreeSet::new),
         };
         let init = State::initial(model);
+        assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
         search.visit(init, Vec::new());
         let complete = search.violation.is_none() && search.incomplete.is_none();
         let exploration = Exploration {

@@ -9,6 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use crate::model::Model;
+use crate::sim::SharedDb;
 
 use super::state::{Properties, State};
 use super::{Bounds, Choice, Event, Violation};
@@ -31,8 +32,18 @@ pub struct NotEnabled {
 
 /// Replay `choices` exactly; every choice must be enabled when its turn comes.
 pub fn replay<M: Model>(model: &M, bounds: &Bounds, choices: &[Choice]) -> Result<Replayed<M::Actor>, NotEnabled> {
+    replay_on(model, bounds, choices, None)
+}
+
+/// [`replay`], with the database on `real` when given.
+pub fn replay_on<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    choices: &[Choice],
+    real: Option<&SharedDb>,
+) -> Result<Replayed<M::Actor>, NotEnabled> {
     let props = Properties::of(model);
-    let mut state = State::initial(model);
+    let mut state = State::initial_on(model, real);
     let mut events = Vec::with_capacity(choices.len());
     let mut violation = state.check(model, &props);
     for (step, &choice) in choices.iter().enumerate() {
@@ -102,8 +113,14 @@ fn path_to(nodes: &[(u32, Choice)], mut id: u32) -> Vec<Choice> {
 
 /// Drop single choices from a failing schedule while it still violates `invariant`, until no
 /// single drop does. At most `len²` replays.
-pub fn shrink<M: Model>(model: &M, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice> {
-    let fails = |s: &[Choice]| match replay(model, bounds, s) {
+pub fn shrink<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    invariant: &str,
+    schedule: &[Choice],
+    real: Option<&SharedDb>,
+) -> Vec<Choice> {
+    let fails = |s: &[Choice]| match replay_on(model, bounds, s, real) {
         Ok(r) => r.violation.is_some_and(|v| v.invariant == invariant),
         Err(_) => false,
     };
@@ -117,7 +134,7 @@ pub fn shrink<M: Model>(model: &M, bounds: &Bounds, invariant: &str, schedule: &
             candidate.remove(k);
             if fails(&candidate) {
                 // Cut whatever trails the violation, too.
-                let r = replay(model, bounds, &candidate).expect("just replayed");
+                let r = replay_on(model, bounds, &candidate, real).expect("just replayed");
                 candidate.truncate(r.events.len());
                 best = candidate;
                 improved = true;
@@ -141,7 +158,38 @@ pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Cho
         assert!(shortest.1.len() <= found.1.len(), "breadth-first search is never longer");
         return shortest;
     }
-    let schedule = shrink(model, bounds, &found.0.invariant, &found.1);
+    let schedule = shrink(model, bounds, &found.0.invariant, &found.1, None);
     let violation = replay(model, bounds, &schedule).ok().and_then(|r| r.violation).unwrap_or(found.0);
     (violation, schedule)
+}
+
+/// One schedule per final state, as a depth-first search with a visited-state cache reaches
+/// them, ignoring properties: the executions a conformance check replays on another backend.
+pub fn all_schedules<M: Model>(model: &M, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>> {
+    fn walk<A: crate::model::Actor>(
+        state: State<A>,
+        bounds: &Bounds,
+        path: &mut Vec<Choice>,
+        seen: &mut HashSet<u128, BuildHasherDefault<DefaultHasher>>,
+        out: &mut Vec<Vec<Choice>>,
+        limit: usize,
+    ) {
+        if out.len() >= limit || !seen.insert(state.fingerprint()) {
+            return;
+        }
+        if !state.any_step() || path.len() as u32 >= bounds.max_depth {
+            out.push(path.clone());
+            return;
+        }
+        for choice in state.choices(bounds) {
+            let mut next = state.clone();
+            next.apply(choice, bounds);
+            path.push(choice);
+            walk(next, bounds, path, seen, out, limit);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(State::initial(model), bounds, &mut Vec::new(), &mut HashSet::default(), &mut out, limit);
+    out
 }

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
 use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
-use crate::sim::World;
+use crate::sim::{SharedDb, World};
 
 use super::{Bounds, Choice, ChoiceKind};
 
@@ -50,7 +50,15 @@ pub struct Event {
 
 impl<A: Actor> State<A> {
     pub fn initial<M: Model<Actor = A>>(model: &M) -> State<A> {
-        let (world, actors) = model.init();
+        State::initial_on(model, None)
+    }
+
+    /// The initial state, with the database on `real` when given.
+    pub fn initial_on<M: Model<Actor = A>>(model: &M, real: Option<&SharedDb>) -> State<A> {
+        let (mut world, actors) = model.init();
+        if let Some(real) = real {
+            world.attach_real_db(real.clone());
+        }
         assert!(!actors.is_empty() && actors.len() <= MAX_ACTORS, "a model has 1..={MAX_ACTORS} actors");
         assert_eq!(world.actor_count(), actors.len(), "World::new must be given the actor count");
         let status =

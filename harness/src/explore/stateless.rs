@@ -10,14 +10,23 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::Model;
+use crate::sim::SharedDb;
 
 use super::state::{Properties, State};
 use super::{unreached_targets, Bounds, Choice, ChoiceKind, Exploration, Explorer, Scheduler, Stats};
 
-/// Runs `schedules` schedules chosen by `scheduler`.
+/// Runs up to `schedules` schedules chosen by `scheduler`, each from a fresh initial state, on
+/// the simulator or, when `real` is set, with the database on a real server.
 pub struct Stateless<S> {
     pub scheduler: S,
     pub schedules: u64,
+    pub real: Option<SharedDb>,
+}
+
+impl<S> Stateless<S> {
+    pub fn new(scheduler: S, schedules: u64) -> Stateless<S> {
+        Stateless { scheduler, schedules, real: None }
+    }
 }
 
 impl<S: Scheduler> Explorer for Stateless<S> {
@@ -28,10 +37,11 @@ impl<S: Scheduler> Explorer for Stateless<S> {
         let mut reached = 0u64;
         let mut violation = None;
         let mut index = 0;
+        let mut depth_bound_hit = false;
         'schedules: while index < self.schedules && self.scheduler.begin(index) {
             index += 1;
             stats.executions += 1;
-            let mut state = State::initial(model);
+            let mut state = State::initial_on(model, self.real.as_ref());
             let mut path: Vec<Choice> = Vec::new();
             for step in 0..=bounds.max_depth {
                 if seen.insert(state.fingerprint()) {
@@ -43,7 +53,11 @@ impl<S: Scheduler> Explorer for Stateless<S> {
                     break 'schedules;
                 }
                 let enabled = state.choices(bounds);
-                if !state.any_step() || enabled.is_empty() || step == bounds.max_depth {
+                if !state.any_step() || enabled.is_empty() {
+                    break;
+                }
+                if step == bounds.max_depth {
+                    depth_bound_hit = true;
                     break;
                 }
                 let pick = self.scheduler.choose(&enabled, step);
@@ -54,13 +68,22 @@ impl<S: Scheduler> Explorer for Stateless<S> {
                 stats.depth = stats.depth.max(path.len() as u32);
             }
         }
-        let reason = format!("{index} sampled schedules do not cover every interleaving");
+        let complete = violation.is_none() && self.scheduler.exhausted() && !depth_bound_hit;
+        let reason = if complete || violation.is_some() {
+            None
+        } else if depth_bound_hit {
+            Some(format!("depth bound reached: {} steps", bounds.max_depth))
+        } else if self.scheduler.exhausted() || index < self.schedules {
+            Some(format!("{index} sampled schedules do not cover every interleaving"))
+        } else {
+            Some(format!("schedule bound reached: {} schedules", self.schedules))
+        };
         Exploration {
             unreached: if violation.is_none() { unreached_targets(model, reached) } else { Vec::new() },
             stats,
             violation,
-            complete: false,
-            incomplete_reason: Some(reason),
+            complete,
+            incomplete_reason: reason,
         }
     }
 }
@@ -172,5 +195,56 @@ impl Scheduler for FirstEnabled {
     }
     fn choose(&mut self, enabled: &[Choice], _step: u32) -> usize {
         enabled.iter().position(|c| c.kind == ChoiceKind::Step).unwrap_or(0)
+    }
+}
+
+/// Every schedule, depth first, without forking state: each schedule re-runs from the start and
+/// follows the previous one's choices up to the last choice point with an untried sibling.
+/// Exhaustive on a backend whose state cannot be cloned or hashed, such as a real server.
+#[derive(Default)]
+pub struct Dfs {
+    /// Per step of the current schedule: the choice taken and how many there were.
+    frames: Vec<(usize, usize)>,
+    done: bool,
+}
+
+impl Scheduler for Dfs {
+    fn begin(&mut self, index: u64) -> bool {
+        if index == 0 {
+            self.frames.clear();
+            self.done = false;
+            return true;
+        }
+        while let Some((taken, count)) = self.frames.pop() {
+            if taken + 1 < count {
+                self.frames.push((taken + 1, count));
+                return true;
+            }
+        }
+        self.done = true;
+        false
+    }
+
+    fn choose(&mut self, enabled: &[Choice], step: u32) -> usize {
+        let step = step as usize;
+        match self.frames.get(step) {
+            Some(&(taken, count)) => {
+                assert_eq!(
+                    count,
+                    enabled.len(),
+                    "the backend must be deterministic: step {step} offered other choices"
+                );
+                taken
+            }
+            None => {
+                assert_eq!(step, self.frames.len());
+                self.frames.push((0, enabled.len()));
+                0
+            }
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.done
     }
 }

@@ -6,12 +6,14 @@
 //! subsystem the way the real system queues it; when the subsystem later grants it, the
 //! outcome is parked until the explorer collects it with [`World::take_ready`].
 
+pub mod database;
 pub mod db;
 pub mod http;
 pub mod os;
 
 use crate::op::{ActorId, Applied, ConnId, ErrorCode, Footprint, Op, OpKind, Outcome};
 
+pub use database::{Database, RealDb, SharedDb};
 pub use db::{Db, Schema, TableDef, UniqueIndex};
 pub use http::Http;
 pub use os::Os;
@@ -26,7 +28,7 @@ enum WaitsIn {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct World {
-    pub db: Db,
+    pub db: Database,
     pub os: Os,
     pub http: Http,
     /// Owner actor of each database connection.
@@ -43,7 +45,7 @@ impl World {
     pub fn new(schema: Schema, actors: usize) -> World {
         assert!(actors <= crate::op::MAX_ACTORS, "at most {} actors", crate::op::MAX_ACTORS);
         World {
-            db: Db::new(schema),
+            db: Database::new(schema),
             os: Os::new(actors),
             http: Http::new(actors),
             conn_owner: Vec::new(),
@@ -59,6 +61,11 @@ impl World {
         assert_eq!(usize::from(conn), self.conn_owner.len());
         self.conn_owner.push(actor);
         conn
+    }
+
+    /// Run the database part of this world on a real server from now on (stateless explorers only).
+    pub fn attach_real_db(&mut self, real: SharedDb) {
+        self.db.attach(real, self.conn_owner.len());
     }
 
     pub fn actor_count(&self) -> usize {
