@@ -2,9 +2,10 @@
 
 use racelab_harness::catalogue::RaceDef;
 
+pub mod progress_clear_insert;
 pub mod summary_upsert;
 
 /// Every race of the catalogue, by id.
 pub fn catalogue() -> Vec<RaceDef> {
-    vec![summary_upsert::race()]
+    vec![progress_clear_insert::race(), summary_upsert::race()]
 }
