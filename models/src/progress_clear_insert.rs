@@ -221,7 +221,10 @@ impl Model for ProgressClearInsert {
             },
             Target {
                 name: "the previous session was replaced",
-                reached: |v| user_rows(v).iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK)),
+                reached: |v| {
+                    let rows = user_rows(v);
+                    !rows.is_empty() && rows.iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK))
+                },
             },
         ]
     }
