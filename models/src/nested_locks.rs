@@ -67,14 +67,14 @@ impl Namespace {
     }
     fn lock_name(self) -> &'static str {
         match self {
-            Namespace::Agent => "advisory_lock(AGENT)",
-            Namespace::Turn => "advisory_lock(TURN)",
+            Namespace::Agent => "advisory_lock_agent",
+            Namespace::Turn => "advisory_lock_turn",
         }
     }
     fn unlock_name(self) -> &'static str {
         match self {
-            Namespace::Agent => "advisory_unlock(AGENT)",
-            Namespace::Turn => "advisory_unlock(TURN)",
+            Namespace::Agent => "advisory_unlock_agent",
+            Namespace::Turn => "advisory_unlock_turn",
         }
     }
 }

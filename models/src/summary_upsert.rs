@@ -53,17 +53,17 @@ const TAG_COL: usize = 1;
 const TAG: Value = Value::Str("s1");
 /// Request `i` stores `CONTENTS[i]`.
 const CONTENTS: [&str; 3] = ["summary-1", "summary-2", "summary-3"];
-/// `hash(tag)` for `pg_advisory_xact_lock`: FNV-1a of the tag, as an application would derive it.
-const TAG_LOCK_KEY: i64 = fnv1a(b"s1");
+/// `hashtext(tag)` for `pg_advisory_xact_lock`: a 32-bit hash of the tag (FNV-1a here).
+const TAG_LOCK_KEY: i64 = fnv1a_32(b"s1");
 
-const fn fnv1a(bytes: &[u8]) -> i64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+const fn fnv1a_32(bytes: &[u8]) -> i64 {
+    let mut hash = 0x811c_9dc5u32;
     let mut i = 0;
     while i < bytes.len() {
-        hash = (hash ^ bytes[i] as u64).wrapping_mul(0x100_0000_01b3);
+        hash = (hash ^ bytes[i] as u32).wrapping_mul(0x0100_0193);
         i += 1;
     }
-    hash as i64
+    hash as i32 as i64
 }
 
 pub const NO_TWO_DOCUMENTS_PER_TAG: &str = "no-two-documents-per-tag";
