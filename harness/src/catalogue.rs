@@ -4,7 +4,10 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::explore::shortest::NotEnabled;
+use crate::explore::{Bounds, Choice, Exploration};
 use crate::model::Model;
+use crate::run::{Checked, Mode, Replay};
 
 /// A parameter value from a scenario file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,11 +65,26 @@ impl Params {
 /// The engine adds its methods through the blanket impl.
 pub trait DynModel: Send + Sync {
     fn actor_names(&self) -> Vec<String>;
+    /// Explore and decide a verdict; see [`crate::run::check`].
+    fn check(&self, id: &str, mode: &Mode, bounds: &Bounds) -> Checked;
+    /// Replay a schedule exactly; see [`crate::run::replay`].
+    fn replay(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled>;
+    /// The raw exhaustive search, without minimising: for benchmarks.
+    fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
 }
 
 impl<M: Model> DynModel for M {
     fn actor_names(&self) -> Vec<String> {
         Model::actor_names(self)
+    }
+    fn check(&self, id: &str, mode: &Mode, bounds: &Bounds) -> Checked {
+        crate::run::check(id, self, mode, bounds)
+    }
+    fn replay(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<Replay, NotEnabled> {
+        crate::run::replay(self, bounds, schedule)
+    }
+    fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration {
+        crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets }, self, bounds)
     }
 }
 

@@ -2,7 +2,12 @@
 //! timelines and scenario files. See ARCHITECTURE.md for the map.
 
 pub mod catalogue;
+pub mod explore;
 pub mod model;
 pub mod op;
 pub mod render;
+pub mod run;
+pub mod scenario;
 pub mod sim;
+pub mod timeline;
+pub mod token;

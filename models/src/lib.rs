@@ -2,11 +2,19 @@
 
 use racelab_harness::catalogue::RaceDef;
 
+pub mod daemon_spawn;
+pub mod judge_persist;
 pub mod nested_locks;
 pub mod progress_clear_insert;
 pub mod summary_upsert;
 
-/// Every race of the catalogue, by id.
+/// Every race, by id.
 pub fn catalogue() -> Vec<RaceDef> {
-    vec![nested_locks::race(), progress_clear_insert::race(), summary_upsert::race()]
+    vec![
+        daemon_spawn::race(),
+        judge_persist::race(),
+        nested_locks::race(),
+        progress_clear_insert::race(),
+        summary_upsert::race(),
+    ]
 }

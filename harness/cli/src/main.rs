@@ -1,1 +1,347 @@
-fn main() {}
+//! `racelab`: list, check, replay and explain the race scenarios.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use racelab_harness::catalogue::RaceDef;
+use racelab_harness::run::{Checked, Mode, Verdict};
+use racelab_harness::scenario::{self, Scenario};
+use racelab_harness::token;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "racelab", version, about = "Explore production races as buggy and fixed state machines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the catalogue: races, variants, seeds, invariants and scenario files.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ScenarioDir,
+    },
+    /// Explore scenarios and compare each verdict with the one its file expects.
+    Check {
+        /// `race/variant`, a whole `race`, or `all`.
+        #[arg(default_value = "all")]
+        ids: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Backend::Sim)]
+        backend: Backend,
+        #[arg(long, value_enum, default_value_t = ModeArg::Exhaustive)]
+        mode: ModeArg,
+        /// Seed for random and PCT schedules.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Schedules per scenario for random and PCT.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        schedules: u64,
+        /// PCT bug depth d.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+        depth: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ScenarioDir,
+    },
+    /// Replay a schedule token and print its timeline.
+    Replay {
+        id: String,
+        token: String,
+        #[arg(long, value_enum, default_value_t = Backend::Sim)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ScenarioDir,
+    },
+    /// Show the shortest counterexample, or what was explored for a variant that holds.
+    Explain {
+        id: String,
+        #[arg(long, value_enum, default_value_t = Backend::Sim)]
+        backend: Backend,
+        #[command(flatten)]
+        dir: ScenarioDir,
+    },
+}
+
+#[derive(clap::Args)]
+struct ScenarioDir {
+    /// Directory of scenario files (default: ./scenarios, else the workspace's).
+    #[arg(long = "scenarios", value_name = "DIR")]
+    path: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The deterministic in-process simulation.
+    Sim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Exhaustive,
+    Random,
+    Pct,
+}
+
+/// A failure to report: exit 2 for bad input.
+struct BadInput(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(BadInput(message)) => {
+            eprintln!("racelab: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, BadInput> {
+    let catalogue = racelab_models::catalogue();
+    match cli.command {
+        Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
+        Command::Check { ids, backend: Backend::Sim, mode, seed, schedules, depth, json, dir } => {
+            let scenarios = load(&dir, &catalogue)?;
+            let selected = select(&scenarios, &catalogue, &ids)?;
+            let mode = match mode {
+                ModeArg::Exhaustive => Mode::Exhaustive,
+                ModeArg::Random => Mode::Random { seed, schedules },
+                ModeArg::Pct => Mode::Pct { seed, schedules, depth },
+            };
+            check(&selected, &mode, json)
+        }
+        Command::Replay { id, token, backend: Backend::Sim, json, dir } => {
+            let scenarios = load(&dir, &catalogue)?;
+            replay(&scenarios, &catalogue, &id, &token, json)
+        }
+        Command::Explain { id, backend: Backend::Sim, dir } => {
+            let scenarios = load(&dir, &catalogue)?;
+            let selected = select(&scenarios, &catalogue, std::slice::from_ref(&id))?;
+            for s in &selected {
+                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds);
+                print_text(s, &Mode::Exhaustive, &checked, true);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(dir: &ScenarioDir, catalogue: &[RaceDef]) -> Result<Vec<Scenario>, BadInput> {
+    let path = match &dir.path {
+        Some(p) => p.clone(),
+        None if Path::new("scenarios").is_dir() => PathBuf::from("scenarios"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios"),
+    };
+    scenario::load_dir(&path, catalogue).map_err(|e| BadInput(e.to_string()))
+}
+
+/// Resolve ids: `all`, a race, or `race/variant`, keeping scenario-file order without repeats.
+fn select<'s>(scenarios: &'s [Scenario], catalogue: &[RaceDef], ids: &[String]) -> Result<Vec<&'s Scenario>, BadInput> {
+    let mut chosen: Vec<&Scenario> = Vec::new();
+    for id in ids {
+        let matches: Vec<&Scenario> =
+            scenarios.iter().filter(|s| id == "all" || s.id == *id || s.race == *id).collect();
+        if matches.is_empty() {
+            let known_race = catalogue.iter().any(|r| r.id == id.as_str() || id.split('/').next() == Some(r.id));
+            let hint = if known_race {
+                "it is in the catalogue, but no scenario file names it".to_string()
+            } else {
+                let known: Vec<&str> = catalogue.iter().map(|r| r.id).collect();
+                format!("known races: {}", known.join(", "))
+            };
+            return Err(BadInput(format!("unknown id `{id}`: {hint}")));
+        }
+        for m in matches {
+            if !chosen.iter().any(|c| c.id == m.id) {
+                chosen.push(m);
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<ExitCode, BadInput> {
+    for race in catalogue {
+        for variant in &race.variants {
+            let id = format!("{}/{}", race.id, variant.id);
+            let file = scenarios.iter().find(|s| s.id == id);
+            if json {
+                let line = json!({
+                    "id": id,
+                    "race": race.id,
+                    "variant": variant.id,
+                    "seed": race.seed,
+                    "invariant": race.invariant,
+                    "summary": variant.summary,
+                    "scenario": file.map(|s| s.path.display().to_string()),
+                    "expected": file.map(|s| s.expected),
+                });
+                println!("{line}");
+            } else {
+                let expected = file.map(|s| s.expected.to_string()).unwrap_or_else(|| "no scenario".into());
+                println!("{id:<48} {expected:<12} {}", variant.summary);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(selected: &[&Scenario], mode: &Mode, json: bool) -> Result<ExitCode, BadInput> {
+    let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
+        let bar = ProgressBar::new(selected.len() as u64);
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut mismatches = 0;
+    for s in selected {
+        bar.set_message(s.id.clone());
+        let checked = s.model.check(&s.id, mode, &s.bounds);
+        bar.inc(1);
+        if checked.verdict != s.expected {
+            mismatches += 1;
+        }
+        if json {
+            println!("{}", json_line(s, mode, &checked));
+        } else {
+            bar.suspend(|| print_text(s, mode, &checked, false));
+        }
+    }
+    bar.finish_and_clear();
+    if !json {
+        println!("{} scenarios, {} as expected, {} not", selected.len(), selected.len() - mismatches, mismatches);
+    }
+    Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn json_line(s: &Scenario, mode: &Mode, c: &Checked) -> serde_json::Value {
+    let cx = c.counterexample.as_ref();
+    json!({
+        "id": s.id,
+        "backend": "sim",
+        "mode": mode.name(),
+        "verdict": c.verdict,
+        "expected": s.expected,
+        "invariant": cx.map(|x| &x.invariant),
+        "detail": cx.map(|x| &x.detail),
+        "token": cx.map(|x| &x.token),
+        "steps": cx.map(|x| x.steps),
+        "reason": c.reason,
+        "complete": c.complete,
+        "bounds": s.bounds,
+        "pct_guarantee": c.pct_guarantee,
+        "stats": {
+            "executions": c.stats.executions,
+            "states": c.stats.states,
+            "transitions": c.stats.transitions,
+            "pruned": c.stats.pruned,
+            "depth": c.stats.depth,
+            "elapsed_ms": c.elapsed_ms,
+        },
+    })
+}
+
+fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
+    let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
+    println!(
+        "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
+        s.id, c.verdict, s.expected, c.stats.states, c.stats.executions, c.elapsed_ms
+    );
+    if let Some(cx) = &c.counterexample {
+        println!("\n{}\n", cx.timeline.render(terminal_width()));
+        println!("violated: {}: {}", cx.invariant, cx.detail);
+        for line in &cx.final_state {
+            println!("  {line}");
+        }
+        println!("replay:   racelab replay {} {}\n", s.id, cx.token);
+    } else if explain || c.verdict != s.expected {
+        let b = &s.bounds;
+        let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
+        println!(
+            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, preemptions {}, depth ≤ {}",
+            mode.name(),
+            s.model.actor_names().len(),
+            b.crashes,
+            b.errors,
+            b.timeouts,
+            preemptions,
+            b.max_depth
+        );
+        println!(
+            "  {} states, {} executions, {} transitions ({} skipped by sleep sets), longest {} steps; complete: {}",
+            c.stats.states, c.stats.executions, c.stats.transitions, c.stats.pruned, c.stats.depth, c.complete
+        );
+        if let Some(reason) = &c.reason {
+            println!("  inconclusive: {reason}");
+        }
+        if let Some(g) = c.pct_guarantee {
+            println!("  PCT: each schedule finds a bug of the chosen depth with probability ≥ {g:.2e}");
+        }
+        println!();
+    }
+}
+
+fn replay(
+    scenarios: &[Scenario],
+    catalogue: &[RaceDef],
+    id: &str,
+    tok: &str,
+    json: bool,
+) -> Result<ExitCode, BadInput> {
+    let s = match scenarios.iter().find(|s| s.id == id) {
+        Some(s) => s,
+        None => {
+            let selected = select(scenarios, catalogue, &[id.to_string()])?;
+            return Err(BadInput(format!(
+                "replay needs one scenario id (race/variant); `{id}` names {}",
+                selected.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    };
+    let schedule = token::decode(id, tok).map_err(|e| BadInput(e.to_string()))?;
+    let r = s.model.replay(&s.bounds, &schedule).map_err(|e| {
+        BadInput(format!(
+            "the token does not replay on `{id}`: step {} picks actor {} ({:?}), which cannot move there; was the scenario file changed?",
+            e.step, e.choice.actor, e.choice.kind
+        ))
+    })?;
+    if json {
+        let line = json!({
+            "id": id,
+            "backend": "sim",
+            "mode": "replay",
+            "verdict": r.verdict,
+            "invariant": r.invariant,
+            "detail": r.detail,
+            "token": tok,
+            "steps": r.steps,
+            "final_state": r.final_state,
+        });
+        println!("{line}");
+    } else {
+        println!("{}\n", r.timeline.render(terminal_width()));
+        match (&r.invariant, &r.detail) {
+            (Some(inv), Some(detail)) => println!("violated: {inv}: {detail}"),
+            _ => println!("no invariant was violated by this schedule"),
+        }
+        for line in &r.final_state {
+            println!("  {line}");
+        }
+    }
+    Ok(if r.verdict == Verdict::Violated { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn terminal_width() -> u16 {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(140)
+}

@@ -163,3 +163,27 @@ impl World {
         std::mem::take(&mut self.touched)
     }
 }
+
+impl World {
+    /// The parts of the state a reader of a counterexample needs: committed table contents,
+    /// files, flocks and live processes.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = self.os.describe();
+        for table in &self.db.schema().tables {
+            let rows = self.db.committed_rows(table.name);
+            let shown: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    let cells: Vec<String> = table.columns.iter().zip(r).map(|(c, v)| format!("{c}={v}")).collect();
+                    format!("({})", cells.join(", "))
+                })
+                .collect();
+            lines.push(format!(
+                "{}: {}",
+                table.name,
+                if shown.is_empty() { "no rows".into() } else { shown.join(" ") }
+            ));
+        }
+        lines
+    }
+}

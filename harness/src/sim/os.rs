@@ -1,40 +1,602 @@
-//! Processes, files and `flock`. (Stub: the full simulator replaces it.)
+//! Processes, files and `flock`.
+//!
+//! A process runs one or more actors (its tasks). Dormant actors belong to no process until some
+//! process spawns them, either as a new process or as a task of the spawner's own process.
+//! Files hold one [`Value`] each. A `flock` is exclusive, held by a process, and released by
+//! `LOCK_UN`, by `exit` and by a crash (the kernel closes the file). Blocked `flock` calls are
+//! granted in FIFO order.
+//!
+//! Not modelled: `Exit` ends the process but does not kill its other tasks (the models exit only
+//! from a process's last running task), and a crashed actor that restarts keeps its dead pid.
 
-use crate::op::{ActorId, Applied, Footprint, OsOp, Outcome, Pid};
+use std::collections::BTreeMap;
+
+use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
+
+/// The pid of the first process; later ones count up from it.
+const FIRST_PID: Pid = 100;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Process {
+    alive: bool,
+    /// Every actor that ever ran in it, in the order they joined.
+    actors: Vec<ActorId>,
+}
+
+/// What an actor's queued op waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum WaitFor {
+    Spawn,
+    Flock(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Wait {
+    on: WaitFor,
+    /// Set once granted; collected by `take_ready`.
+    outcome: Option<Outcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FlockState {
+    holder: Pid,
+    /// Actors blocked in `flock(LOCK_EX)`, oldest first.
+    queue: Vec<ActorId>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Os {
-    actors: usize,
+    /// Indexed by `pid - FIRST_PID`.
+    processes: Vec<Process>,
+    /// The process each actor runs in; `None` for a dormant actor or one outside any process.
+    process_of: Vec<Option<Pid>>,
+    /// Declared dormant and not spawned yet.
+    dormant: Vec<bool>,
+    /// Crashed before anyone spawned it: a later spawn starts a process that dies at once.
+    stillborn: Vec<bool>,
+    waits: Vec<Option<Wait>>,
+    files: BTreeMap<&'static str, Value>,
+    flocks: BTreeMap<&'static str, FlockState>,
 }
 
 impl Os {
     pub fn new(actors: usize) -> Os {
-        Os { actors }
+        Os {
+            processes: Vec::new(),
+            process_of: vec![None; actors],
+            dormant: vec![false; actors],
+            stillborn: vec![false; actors],
+            waits: vec![None; actors],
+            files: BTreeMap::new(),
+            flocks: BTreeMap::new(),
+        }
     }
+
     /// Start a process at init that runs `actors` (all its tasks). Returns its pid.
-    pub fn start_process(&mut self, _actors: &[ActorId]) -> Pid {
-        1
+    pub fn start_process(&mut self, actors: &[ActorId]) -> Pid {
+        for &a in actors {
+            assert!(self.process_of[a].is_none() && !self.dormant[a], "actor {a} already has a process or is dormant");
+        }
+        self.new_process(actors, true)
     }
+
     /// Declare `actor` dormant: it runs only once spawned (its first op is `AwaitSpawn`).
-    pub fn add_dormant(&mut self, _actor: ActorId) {}
-    pub fn apply(&mut self, _actor: ActorId, _op: &OsOp, _fp: &mut Footprint) -> Applied {
-        Applied::Done(Outcome::Ok)
+    pub fn add_dormant(&mut self, actor: ActorId) {
+        assert!(self.process_of[actor].is_none(), "actor {actor} already runs in a process");
+        self.dormant[actor] = true;
     }
-    pub fn is_ready(&self, _actor: ActorId) -> bool {
-        false
+
+    /// Create a file at init.
+    pub fn seed_file(&mut self, path: &'static str, content: Value) {
+        self.files.insert(path, content);
     }
-    pub fn is_dormant(&self, _actor: ActorId) -> bool {
-        false
+
+    /// A file's content, or `None` when it does not exist.
+    pub fn file(&self, path: &'static str) -> Option<Value> {
+        self.files.get(path).copied()
     }
-    pub fn take_ready(&mut self, _actor: ActorId, _fp: &mut Footprint) -> Option<Outcome> {
-        None
+
+    /// The process `actor` runs in (dead or alive), if it has been started.
+    pub fn pid_of(&self, actor: ActorId) -> Option<Pid> {
+        self.process_of[actor]
     }
-    pub fn cancel_wait(&mut self, _actor: ActorId, _fp: &mut Footprint) -> Outcome {
-        Outcome::Err(crate::op::ErrorCode::ETIMEDOUT)
+
+    /// Is `pid` a live process?
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.process(pid).is_some_and(|p| p.alive)
     }
-    /// Kill `actor`'s process; returns all actors that ran in it.
+
+    /// The process holding the `flock` on `path`.
+    pub fn flock_holder(&self, path: &'static str) -> Option<Pid> {
+        self.flocks.get(path).map(|f| f.holder)
+    }
+
+    /// Files, flocks and live processes, for the final state of a counterexample.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.files.is_empty() {
+            let files: Vec<String> = self.files.iter().map(|(p, v)| format!("{p}={v}")).collect();
+            lines.push(format!("files: {}", files.join(", ")));
+        }
+        if !self.flocks.is_empty() {
+            let locks: Vec<String> = self.flocks.iter().map(|(p, f)| format!("{p} held by pid {}", f.holder)).collect();
+            lines.push(format!("flocks: {}", locks.join(", ")));
+        }
+        if !self.processes.is_empty() {
+            let alive: Vec<String> = (0..self.processes.len())
+                .filter(|&i| self.processes[i].alive)
+                .map(|i| (FIRST_PID + i as Pid).to_string())
+                .collect();
+            lines.push(format!("live processes: {}", if alive.is_empty() { "none".into() } else { alive.join(", ") }));
+        }
+        lines
+    }
+
+    pub fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
+        assert!(self.waits[actor].is_none(), "actor {actor} already waits");
+        let done = Applied::Done;
+        match *op {
+            OsOp::AwaitSpawn => {
+                fp.read(Resource::Processes);
+                if let Some(pid) = self.process_of[actor] {
+                    // Spawned before it got to wait.
+                    return done(Outcome::Pid(pid));
+                }
+                assert!(self.dormant[actor], "actor {actor} awaits a spawn but is not dormant");
+                self.waits[actor] = Some(Wait { on: WaitFor::Spawn, outcome: None });
+                Applied::Blocked
+            }
+            OsOp::SpawnProcess { actor: child } => {
+                fp.write(Resource::Processes);
+                self.take_dormant(child);
+                let alive = !self.stillborn[child];
+                let pid = self.new_process(&[child], alive);
+                self.wake_spawned(child, pid);
+                done(Outcome::Pid(pid))
+            }
+            OsOp::SpawnTask { actor: child } => {
+                fp.write(Resource::Processes);
+                self.take_dormant(child);
+                let pid = self.own_pid(actor);
+                self.process_of[child] = Some(pid);
+                self.process_mut(pid).actors.push(child);
+                self.wake_spawned(child, pid);
+                done(Outcome::Ok)
+            }
+            OsOp::ReadFile { path } => {
+                fp.read(Resource::File(path));
+                done(self.files.get(path).map_or(Outcome::Err(ErrorCode::ENOENT), |v| Outcome::Value(*v)))
+            }
+            OsOp::WriteFile { path, content } => {
+                fp.write(Resource::File(path));
+                self.files.insert(path, content);
+                done(Outcome::Ok)
+            }
+            OsOp::RemoveFile { path } => {
+                fp.write(Resource::File(path));
+                done(self.files.remove(path).map_or(Outcome::Err(ErrorCode::ENOENT), |_| Outcome::Ok))
+            }
+            OsOp::IsAlive { pid } => {
+                fp.read(Resource::Processes);
+                done(Outcome::Bool(self.is_alive(pid)))
+            }
+            OsOp::Flock { path, nonblocking } => {
+                fp.write(Resource::Flock(path));
+                let pid = self.own_pid(actor);
+                match self.flocks.get_mut(path) {
+                    None => {
+                        self.flocks.insert(path, FlockState { holder: pid, queue: Vec::new() });
+                        done(Outcome::Ok)
+                    }
+                    Some(f) if f.holder == pid => done(Outcome::Ok),
+                    Some(_) if nonblocking => done(Outcome::Err(ErrorCode::EWOULDBLOCK)),
+                    Some(f) => {
+                        f.queue.push(actor);
+                        self.waits[actor] = Some(Wait { on: WaitFor::Flock(path), outcome: None });
+                        Applied::Blocked
+                    }
+                }
+            }
+            OsOp::Funlock { path } => {
+                fp.write(Resource::Flock(path));
+                let pid = self.own_pid(actor);
+                if self.flocks.get(path).is_some_and(|f| f.holder == pid) {
+                    self.release(path);
+                }
+                done(Outcome::Ok)
+            }
+            OsOp::Exit => {
+                fp.write(Resource::Processes);
+                let pid = self.own_pid(actor);
+                self.kill(pid, fp);
+                done(Outcome::Ok)
+            }
+        }
+    }
+
+    pub fn is_ready(&self, actor: ActorId) -> bool {
+        self.waits[actor].as_ref().is_some_and(|w| w.outcome.is_some())
+    }
+
+    /// Does `actor` wait for someone to spawn it?
+    pub fn is_dormant(&self, actor: ActorId) -> bool {
+        self.waits[actor].as_ref().is_some_and(|w| w.on == WaitFor::Spawn && w.outcome.is_none())
+    }
+
+    pub fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+        let wait = self.waits[actor].as_ref()?;
+        let outcome = wait.outcome.clone()?;
+        match wait.on {
+            WaitFor::Spawn => fp.read(Resource::Processes),
+            WaitFor::Flock(path) => fp.read(Resource::Flock(path)),
+        }
+        self.waits[actor] = None;
+        Some(outcome)
+    }
+
+    /// A timeout fires on `actor`'s wait. A `flock` not yet granted leaves the queue; one already
+    /// granted stays held, as when the alarm fires just after the syscall returned.
+    pub fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+        let wait = self.waits[actor].take().expect("cancel_wait on an actor that does not wait in the OS");
+        match wait.on {
+            WaitFor::Spawn => fp.read(Resource::Processes),
+            WaitFor::Flock(path) => {
+                fp.write(Resource::Flock(path));
+                if let Some(f) = self.flocks.get_mut(path) {
+                    f.queue.retain(|&a| a != actor);
+                }
+            }
+        }
+        Outcome::Err(ErrorCode::ETIMEDOUT)
+    }
+
+    /// Kill `actor`'s process; returns all actors that ran in it. Its flocks are released and its
+    /// tasks' queued waits dropped. An actor outside any process dies alone.
     pub fn crash(&mut self, actor: ActorId) -> Vec<ActorId> {
-        let _ = self.actors;
-        vec![actor]
+        let pid = self.process_of[actor];
+        let dead = match pid {
+            Some(pid) => self.process_mut(pid).actors.clone(),
+            None => {
+                if self.dormant[actor] {
+                    self.stillborn[actor] = true;
+                }
+                vec![actor]
+            }
+        };
+        // Dead waiters leave their queues first, so that no flock is handed to them.
+        for &a in &dead {
+            self.drop_wait(a);
+        }
+        if let Some(pid) = pid {
+            self.kill(pid, &mut Footprint::default());
+        }
+        dead
+    }
+
+    fn new_process(&mut self, actors: &[ActorId], alive: bool) -> Pid {
+        let pid = FIRST_PID + Pid::try_from(self.processes.len()).expect("too many processes");
+        self.processes.push(Process { alive, actors: actors.to_vec() });
+        for &a in actors {
+            self.process_of[a] = Some(pid);
+        }
+        pid
+    }
+
+    fn process(&self, pid: Pid) -> Option<&Process> {
+        pid.checked_sub(FIRST_PID).and_then(|i| self.processes.get(i as usize))
+    }
+
+    fn process_mut(&mut self, pid: Pid) -> &mut Process {
+        &mut self.processes[(pid - FIRST_PID) as usize]
+    }
+
+    fn own_pid(&self, actor: ActorId) -> Pid {
+        self.process_of[actor].unwrap_or_else(|| panic!("actor {actor} runs in no process"))
+    }
+
+    fn take_dormant(&mut self, child: ActorId) {
+        assert!(self.dormant[child], "actor {child} is not dormant: spawned twice, or never declared with add_dormant");
+        self.dormant[child] = false;
+    }
+
+    /// The spawned child's `AwaitSpawn`, if it already waits, returns the child's pid.
+    fn wake_spawned(&mut self, child: ActorId, pid: Pid) {
+        if let Some(w) = self.waits[child].as_mut() {
+            if w.on == WaitFor::Spawn {
+                w.outcome = Some(Outcome::Pid(pid));
+            }
+        }
+    }
+
+    /// The process dies: not alive, and every flock it holds is released.
+    fn kill(&mut self, pid: Pid, fp: &mut Footprint) {
+        self.process_mut(pid).alive = false;
+        let held: Vec<&'static str> = self.flocks.iter().filter(|(_, f)| f.holder == pid).map(|(p, _)| *p).collect();
+        for path in held {
+            fp.write(Resource::Flock(path));
+            self.release(path);
+        }
+    }
+
+    /// Hand the flock on `path` to the oldest waiter, or free it.
+    fn release(&mut self, path: &'static str) {
+        let f = self.flocks.get_mut(path).expect("release of a flock nobody holds");
+        if f.queue.is_empty() {
+            self.flocks.remove(path);
+            return;
+        }
+        let next = f.queue.remove(0);
+        f.holder = self.process_of[next].expect("a flock waiter runs in a process");
+        let wait = self.waits[next].as_mut().expect("a flock waiter waits");
+        wait.outcome = Some(Outcome::Ok);
+    }
+
+    fn drop_wait(&mut self, actor: ActorId) {
+        if let Some(Wait { on: WaitFor::Flock(path), .. }) = self.waits[actor].take() {
+            if let Some(f) = self.flocks.get_mut(path) {
+                f.queue.retain(|&a| a != actor);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCK: &str = "spawn.lock";
+
+    fn os(actors: usize) -> Os {
+        Os::new(actors)
+    }
+
+    fn apply(os: &mut Os, actor: ActorId, op: OsOp) -> Applied {
+        os.apply(actor, &op, &mut Footprint::default())
+    }
+
+    fn done(os: &mut Os, actor: ActorId, op: OsOp) -> Outcome {
+        match apply(os, actor, op) {
+            Applied::Done(o) => o,
+            Applied::Blocked => panic!("actor {actor} blocked"),
+        }
+    }
+
+    fn take(os: &mut Os, actor: ActorId) -> Option<Outcome> {
+        os.take_ready(actor, &mut Footprint::default())
+    }
+
+    fn flock(nonblocking: bool) -> OsOp {
+        OsOp::Flock { path: LOCK, nonblocking }
+    }
+
+    #[test]
+    fn spawn_process_wakes_the_dormant_actor_with_its_pid() {
+        let mut os = os(2);
+        let parent = os.start_process(&[0]);
+        os.add_dormant(1);
+        assert_eq!(apply(&mut os, 1, OsOp::AwaitSpawn), Applied::Blocked);
+        assert!(os.is_dormant(1) && !os.is_ready(1));
+        let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
+        assert_ne!(child, parent);
+        assert!(!os.is_dormant(1) && os.is_ready(1));
+        assert_eq!(take(&mut os, 1), Some(Outcome::Pid(child)));
+        assert!(os.is_alive(child) && os.is_alive(parent));
+        assert_eq!(os.pid_of(1), Some(child));
+    }
+
+    #[test]
+    fn spawn_before_await_returns_at_once() {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        os.add_dormant(1);
+        let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
+        assert_eq!(done(&mut os, 1, OsOp::AwaitSpawn), Outcome::Pid(child));
+    }
+
+    #[test]
+    fn spawn_task_joins_the_callers_process_and_dies_with_it() {
+        let mut os = os(2);
+        let server = os.start_process(&[0]);
+        os.add_dormant(1);
+        apply(&mut os, 1, OsOp::AwaitSpawn);
+        assert_eq!(done(&mut os, 0, OsOp::SpawnTask { actor: 1 }), Outcome::Ok);
+        assert_eq!(take(&mut os, 1), Some(Outcome::Pid(server)));
+        assert_eq!(os.crash(0), vec![0, 1]);
+        assert!(!os.is_alive(server));
+    }
+
+    #[test]
+    #[should_panic(expected = "not dormant")]
+    fn spawning_an_actor_twice_is_a_model_bug() {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        os.add_dormant(1);
+        done(&mut os, 0, OsOp::SpawnProcess { actor: 1 });
+        done(&mut os, 0, OsOp::SpawnProcess { actor: 1 });
+    }
+
+    #[test]
+    fn files_read_write_remove() {
+        let mut os = os(1);
+        os.start_process(&[0]);
+        let read = OsOp::ReadFile { path: "observer.pid" };
+        assert_eq!(done(&mut os, 0, read.clone()), Outcome::Err(ErrorCode::ENOENT));
+        done(&mut os, 0, OsOp::WriteFile { path: "observer.pid", content: Value::Int(7) });
+        done(&mut os, 0, OsOp::WriteFile { path: "observer.pid", content: Value::Int(8) });
+        assert_eq!(done(&mut os, 0, read.clone()), Outcome::Value(Value::Int(8)));
+        assert_eq!(done(&mut os, 0, OsOp::RemoveFile { path: "observer.pid" }), Outcome::Ok);
+        assert_eq!(done(&mut os, 0, OsOp::RemoveFile { path: "observer.pid" }), Outcome::Err(ErrorCode::ENOENT));
+        assert_eq!(done(&mut os, 0, read), Outcome::Err(ErrorCode::ENOENT));
+    }
+
+    #[test]
+    fn is_alive_follows_exit_and_crash() {
+        let mut os = os(2);
+        let a = os.start_process(&[0]);
+        let b = os.start_process(&[1]);
+        assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: b }), Outcome::Bool(true));
+        assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: 4242 }), Outcome::Bool(false));
+        assert_eq!(done(&mut os, 1, OsOp::Exit), Outcome::Ok);
+        assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: b }), Outcome::Bool(false));
+        os.crash(0);
+        assert!(!os.is_alive(a));
+    }
+
+    #[test]
+    fn nonblocking_flock_fails_while_held_elsewhere() {
+        let mut os = os(2);
+        let a = os.start_process(&[0]);
+        os.start_process(&[1]);
+        assert_eq!(done(&mut os, 0, flock(true)), Outcome::Ok);
+        assert_eq!(done(&mut os, 0, flock(true)), Outcome::Ok, "re-flock by the holder is a no-op");
+        assert_eq!(done(&mut os, 1, flock(true)), Outcome::Err(ErrorCode::EWOULDBLOCK));
+        assert_eq!(os.flock_holder(LOCK), Some(a));
+    }
+
+    #[test]
+    fn blocking_flock_is_granted_fifo_on_unlock() {
+        let mut os = os(3);
+        os.start_process(&[0]);
+        let b = os.start_process(&[1]);
+        let c = os.start_process(&[2]);
+        done(&mut os, 0, flock(false));
+        assert_eq!(apply(&mut os, 2, flock(false)), Applied::Blocked);
+        assert_eq!(apply(&mut os, 1, flock(false)), Applied::Blocked);
+        assert!(!os.is_ready(1) && !os.is_ready(2) && !os.is_dormant(1));
+        done(&mut os, 0, OsOp::Funlock { path: LOCK });
+        assert_eq!(os.flock_holder(LOCK), Some(c));
+        assert!(os.is_ready(2) && !os.is_ready(1));
+        assert_eq!(take(&mut os, 2), Some(Outcome::Ok));
+        assert_eq!(take(&mut os, 1), None);
+        done(&mut os, 2, OsOp::Funlock { path: LOCK });
+        assert_eq!(os.flock_holder(LOCK), Some(b));
+        assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+        done(&mut os, 1, OsOp::Funlock { path: LOCK });
+        assert_eq!(os.flock_holder(LOCK), None);
+    }
+
+    #[test]
+    fn funlock_by_a_non_holder_changes_nothing() {
+        let mut os = os(2);
+        let a = os.start_process(&[0]);
+        os.start_process(&[1]);
+        done(&mut os, 0, flock(false));
+        assert_eq!(done(&mut os, 1, OsOp::Funlock { path: LOCK }), Outcome::Ok);
+        assert_eq!(os.flock_holder(LOCK), Some(a));
+    }
+
+    #[test]
+    fn exit_releases_flocks_to_the_next_waiter() {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        let b = os.start_process(&[1]);
+        done(&mut os, 0, flock(false));
+        apply(&mut os, 1, flock(false));
+        done(&mut os, 0, OsOp::Exit);
+        assert_eq!(os.flock_holder(LOCK), Some(b));
+        assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+    }
+
+    #[test]
+    fn crash_releases_flocks_and_drops_the_dead_waits() {
+        let mut os = os(3);
+        let a = os.start_process(&[0]);
+        os.start_process(&[1]);
+        let c = os.start_process(&[2]);
+        done(&mut os, 0, flock(false));
+        apply(&mut os, 1, flock(false));
+        apply(&mut os, 2, flock(false));
+        // The waiter dies first: it leaves the queue.
+        assert_eq!(os.crash(1), vec![1]);
+        assert_eq!(os.flock_holder(LOCK), Some(a));
+        // The holder dies: the lock passes over the dead waiter to the live one.
+        assert_eq!(os.crash(0), vec![0]);
+        assert_eq!(os.flock_holder(LOCK), Some(c));
+        assert_eq!(take(&mut os, 2), Some(Outcome::Ok));
+        assert!(!os.is_alive(a));
+    }
+
+    #[test]
+    fn cancel_wait_dequeues_a_blocked_flock() {
+        let mut os = os(3);
+        let a = os.start_process(&[0]);
+        os.start_process(&[1]);
+        let c = os.start_process(&[2]);
+        done(&mut os, 0, flock(false));
+        apply(&mut os, 1, flock(false));
+        apply(&mut os, 2, flock(false));
+        assert_eq!(os.cancel_wait(1, &mut Footprint::default()), Outcome::Err(ErrorCode::ETIMEDOUT));
+        assert_eq!(os.flock_holder(LOCK), Some(a));
+        done(&mut os, 0, OsOp::Funlock { path: LOCK });
+        assert_eq!(os.flock_holder(LOCK), Some(c));
+    }
+
+    #[test]
+    fn a_dormant_actor_that_crashes_before_its_spawn_starts_a_dead_process() {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        os.add_dormant(1);
+        apply(&mut os, 1, OsOp::AwaitSpawn);
+        assert_eq!(os.crash(1), vec![1]);
+        assert!(!os.is_dormant(1));
+        let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
+        assert!(!os.is_alive(child));
+    }
+
+    #[test]
+    fn footprints_name_the_resources() {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        os.add_dormant(1);
+        let mut fp = Footprint::default();
+        os.apply(0, &OsOp::ReadFile { path: "a" }, &mut fp);
+        let mut write_a = Footprint::default();
+        write_a.write(Resource::File("a"));
+        assert!(fp.conflicts(&write_a));
+        let mut spawn = Footprint::default();
+        os.apply(0, &OsOp::SpawnProcess { actor: 1 }, &mut spawn);
+        let mut alive = Footprint::default();
+        os.apply(0, &OsOp::IsAlive { pid: 101 }, &mut alive);
+        assert!(spawn.conflicts(&alive));
+        assert!(!fp.conflicts(&alive));
+    }
+
+    #[test]
+    fn through_the_world_a_spawn_wakes_and_a_crash_hands_over_the_flock() {
+        use crate::op::Op;
+        use crate::sim::{Schema, World};
+        let mut world = World::new(Schema::default(), 3);
+        world.os.start_process(&[0]);
+        world.os.start_process(&[1]);
+        world.os.add_dormant(2);
+        let flock = Op::os("lock", flock(false));
+        assert_eq!(world.apply(2, &Op::os("await_spawn", OsOp::AwaitSpawn)), Applied::Blocked);
+        assert!(world.is_dormant(2));
+        assert_eq!(world.apply(0, &flock), Applied::Done(Outcome::Ok));
+        assert_eq!(world.apply(1, &flock), Applied::Blocked);
+        assert!(world.is_waiting(1) && !world.is_ready(1) && !world.is_dormant(1));
+        let Applied::Done(Outcome::Pid(child)) = world.apply(0, &Op::os("spawn", OsOp::SpawnProcess { actor: 2 }))
+        else {
+            panic!()
+        };
+        assert_eq!(world.take_ready(2), Some(Outcome::Pid(child)));
+        assert_eq!(world.crash(0), vec![0]);
+        assert!(world.is_ready(1));
+        assert_eq!(world.take_ready(1), Some(Outcome::Ok));
+        assert!(world.os.is_alive(child));
+    }
+
+    #[test]
+    fn equal_histories_give_equal_states() {
+        let run = || {
+            let mut os = os(2);
+            os.start_process(&[0]);
+            os.add_dormant(1);
+            done(&mut os, 0, OsOp::WriteFile { path: "b", content: Value::Int(1) });
+            done(&mut os, 0, OsOp::WriteFile { path: "a", content: Value::Int(2) });
+            done(&mut os, 0, OsOp::SpawnProcess { actor: 1 });
+            os
+        };
+        assert_eq!(run(), run());
     }
 }

@@ -1,0 +1,194 @@
+//! The command line, as a user meets it: bad input exits 2 with a message that says what and
+//! where; good input is deterministic.
+
+use std::process::{Command, Output};
+
+fn racelab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("COLUMNS", "160")
+        .output()
+        .expect("racelab runs")
+}
+
+fn scenarios_dir() -> String {
+    format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The first violated scenario and its token, from `check --json`.
+fn a_violation() -> (String, String) {
+    let out = racelab(&["check", "all", "--json", "--scenarios", &scenarios_dir()]);
+    for line in stdout(&out).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON lines");
+        if v["verdict"] == "violated" {
+            return (v["id"].as_str().unwrap().to_string(), v["token"].as_str().unwrap().to_string());
+        }
+    }
+    panic!("no scenario is violated");
+}
+
+#[test]
+fn unknown_id_exits_2() {
+    let out = racelab(&["check", "no-such-race/at-all", "--scenarios", &scenarios_dir()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown id `no-such-race/at-all`"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_scenario_dir_exits_2() {
+    let out = racelab(&["list", "--scenarios", "/nonexistent/racelab-scenarios"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/racelab-scenarios"), "{}", stderr(&out));
+}
+
+#[test]
+fn corrupt_token_exits_2() {
+    let (id, token) = a_violation();
+    let mut corrupt = token.clone();
+    let last = corrupt.pop().unwrap();
+    corrupt.push(if last == 'A' { 'B' } else { 'A' });
+    let out = racelab(&["replay", &id, &corrupt, "--scenarios", &scenarios_dir()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("malformed token"), "{}", stderr(&out));
+    let out = racelab(&["replay", &id, "not-a-token", "--scenarios", &scenarios_dir()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("malformed token"), "{}", stderr(&out));
+}
+
+#[test]
+fn token_for_another_scenario_exits_2() {
+    let (id, token) = a_violation();
+    let list = racelab(&["list", "--json", "--scenarios", &scenarios_dir()]);
+    let other = stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["id"] != id.as_str() && !v["scenario"].is_null())
+        .expect("a second scenario");
+    let other = other["id"].as_str().unwrap();
+    let out = racelab(&["replay", other, &token, "--scenarios", &scenarios_dir()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("this token is for scenario `{id}`")), "{}", stderr(&out));
+}
+
+#[test]
+fn replay_reproduces_the_violation() {
+    let (id, token) = a_violation();
+    let out = racelab(&["replay", &id, &token, "--json", "--scenarios", &scenarios_dir()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["verdict"], "violated");
+    let text = racelab(&["replay", &id, &token, "--scenarios", &scenarios_dir()]);
+    assert!(stdout(&text).contains("| Time"), "a timeline table: {}", stdout(&text));
+    assert!(stdout(&text).contains("violated:"));
+}
+
+fn malformed(file: &str, body: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(file), body).unwrap();
+    let out = racelab(&["check", "all", "--scenarios", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for e in expect {
+        assert!(stderr(&out).contains(e), "expected `{e}` in: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn malformed_scenario_files_exit_2_naming_file_and_line() {
+    malformed("syntax.toml", "id = \"x/y\"\ndescription = \"d\"\nexpected = \n", &["syntax.toml:3:"]);
+    malformed(
+        "unknown.toml",
+        "description = \"d\"\nid = \"no-such-race/v\"\nexpected = \"holds\"\n",
+        &["unknown.toml:2:", "unknown race `no-such-race`"],
+    );
+    malformed(
+        "verdict.toml",
+        "id = \"x/y\"\ndescription = \"d\"\nexpected = \"fine\"\n",
+        &["verdict.toml:3:", "unknown variant `fine`"],
+    );
+    malformed(
+        "field.toml",
+        "id = \"x/y\"\ndescription = \"d\"\nexpected = \"holds\"\ncolour = 1\n",
+        &["field.toml:4:", "unknown field `colour`"],
+    );
+    malformed(
+        "noslash.toml",
+        "id = \"xy\"\ndescription = \"d\"\nexpected = \"holds\"\n",
+        &["noslash.toml:1:", "race/variant"],
+    );
+}
+
+#[test]
+fn bad_parameters_exit_2() {
+    let (id, _) = a_violation();
+    let body = format!("id = \"{id}\"\ndescription = \"d\"\nexpected = \"holds\"\n[params]\nno_such_param = 3\n");
+    malformed("param.toml", &body, &["param.toml:5:", "no parameter `no_such_param`"]);
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let out = racelab(&["check", "--mode", "sideways"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = racelab(&["check", "--backend", "oracle"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_json_is_deterministic() {
+    let strip = |o: &Output| -> Vec<serde_json::Value> {
+        stdout(o)
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["stats"]["elapsed_ms"] = serde_json::Value::Null;
+                v
+            })
+            .collect()
+    };
+    let a = racelab(&["check", "all", "--json", "--scenarios", &scenarios_dir()]);
+    let b = racelab(&["check", "all", "--json", "--scenarios", &scenarios_dir()]);
+    assert_eq!(a.status.code(), Some(0), "{}", stdout(&a));
+    assert!(!strip(&a).is_empty());
+    assert_eq!(strip(&a), strip(&b));
+    for v in strip(&a) {
+        assert_eq!(v["verdict"], v["expected"], "{v}");
+        if v["verdict"] == "violated" {
+            assert!(v["token"].as_str().unwrap().starts_with("rl1."));
+        }
+    }
+    let r1 = racelab(&[
+        "check",
+        "all",
+        "--json",
+        "--mode",
+        "pct",
+        "--seed",
+        "7",
+        "--schedules",
+        "50",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
+    let r2 = racelab(&[
+        "check",
+        "all",
+        "--json",
+        "--mode",
+        "pct",
+        "--seed",
+        "7",
+        "--schedules",
+        "50",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
+    assert_eq!(strip(&r1), strip(&r2));
+}

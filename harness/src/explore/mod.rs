@@ -1,0 +1,115 @@
+//! Explorers: which actor moves next, and which fault strikes.
+//!
+//! Every strategy sits behind [`Explorer`]. Stateless strategies (random, PCT, replay) plug a
+//! [`Scheduler`] into [`stateless::Stateless`], which runs whole schedules from the initial state
+//! and so works on any backend. [`exhaustive::Exhaustive`] is a stateful depth-first search over
+//! the simulated world with state caching and sleep sets. When anything finds a violation,
+//! [`shortest`] turns it into a minimal schedule.
+
+pub mod exhaustive;
+pub mod shortest;
+pub mod state;
+pub mod stateless;
+
+use serde::Serialize;
+
+use crate::model::Model;
+
+pub use state::{Event, State, Violation};
+
+/// Which fault (or none) a choice applies to its actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChoiceKind {
+    /// Run the actor's next op, or collect its granted wait.
+    Step,
+    /// Its process crashes.
+    Crash,
+    /// Its next op fails with an injected error instead of running.
+    Error,
+    /// Its waiting op times out.
+    Timeout,
+}
+
+/// One scheduling decision. A schedule is a sequence of them, and a token encodes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Choice {
+    pub actor: u8,
+    pub kind: ChoiceKind,
+}
+
+/// The limits of an exploration. Everything the explorers do is bounded by these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    /// Crash faults per execution.
+    pub crashes: u8,
+    /// Injected error returns per execution.
+    pub errors: u8,
+    /// Timeouts of waiting ops per execution.
+    pub timeouts: u8,
+    /// At most this many preemptive context switches per execution (`None`: unbounded).
+    pub preemptions: Option<u8>,
+    /// Steps per execution.
+    pub max_depth: u32,
+    /// Distinct states per exploration.
+    pub max_states: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds { crashes: 0, errors: 0, timeouts: 0, preemptions: None, max_depth: 200, max_states: 2_000_000 }
+    }
+}
+
+/// How many schedules, states and steps an exploration covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Executions run to a final state (or, for stateless strategies, schedules run).
+    pub executions: u64,
+    /// Distinct states visited.
+    pub states: u64,
+    /// Transitions executed.
+    pub transitions: u64,
+    /// Transitions skipped by sleep sets.
+    pub pruned: u64,
+    /// Longest execution, in steps.
+    pub depth: u32,
+}
+
+/// The result of exploring one model.
+#[derive(Clone, Debug)]
+pub struct Exploration {
+    pub stats: Stats,
+    /// The first violation found, with the schedule that reached it.
+    pub violation: Option<(Violation, Vec<Choice>)>,
+    /// Was every schedule within the bounds explored?
+    pub complete: bool,
+    /// Why not, when it was not.
+    pub incomplete_reason: Option<String>,
+    /// Names of the model's targets that no explored state reached.
+    pub unreached: Vec<String>,
+}
+
+/// An exploration strategy.
+pub trait Explorer {
+    fn explore<M: Model>(&mut self, model: &M, bounds: &Bounds) -> Exploration;
+}
+
+/// A stateless scheduling policy, in the manner of Shuttle's `Scheduler`.
+pub trait Scheduler {
+    /// Prepare schedule number `index` (from 0). `false` when there are no more.
+    fn begin(&mut self, index: u64) -> bool;
+    /// Pick one of `enabled` (never empty) at step `step` of the current schedule.
+    fn choose(&mut self, enabled: &[Choice], step: u32) -> usize;
+}
+
+/// Names of targets whose bit is not in `reached`.
+pub(crate) fn unreached_targets<M: Model>(model: &M, reached: u64) -> Vec<String> {
+    model
+        .targets()
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| reached & (1u64 << k) == 0)
+        .map(|(_, t)| t.name.to_string())
+        .collect()
+}

@@ -1,0 +1,147 @@
+//! Minimal counterexamples, and exact replay of a schedule.
+//!
+//! Breadth-first search over the full transition graph (no reduction, so nothing shorter can be
+//! missed) finds a violating state at the least depth. When the graph is too large for that,
+//! greedy shrinking drops single choices from a known failing schedule while it still fails.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
+
+use crate::model::Model;
+
+use super::state::{Properties, State};
+use super::{Bounds, Choice, Event, Violation};
+
+/// A schedule that was replayed step by step.
+pub struct Replayed<A> {
+    pub events: Vec<Event>,
+    /// The first violation met, if any; the replay stops there.
+    pub violation: Option<Violation>,
+    /// The state where the replay stopped.
+    pub state: State<A>,
+}
+
+/// Why a schedule cannot be replayed on this model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotEnabled {
+    pub step: usize,
+    pub choice: Choice,
+}
+
+/// Replay `choices` exactly; every choice must be enabled when its turn comes.
+pub fn replay<M: Model>(model: &M, bounds: &Bounds, choices: &[Choice]) -> Result<Replayed<M::Actor>, NotEnabled> {
+    let props = Properties::of(model);
+    let mut state = State::initial(model);
+    let mut events = Vec::with_capacity(choices.len());
+    let mut violation = state.check(model, &props);
+    for (step, &choice) in choices.iter().enumerate() {
+        if violation.is_some() {
+            break;
+        }
+        if !state.choices(bounds).contains(&choice) {
+            return Err(NotEnabled { step, choice });
+        }
+        let (event, _) = state.apply(choice, bounds);
+        events.push(event);
+        violation = state.check(model, &props);
+    }
+    Ok(Replayed { events, violation, state })
+}
+
+/// The shortest schedule to any violation, by breadth-first search. `None` when no state
+/// violates, or when more than `bounds.max_states` states would be needed to tell.
+pub fn breadth_first<M: Model>(model: &M, bounds: &Bounds) -> Option<(Violation, Vec<Choice>)> {
+    let props = Properties::of(model);
+    let init = State::initial(model);
+    if let Some(v) = init.check(model, &props) {
+        return Some((v, Vec::new()));
+    }
+    // Parent pointers: node k was reached from `nodes[k].0` by `nodes[k].1`.
+    let mut nodes: Vec<(u32, Choice)> = Vec::new();
+    let mut seen: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+    seen.insert(init.fingerprint());
+    let mut queue: VecDeque<(State<M::Actor>, Option<u32>, u32)> = VecDeque::from([(init, None, 0)]);
+    while let Some((state, node, depth)) = queue.pop_front() {
+        if depth >= bounds.max_depth {
+            continue;
+        }
+        for choice in state.choices(bounds) {
+            let mut next = state.clone();
+            next.apply(choice, bounds);
+            if !seen.insert(next.fingerprint()) {
+                continue;
+            }
+            if seen.len() as u64 > bounds.max_states {
+                return None;
+            }
+            nodes.push((node.unwrap_or(u32::MAX), choice));
+            let id = (nodes.len() - 1) as u32;
+            if let Some(v) = next.check(model, &props) {
+                return Some((v, path_to(&nodes, id)));
+            }
+            queue.push_back((next, Some(id), depth + 1));
+        }
+    }
+    None
+}
+
+fn path_to(nodes: &[(u32, Choice)], mut id: u32) -> Vec<Choice> {
+    let mut path = Vec::new();
+    for _ in 0..=nodes.len() {
+        let (parent, choice) = nodes[id as usize];
+        path.push(choice);
+        if parent == u32::MAX {
+            path.reverse();
+            return path;
+        }
+        id = parent;
+    }
+    unreachable!("parent pointers form a tree")
+}
+
+/// Drop single choices from a failing schedule while it still violates `invariant`, until no
+/// single drop does. At most `len²` replays.
+pub fn shrink<M: Model>(model: &M, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice> {
+    let fails = |s: &[Choice]| match replay(model, bounds, s) {
+        Ok(r) => r.violation.is_some_and(|v| v.invariant == invariant),
+        Err(_) => false,
+    };
+    assert!(fails(schedule), "shrink starts from a failing schedule");
+    let mut best = schedule.to_vec();
+    let mut improved = true;
+    while improved {
+        improved = false;
+        for k in (0..best.len()).rev() {
+            let mut candidate = best.clone();
+            candidate.remove(k);
+            if fails(&candidate) {
+                // Cut whatever trails the violation, too.
+                let r = replay(model, bounds, &candidate).expect("just replayed");
+                candidate.truncate(r.events.len());
+                best = candidate;
+                improved = true;
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// The minimal counterexample for a violation found by any explorer: fewest faults first (a race
+/// that needs no crash is the real story), then fewest steps. Breadth-first when the state space
+/// allows, greedy shrinking of `found` otherwise.
+pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Choice>)) -> (Violation, Vec<Choice>) {
+    // Fault-free choices are a subset of the full bounds' choices, so the schedule replays there.
+    let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, ..bounds.clone() };
+    if let Some(shortest) = breadth_first(model, &fault_free) {
+        return shortest;
+    }
+    if let Some(shortest) = breadth_first(model, bounds) {
+        assert!(shortest.1.len() <= found.1.len(), "breadth-first search is never longer");
+        return shortest;
+    }
+    let schedule = shrink(model, bounds, &found.0.invariant, &found.1);
+    let violation = replay(model, bounds, &schedule).ok().and_then(|r| r.violation).unwrap_or(found.0);
+    (violation, schedule)
+}

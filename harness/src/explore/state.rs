@@ -1,0 +1,280 @@
+//! One point of an exploration: the world, the actors, and the fault budget spent so far,
+//! plus the single function that moves it forward by one choice.
+
+use std::hash::Hash;
+
+use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
+use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
+use crate::render;
+use crate::sim::World;
+
+use super::{Bounds, Choice, ChoiceKind};
+
+/// Faults spent on the path to a state. Part of the state: the same world with more budget
+/// left can reach more.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FaultsUsed {
+    pub crashes: u8,
+    pub errors: u8,
+    pub timeouts: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State<A> {
+    pub world: World,
+    pub actors: Vec<A>,
+    pub status: Vec<Status>,
+    pub faults: FaultsUsed,
+    /// Only tracked under a preemption bound; otherwise always `None`/0 so that it does not
+    /// split states that are otherwise equal.
+    pub last: Option<u8>,
+    pub preemptions: u8,
+}
+
+/// A property that failed, with a one-line explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: String,
+    pub detail: String,
+}
+
+/// What one choice did, for timelines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub choice: Choice,
+    /// The timeline cell: `find(tag=s1) → none`.
+    pub text: String,
+    /// Other actors that died with a crash.
+    pub also_crashed: Vec<usize>,
+}
+
+impl<A: Actor> State<A> {
+    pub fn initial<M: Model<Actor = A>>(model: &M) -> State<A> {
+        let (world, actors) = model.init();
+        assert!(!actors.is_empty() && actors.len() <= MAX_ACTORS, "a model has 1..={MAX_ACTORS} actors");
+        assert_eq!(world.actor_count(), actors.len(), "World::new must be given the actor count");
+        let status =
+            actors.iter().map(|a| if a.next_op().is_some() { Status::Running } else { Status::Finished }).collect();
+        State { world, actors, status, faults: FaultsUsed::default(), last: None, preemptions: 0 }
+    }
+
+    /// A 128-bit fingerprint of the whole state. Collisions are astronomically unlikely, and
+    /// the hasher is unkeyed, so fingerprints are the same in every run.
+    pub fn fingerprint(&self) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        self.hash(&mut h);
+        h.digest128()
+    }
+
+    /// Can actor `i` take a plain step (run its op, or collect a granted wait)?
+    fn can_step(&self, i: usize) -> bool {
+        match self.status[i] {
+            Status::Running => true,
+            Status::Waiting => self.world.is_ready(i),
+            Status::Finished | Status::Crashed => false,
+        }
+    }
+
+    /// Every choice enabled here, in a fixed order: by actor, then step, error, timeout, crash.
+    pub fn choices(&self, bounds: &Bounds) -> Vec<Choice> {
+        let mut out = Vec::with_capacity(self.actors.len() * 2);
+        for i in 0..self.actors.len() {
+            let actor = i as u8;
+            let step = self.can_step(i);
+            if step && !self.preemption_exhausted(bounds, i) {
+                out.push(Choice { actor, kind: ChoiceKind::Step });
+            }
+            match self.status[i] {
+                Status::Running => {
+                    let fallible = self.actors[i].next_op().is_some_and(|op| op.is_fallible());
+                    if fallible && self.faults.errors < bounds.errors {
+                        out.push(Choice { actor, kind: ChoiceKind::Error });
+                    }
+                    if self.faults.crashes < bounds.crashes {
+                        out.push(Choice { actor, kind: ChoiceKind::Crash });
+                    }
+                }
+                Status::Waiting if !self.world.is_dormant(i) => {
+                    if !step && self.faults.timeouts < bounds.timeouts {
+                        out.push(Choice { actor, kind: ChoiceKind::Timeout });
+                    }
+                    if self.faults.crashes < bounds.crashes {
+                        out.push(Choice { actor, kind: ChoiceKind::Crash });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Would stepping actor `i` be a preemption beyond the bound?
+    fn preemption_exhausted(&self, bounds: &Bounds, i: usize) -> bool {
+        match (bounds.preemptions, self.last) {
+            (Some(limit), Some(last)) => {
+                let last = usize::from(last);
+                last != i && self.can_step(last) && self.preemptions >= limit
+            }
+            _ => false,
+        }
+    }
+
+    /// Is some actor able to take a plain step? If not, the state is final.
+    pub fn any_step(&self) -> bool {
+        (0..self.actors.len()).any(|i| self.can_step(i))
+    }
+
+    /// Apply one enabled choice. Returns what happened and what it touched.
+    pub fn apply(&mut self, choice: Choice, bounds: &Bounds) -> (Event, Footprint) {
+        let i = usize::from(choice.actor);
+        debug_assert_eq!(self.world.take_footprint(), Footprint::default());
+        if bounds.preemptions.is_some() {
+            if let Some(last) = self.last {
+                let last = usize::from(last);
+                if last != i && self.can_step(last) && choice.kind == ChoiceKind::Step {
+                    self.preemptions += 1;
+                }
+            }
+            self.last = Some(choice.actor);
+        }
+        let mut also_crashed = Vec::new();
+        let text = match choice.kind {
+            ChoiceKind::Step if self.status[i] == Status::Waiting => {
+                let label = self.label(i);
+                let outcome = self.world.take_ready(i).expect("a waiting actor steps only once its wait is granted");
+                self.status[i] = Status::Running;
+                self.deliver(i, &outcome);
+                format!("{label} ⇐ {}", render::outcome(&outcome))
+            }
+            ChoiceKind::Step => {
+                let op = self.actors[i].next_op().expect("a running actor has an op");
+                match self.world.apply(i, &op) {
+                    Applied::Done(outcome) => {
+                        self.deliver(i, &outcome);
+                        format!("{} → {}", op.label(), render::outcome(&outcome))
+                    }
+                    Applied::Blocked => {
+                        self.status[i] = Status::Waiting;
+                        if self.world.is_dormant(i) {
+                            format!("{} (not started)", op.label())
+                        } else {
+                            format!("{} … waits", op.label())
+                        }
+                    }
+                }
+            }
+            ChoiceKind::Error => {
+                let op = self.actors[i].next_op().expect("a running actor has an op");
+                let outcome = self.world.inject_error(i, &op);
+                self.faults.errors += 1;
+                self.deliver(i, &outcome);
+                format!("{} → {} [injected]", op.label(), render::outcome(&outcome))
+            }
+            ChoiceKind::Timeout => {
+                let label = self.label(i);
+                let outcome = self.world.cancel_wait(i);
+                self.status[i] = Status::Running;
+                self.faults.timeouts += 1;
+                self.deliver(i, &outcome);
+                format!("{label} ⇐ {} [timeout]", render::outcome(&outcome))
+            }
+            ChoiceKind::Crash => {
+                self.faults.crashes += 1;
+                for dead in self.world.crash(i) {
+                    if dead != i {
+                        also_crashed.push(dead);
+                    }
+                    match self.actors[dead].on_crash() {
+                        Some(restarted) => {
+                            self.actors[dead] = restarted;
+                            self.status[dead] = Status::Running;
+                            self.finish_if_done(dead);
+                        }
+                        None => self.status[dead] = Status::Crashed,
+                    }
+                }
+                "✗ crash".to_string()
+            }
+        };
+        let mut footprint = self.world.take_footprint();
+        if choice.kind != ChoiceKind::Step {
+            footprint = Footprint::GLOBAL;
+        }
+        (Event { choice, text, also_crashed }, footprint)
+    }
+
+    fn label(&self, i: usize) -> String {
+        self.actors[i].next_op().map(|op| op.label()).unwrap_or_default()
+    }
+
+    fn deliver(&mut self, i: usize, outcome: &Outcome) {
+        self.actors[i].on_outcome(outcome);
+        self.finish_if_done(i);
+    }
+
+    fn finish_if_done(&mut self, i: usize) {
+        if self.status[i] == Status::Running && self.actors[i].next_op().is_none() {
+            self.status[i] = Status::Finished;
+        }
+    }
+
+    /// Check every property of `model` here. `final_state` selects the final-phase checks too.
+    pub fn check<M: Model<Actor = A>>(&self, model: &M, props: &Properties<A>) -> Option<Violation> {
+        // A deadlocked state is also final; the deadlock is the better explanation.
+        if model.deadlock_is_violation() {
+            if let Some(detail) = self.deadlock() {
+                return Some(Violation { invariant: DEADLOCK.to_string(), detail });
+            }
+        }
+        let final_state = !self.any_step();
+        let phases: &[Phase] = if final_state { &[Phase::Step, Phase::Final] } else { &[Phase::Step] };
+        for &phase in phases {
+            let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase };
+            for inv in &props.invariants {
+                if let Err(detail) = (inv.check)(&view) {
+                    return Some(Violation { invariant: inv.name.to_string(), detail });
+                }
+            }
+        }
+        None
+    }
+
+    /// Every unfinished, started actor waits, and no wait has been granted.
+    fn deadlock(&self) -> Option<String> {
+        let stuck: Vec<usize> = (0..self.actors.len())
+            .filter(|&i| matches!(self.status[i], Status::Running | Status::Waiting) && !self.world.is_dormant(i))
+            .collect();
+        let all_wait = stuck.iter().all(|&i| self.status[i] == Status::Waiting && !self.world.is_ready(i));
+        (!stuck.is_empty() && all_wait).then(|| {
+            let names: Vec<String> = stuck.iter().map(|i| format!("#{i}")).collect();
+            format!("every unfinished actor waits ({}) and nothing can release them", names.join(", "))
+        })
+    }
+
+    /// Bitmask of the model's targets reached in this state.
+    pub fn targets_reached(&self, props: &Properties<A>) -> u64 {
+        let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase: Phase::Step };
+        props.targets.iter().enumerate().filter(|(_, t)| (t.reached)(&view)).fold(0, |m, (k, _)| m | (1u64 << k))
+    }
+}
+
+/// A model's properties, fetched once per exploration.
+pub struct Properties<A> {
+    pub invariants: Vec<crate::model::Invariant<A>>,
+    pub targets: Vec<crate::model::Target<A>>,
+}
+
+impl<A: Actor> Properties<A> {
+    pub fn of<M: Model<Actor = A>>(model: &M) -> Properties<A> {
+        let targets = model.targets();
+        assert!(targets.len() <= 64, "at most 64 targets");
+        Properties { invariants: model.invariants(), targets }
+    }
+    pub fn all_targets(&self) -> u64 {
+        if self.targets.len() == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.targets.len()) - 1
+        }
+    }
+}

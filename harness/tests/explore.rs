@@ -1,0 +1,283 @@
+//! The explorers on small models whose outcomes can be counted by hand, plus a property test
+//! that sleep sets lose no final state against naive enumeration.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use racelab_harness::explore::exhaustive::Exhaustive;
+use racelab_harness::explore::shortest;
+use racelab_harness::explore::stateless::{Pct, Random, Stateless};
+use racelab_harness::explore::{Bounds, ChoiceKind, Explorer, State};
+use racelab_harness::model::{Actor, Invariant, Model, Phase, Target};
+use racelab_harness::op::{Op, OsOp, Outcome, Value};
+use racelab_harness::sim::{Schema, World};
+
+/// One instruction of a tiny program over files and flocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Instr {
+    Read(&'static str),
+    /// Write the last value read plus `delta`.
+    Write(&'static str, i64),
+    Lock(&'static str),
+    Unlock(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Program {
+    code: Vec<Instr>,
+    pc: usize,
+    last: i64,
+}
+
+impl Actor for Program {
+    fn next_op(&self) -> Option<Op> {
+        let op = match *self.code.get(self.pc)? {
+            Instr::Read(path) => OsOp::ReadFile { path },
+            Instr::Write(path, delta) => OsOp::WriteFile { path, content: Value::Int(self.last + delta) },
+            Instr::Lock(path) => OsOp::Flock { path, nonblocking: false },
+            Instr::Unlock(path) => OsOp::Funlock { path },
+        };
+        Some(Op::os("op", op))
+    }
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        if let Outcome::Value(Value::Int(v)) = outcome {
+            self.last = *v;
+        }
+        self.pc += 1;
+    }
+}
+
+/// Actors running programs, each in its own process, over files that start at 0.
+struct Programs {
+    programs: Vec<Vec<Instr>>,
+    /// With an invariant "counter = number of actors" in the final state, or none at all.
+    check_counter: bool,
+}
+
+impl Model for Programs {
+    type Actor = Program;
+    fn init(&self) -> (World, Vec<Program>) {
+        let mut world = World::new(Schema::default(), self.programs.len());
+        for f in ["counter", "other"] {
+            world.os.seed_file(f, Value::Int(0));
+        }
+        for a in 0..self.programs.len() {
+            world.os.start_process(&[a]);
+        }
+        (world, self.programs.iter().map(|code| Program { code: code.clone(), pc: 0, last: 0 }).collect())
+    }
+    fn actor_names(&self) -> Vec<String> {
+        (0..self.programs.len()).map(|i| format!("P{i}")).collect()
+    }
+    fn invariants(&self) -> Vec<Invariant<Program>> {
+        if !self.check_counter {
+            return vec![];
+        }
+        vec![Invariant {
+            name: "no-lost-update",
+            check: |v| {
+                let want = Value::Int(v.actors.len() as i64);
+                match v.world.os.file("counter") {
+                    Some(c) if v.phase == Phase::Final && c != want => Err(format!("counter is {c}, want {want}")),
+                    _ => Ok(()),
+                }
+            },
+        }]
+    }
+    fn targets(&self) -> Vec<Target<Program>> {
+        vec![Target { name: "someone wrote", reached: |v| v.world.os.file("counter") != Some(Value::Int(0)) }]
+    }
+    fn deadlock_is_violation(&self) -> bool {
+        self.check_counter
+    }
+}
+
+fn increment(locked: bool) -> Vec<Instr> {
+    if locked {
+        vec![Instr::Lock("l"), Instr::Read("counter"), Instr::Write("counter", 1), Instr::Unlock("l")]
+    } else {
+        vec![Instr::Read("counter"), Instr::Write("counter", 1)]
+    }
+}
+
+/// Final counter values over every final state, by naive enumeration of every path.
+fn final_counters(model: &Programs, bounds: &Bounds) -> BTreeSet<i64> {
+    let mut seen = BTreeSet::new();
+    fn walk(s: State<Program>, b: &Bounds, out: &mut BTreeSet<i64>) {
+        if !s.any_step() {
+            if let Some(Value::Int(c)) = s.world.os.file("counter") {
+                out.insert(c);
+            }
+            return;
+        }
+        for c in s.choices(b) {
+            let mut n = s.clone();
+            n.apply(c, b);
+            walk(n, b, out);
+        }
+    }
+    walk(State::initial(model), bounds, &mut seen);
+    seen
+}
+
+#[test]
+fn lost_update_has_exactly_the_counted_outcomes() {
+    let bounds = Bounds::default();
+    let two = Programs { programs: vec![increment(false), increment(false)], check_counter: false };
+    assert_eq!(final_counters(&two, &bounds), BTreeSet::from([1, 2]));
+    let three = Programs { programs: vec![increment(false); 3], check_counter: false };
+    assert_eq!(final_counters(&three, &bounds), BTreeSet::from([1, 2, 3]));
+    let locked = Programs { programs: vec![increment(true), increment(true)], check_counter: false };
+    assert_eq!(final_counters(&locked, &bounds), BTreeSet::from([2]));
+}
+
+#[test]
+fn exhaustive_counts_states_and_executions_of_two_unlocked_increments() {
+    // Two actors, two steps each (r = read, w = write): the C(4,2) = 6 orders. By hand, the
+    // distinct states per depth are 1, 2, 3 (rA wA | rA rB | rB wB), 4 and 3, so 13 in all.
+    // Final states: rA wA rB wB and rB wB rA wA (counter 2, different values read), and every
+    // overlapping order ending alike (both read 0, counter 1): 3.
+    let model = Programs { programs: vec![increment(false), increment(false)], check_counter: false };
+    let (without, finals_without) = Exhaustive { sleep_sets: false }.final_states(&model, &Bounds::default());
+    let (with, finals_with) = Exhaustive { sleep_sets: true }.final_states(&model, &Bounds::default());
+    assert!(without.complete && with.complete);
+    assert_eq!(without.stats.states, 13);
+    assert_eq!(with.stats.states, 13, "sleep sets never drop a state");
+    assert_eq!(finals_with.len(), 3);
+    assert_eq!(finals_without, finals_with);
+    assert_eq!(with.stats.executions, 3);
+    assert!(with.stats.transitions < without.stats.transitions, "sleep sets skip the commuting orders");
+    assert!(with.stats.pruned > 0);
+}
+
+#[test]
+fn exhaustive_finds_the_lost_update_and_bfs_makes_it_minimal() {
+    let model = Programs { programs: vec![increment(false), increment(false)], check_counter: true };
+    let bounds = Bounds::default();
+    let found = Exhaustive::default().explore(&model, &bounds).violation.expect("the update is lost");
+    assert_eq!(found.0.invariant, "no-lost-update");
+    let (v, schedule) = shortest::minimise(&model, &bounds, found);
+    assert_eq!(v.invariant, "no-lost-update");
+    assert_eq!(schedule.len(), 4, "read, read, write, write");
+    let replayed = shortest::replay(&model, &bounds, &schedule).unwrap();
+    assert_eq!(replayed.violation.unwrap().invariant, "no-lost-update");
+}
+
+#[test]
+fn the_locked_increment_holds_completely() {
+    let model = Programs { programs: vec![increment(true), increment(true)], check_counter: true };
+    let e = Exhaustive::default().explore(&model, &Bounds::default());
+    assert!(e.violation.is_none() && e.complete && e.unreached.is_empty(), "{e:?}");
+    // With a crash in the budget, a crash inside the critical section loses the increment.
+    let bounds = Bounds { crashes: 1, ..Bounds::default() };
+    let e = Exhaustive::default().explore(&model, &bounds);
+    let (v, path) = e.violation.expect("a crash loses an increment");
+    assert_eq!(v.invariant, "no-lost-update");
+    assert!(path.iter().any(|c| c.kind == ChoiceKind::Crash));
+}
+
+#[test]
+fn opposite_lock_orders_deadlock() {
+    let ab = vec![Instr::Lock("a"), Instr::Lock("b"), Instr::Unlock("b"), Instr::Unlock("a")];
+    let ba = vec![Instr::Lock("b"), Instr::Lock("a"), Instr::Unlock("a"), Instr::Unlock("b")];
+    let model = Programs { programs: vec![ab, ba], check_counter: true };
+    let bounds = Bounds::default();
+    let found = Exhaustive::default().explore(&model, &bounds).violation.expect("deadlock");
+    let (v, schedule) = shortest::minimise(&model, &bounds, found);
+    assert_eq!(v.invariant, "no-deadlock");
+    assert_eq!(schedule.len(), 4, "lock a, lock b, then both wait");
+}
+
+#[test]
+fn preemption_bound_zero_misses_the_lost_update_and_says_so() {
+    let model = Programs { programs: vec![increment(false), increment(false)], check_counter: true };
+    let bounds = Bounds { preemptions: Some(0), ..Bounds::default() };
+    let e = Exhaustive::default().explore(&model, &bounds);
+    assert!(e.violation.is_none(), "without preemptions the increments run serially");
+    let bounds = Bounds { preemptions: Some(1), ..Bounds::default() };
+    assert!(Exhaustive::default().explore(&model, &bounds).violation.is_some());
+}
+
+#[test]
+fn bounds_make_the_search_incomplete() {
+    let model = Programs { programs: vec![increment(false); 3], check_counter: false };
+    let e = Exhaustive::default().explore(&model, &Bounds { max_states: 5, ..Bounds::default() });
+    assert!(!e.complete);
+    assert!(e.incomplete_reason.unwrap().contains("state bound"));
+    let e = Exhaustive::default().explore(&model, &Bounds { max_depth: 3, ..Bounds::default() });
+    assert!(!e.complete);
+    assert!(e.incomplete_reason.unwrap().contains("depth bound"));
+}
+
+#[test]
+fn seeded_random_and_pct_are_repeatable() {
+    let model = Programs { programs: vec![increment(false); 3], check_counter: true };
+    let bounds = Bounds { crashes: 1, ..Bounds::default() };
+    let run_random = |seed| Stateless { scheduler: Random::new(seed), schedules: 200 }.explore(&model, &bounds);
+    let (a, b) = (run_random(7), run_random(7));
+    assert_eq!(a.stats, b.stats);
+    assert_eq!(a.violation, b.violation);
+    assert!(a.violation.is_some(), "random finds the lost update");
+    let run_pct = |seed| Stateless { scheduler: Pct::new(seed, 3, 6, 2), schedules: 200 }.explore(&model, &bounds);
+    let (a, b) = (run_pct(3), run_pct(3));
+    assert_eq!(a.stats, b.stats);
+    assert_eq!(a.violation, b.violation);
+    assert!(a.violation.is_some(), "PCT finds the lost update");
+    assert!(!a.complete && a.incomplete_reason.is_some());
+}
+
+#[test]
+fn pct_guarantee_follows_the_formula() {
+    let pct = Pct::new(0, 3, 10, 3);
+    assert!((pct.guarantee() - 1.0 / (3.0 * 100.0)).abs() < 1e-12);
+}
+
+fn instr() -> impl Strategy<Value = Instr> {
+    let file = prop_oneof![Just("counter"), Just("other")];
+    let lock = prop_oneof![Just("a"), Just("b")];
+    prop_oneof![
+        file.clone().prop_map(Instr::Read),
+        (file, 1i64..3).prop_map(|(f, d)| Instr::Write(f, d)),
+        lock.clone().prop_map(Instr::Lock),
+        lock.prop_map(Instr::Unlock),
+    ]
+}
+
+/// Naive enumeration: every path, no cache, no reduction.
+fn naive_finals(model: &Programs, bounds: &Bounds) -> BTreeSet<u128> {
+    fn walk(s: State<Program>, b: &Bounds, out: &mut BTreeSet<u128>, budget: &mut u32) {
+        assert!(*budget > 0, "naive enumeration bound");
+        *budget -= 1;
+        if !s.any_step() {
+            out.insert(s.fingerprint());
+        }
+        for c in s.choices(b) {
+            let mut n = s.clone();
+            n.apply(c, b);
+            walk(n, b, out, budget);
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(State::initial(model), bounds, &mut out, &mut 2_000_000);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sleep_sets_reach_the_same_final_states_as_naive_enumeration(
+        programs in prop::collection::vec(prop::collection::vec(instr(), 1..4), 2..4),
+        crash in any::<bool>(),
+    ) {
+        let model = Programs { programs, check_counter: false };
+        let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
+        let naive = naive_finals(&model, &bounds);
+        let (reduced, finals) = Exhaustive { sleep_sets: true }.final_states(&model, &bounds);
+        let (plain, plain_finals) = Exhaustive { sleep_sets: false }.final_states(&model, &bounds);
+        prop_assert!(reduced.complete && plain.complete);
+        prop_assert_eq!(&finals, &naive);
+        prop_assert_eq!(&plain_finals, &naive);
+        prop_assert_eq!(reduced.stats.states, plain.stats.states);
+    }
+}

@@ -1,0 +1,32 @@
+# racelab's common jobs. `just --list` shows them.
+
+# Explore every scenario on the simulator (or name ids: just run summary-upsert)
+run *ids="all":
+    cargo run --release -p racelab -- check {{ids}}
+
+# The test suite, as CI runs it
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI runs them
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Replay a schedule token: just replay summary-upsert/check-then-insert rl1.…
+replay id token:
+    cargo run --release -p racelab -- replay {{id}} {{token}}
+
+# Explain a scenario: its shortest counterexample, or what was explored
+explain id:
+    cargo run --release -p racelab -- explain {{id}}
+
+# Benchmarks: states/s and executions/s per headline race
+bench:
+    cargo bench -p racelab-models --bench explore
+
+# Write a report of every verdict to reports/
+report:
+    mkdir -p reports
+    cargo run --release -p racelab -- check all --json > reports/verdicts.jsonl
+    cargo run --release -p racelab -- check all > reports/verdicts.txt

@@ -1,0 +1,533 @@
+//! `daemon-spawn`: hooks that start the observer daemon race on its PID file.
+//!
+//! Seed `000_9bdcb1381353509b.txt`, "Phase 3: Spawn Lock in `_spawn_daemon()`":
+//!
+//! > Two hooks calling `ensure_daemon_running()` simultaneously can both spawn daemons. The flock
+//! > in `__main__.py` makes only one survive, but PID file points to wrong one temporarily.
+//! > Solution: Add `fcntl.flock` around spawn operation in `_spawn_daemon()`.
+//!
+//! Every hook process calls `ensure_daemon_running()`: it reads the PID file, and if the pid
+//! there is a live process it returns; otherwise `_spawn_daemon()` starts the daemon and writes
+//! the child's pid to the PID file. The daemon's `__main__` takes a non-blocking singleton flock
+//! and exits when another daemon holds it. Two hooks that both find no daemon both spawn one: the
+//! singleton lock kills the second daemon, but the hook that spawned it may write its pid last,
+//! so the PID file names a dead process while the survivor runs, and every later hook spawns a
+//! daemon that dies at once.
+//!
+//! Variants:
+//! - `unlocked`: as found.
+//! - `flock-spawn`: the plan's fix. The hook holds a blocking `flock` on a spawn lock file around
+//!   the check, the spawn and the PID write. The kernel also releases it when the hook dies.
+//!
+//! Invariants: never two daemons running at once once every hook has returned; and, in a final
+//! state, the PID file names the daemon that holds the singleton lock.
+//!
+//! Faults that matter: a hook that dies between the spawn and the PID write (the lock is
+//! released, the daemon runs, the PID file does not name it), and a daemon that dies.
+
+use racelab_harness::catalogue::{Params, RaceDef, VariantDef};
+use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, View};
+use racelab_harness::op::{ActorId, Op, OsOp, Outcome, Pid, Value};
+use racelab_harness::sim::{Schema, World};
+
+/// The PID file that `ensure_daemon_running()` reads and `_spawn_daemon()` writes.
+pub const PID_FILE: &str = "observer.pid";
+/// The file the plan's fix locks around check and spawn.
+pub const SPAWN_LOCK: &str = "observer.spawn.lock";
+/// The daemon's singleton lock in `__main__.py`.
+pub const DAEMON_LOCK: &str = "observer.lock";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Unlocked,
+    FlockSpawn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum HookPc {
+    LockSpawn,
+    ReadPid,
+    IsRunning,
+    Spawn,
+    WritePid,
+    UnlockSpawn,
+    Returned,
+}
+
+/// One hook process running `ensure_daemon_running()`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hook {
+    variant: Variant,
+    /// The dormant daemon actor this hook starts if it spawns.
+    daemon: ActorId,
+    pc: HookPc,
+    /// The pid read from the PID file.
+    pid_file: Option<Pid>,
+    /// Whether that pid was a live process.
+    pid_alive: Option<bool>,
+    /// The daemon this hook spawned.
+    spawned: Option<Pid>,
+}
+
+impl Hook {
+    fn new(variant: Variant, daemon: ActorId) -> Hook {
+        let pc = match variant {
+            Variant::Unlocked => HookPc::ReadPid,
+            Variant::FlockSpawn => HookPc::LockSpawn,
+        };
+        Hook { variant, daemon, pc, pid_file: None, pid_alive: None, spawned: None }
+    }
+
+    /// Where the hook goes once it is done: release the spawn lock if it took one.
+    fn finish(&self) -> HookPc {
+        match self.variant {
+            Variant::Unlocked => HookPc::Returned,
+            Variant::FlockSpawn => HookPc::UnlockSpawn,
+        }
+    }
+
+    fn returned(&self) -> bool {
+        self.pc == HookPc::Returned
+    }
+}
+
+impl Actor for Hook {
+    fn next_op(&self) -> Option<Op> {
+        Some(match self.pc {
+            HookPc::LockSpawn => Op::os("flock", OsOp::Flock { path: SPAWN_LOCK, nonblocking: false }),
+            HookPc::ReadPid => Op::os("read_pid", OsOp::ReadFile { path: PID_FILE }),
+            HookPc::IsRunning => Op::os("is_running", OsOp::IsAlive { pid: self.pid_file? }),
+            HookPc::Spawn => Op::os("Popen", OsOp::SpawnProcess { actor: self.daemon }),
+            HookPc::WritePid => {
+                Op::os("write_pid", OsOp::WriteFile { path: PID_FILE, content: Value::Int(self.spawned?.into()) })
+            }
+            HookPc::UnlockSpawn => Op::os("unlock", OsOp::Funlock { path: SPAWN_LOCK }),
+            HookPc::Returned => return None,
+        })
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        self.pc = match (self.pc, outcome) {
+            (HookPc::LockSpawn, Outcome::Ok) => HookPc::ReadPid,
+            // The lock wait timed out: the hook raises without spawning.
+            (HookPc::LockSpawn, _) => HookPc::Returned,
+            (HookPc::ReadPid, Outcome::Value(Value::Int(pid))) => match Pid::try_from(*pid) {
+                Ok(pid) => {
+                    self.pid_file = Some(pid);
+                    HookPc::IsRunning
+                }
+                Err(_) => HookPc::Spawn,
+            },
+            // No PID file, or an unreadable one: no daemon known.
+            (HookPc::ReadPid, _) => HookPc::Spawn,
+            (HookPc::IsRunning, Outcome::Bool(alive)) => {
+                self.pid_alive = Some(*alive);
+                if *alive {
+                    self.finish()
+                } else {
+                    HookPc::Spawn
+                }
+            }
+            (HookPc::Spawn, Outcome::Pid(pid)) => {
+                self.spawned = Some(*pid);
+                HookPc::WritePid
+            }
+            // Popen failed: the hook logs it and returns.
+            (HookPc::Spawn, _) => self.finish(),
+            (HookPc::WritePid, _) => self.finish(),
+            (HookPc::UnlockSpawn, _) => HookPc::Returned,
+            (pc, o) => panic!("hook at {pc:?} got {o:?}"),
+        };
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum DaemonPc {
+    Start,
+    LockSingleton,
+    Exit,
+    /// Holds the singleton lock and serves; the actor is done, its process lives on.
+    Running,
+    Exited,
+}
+
+/// The observer daemon's `__main__`, dormant until a hook spawns it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Daemon {
+    pc: DaemonPc,
+    pid: Option<Pid>,
+}
+
+impl Daemon {
+    fn new() -> Daemon {
+        Daemon { pc: DaemonPc::Start, pid: None }
+    }
+}
+
+impl Actor for Daemon {
+    fn next_op(&self) -> Option<Op> {
+        Some(match self.pc {
+            DaemonPc::Start => Op::os("__main__", OsOp::AwaitSpawn),
+            DaemonPc::LockSingleton => Op::os("flock_nb", OsOp::Flock { path: DAEMON_LOCK, nonblocking: true }),
+            DaemonPc::Exit => Op::os("sys.exit", OsOp::Exit),
+            DaemonPc::Running | DaemonPc::Exited => return None,
+        })
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        self.pc = match (self.pc, outcome) {
+            (DaemonPc::Start, Outcome::Pid(pid)) => {
+                self.pid = Some(*pid);
+                DaemonPc::LockSingleton
+            }
+            (DaemonPc::LockSingleton, Outcome::Ok) => DaemonPc::Running,
+            // Another daemon holds the singleton lock.
+            (DaemonPc::LockSingleton, _) => DaemonPc::Exit,
+            (DaemonPc::Exit, _) => DaemonPc::Exited,
+            (pc, o) => panic!("daemon at {pc:?} got {o:?}"),
+        };
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ObserverActor {
+    Hook(Hook),
+    Daemon(Daemon),
+}
+
+impl ObserverActor {
+    fn hook(&self) -> Option<&Hook> {
+        match self {
+            ObserverActor::Hook(h) => Some(h),
+            ObserverActor::Daemon(_) => None,
+        }
+    }
+
+    fn daemon(&self) -> Option<&Daemon> {
+        match self {
+            ObserverActor::Daemon(d) => Some(d),
+            ObserverActor::Hook(_) => None,
+        }
+    }
+}
+
+impl Actor for ObserverActor {
+    fn next_op(&self) -> Option<Op> {
+        match self {
+            ObserverActor::Hook(h) => h.next_op(),
+            ObserverActor::Daemon(d) => d.next_op(),
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        match self {
+            ObserverActor::Hook(h) => h.on_outcome(outcome),
+            ObserverActor::Daemon(d) => d.on_outcome(outcome),
+        }
+    }
+}
+
+/// `hooks` hook processes, and one dormant daemon per hook (each hook spawns at most once).
+/// Actors `0..hooks` are the hooks; actor `hooks + i` is the daemon hook `i` would spawn.
+pub struct DaemonSpawn {
+    pub variant: Variant,
+    pub hooks: usize,
+}
+
+impl Model for DaemonSpawn {
+    type Actor = ObserverActor;
+
+    fn init(&self) -> (World, Vec<ObserverActor>) {
+        let mut world = World::new(Schema::default(), 2 * self.hooks);
+        let mut actors = Vec::with_capacity(2 * self.hooks);
+        for hook in 0..self.hooks {
+            world.os.start_process(&[hook]);
+            actors.push(ObserverActor::Hook(Hook::new(self.variant, self.hooks + hook)));
+        }
+        for hook in 0..self.hooks {
+            world.os.add_dormant(self.hooks + hook);
+            actors.push(ObserverActor::Daemon(Daemon::new()));
+        }
+        (world, actors)
+    }
+
+    fn actor_names(&self) -> Vec<String> {
+        let letter = |i: usize| char::from(b'A' + i as u8);
+        (0..self.hooks)
+            .map(|i| format!("hook {}", letter(i)))
+            .chain((0..self.hooks).map(|i| format!("daemon {}", letter(i))))
+            .collect()
+    }
+
+    fn invariants(&self) -> Vec<Invariant<ObserverActor>> {
+        vec![
+            Invariant { name: "one-daemon-after-hooks-return", check: one_daemon_after_hooks_return },
+            Invariant { name: "pid-file-names-running-daemon", check: pid_file_names_running_daemon },
+        ]
+    }
+
+    fn targets(&self) -> Vec<Target<ObserverActor>> {
+        let mut targets = vec![
+            Target { name: "a daemon was spawned", reached: daemon_spawned },
+            Target { name: "a daemon holds the singleton lock", reached: daemon_running },
+            Target {
+                name: "every hook returned while a daemon runs",
+                reached: |v| hooks_returned(v) && daemon_running(v),
+            },
+        ];
+        if self.hooks >= 2 {
+            targets.push(Target { name: "a hook found the daemon already running", reached: hook_found_daemon });
+            if self.variant == Variant::FlockSpawn {
+                targets.push(Target { name: "a hook waited for the spawn lock", reached: hook_waits_for_spawn_lock });
+            }
+        }
+        targets
+    }
+}
+
+fn daemon_spawned(v: &View<'_, ObserverActor>) -> bool {
+    v.actors.iter().filter_map(ObserverActor::daemon).any(|d| d.pid.is_some())
+}
+
+fn daemon_running(v: &View<'_, ObserverActor>) -> bool {
+    v.world.os.flock_holder(DAEMON_LOCK).is_some()
+}
+
+fn hook_found_daemon(v: &View<'_, ObserverActor>) -> bool {
+    v.actors.iter().filter_map(ObserverActor::hook).any(|h| h.pid_alive == Some(true))
+}
+
+fn hook_waits_for_spawn_lock(v: &View<'_, ObserverActor>) -> bool {
+    v.actors
+        .iter()
+        .zip(v.status)
+        .any(|(a, s)| *s == Status::Waiting && a.hook().is_some_and(|h| h.pc == HookPc::LockSpawn))
+}
+
+/// Every hook has returned or died.
+fn hooks_returned(v: &View<'_, ObserverActor>) -> bool {
+    v.actors.iter().zip(v.status).all(|(a, s)| match a.hook() {
+        Some(h) => h.returned() || *s == Status::Crashed,
+        None => true,
+    })
+}
+
+/// Daemons past their singleton lock whose process is alive.
+fn running_daemons(v: &View<'_, ObserverActor>) -> Vec<Pid> {
+    v.actors
+        .iter()
+        .filter_map(ObserverActor::daemon)
+        .filter(|d| d.pc == DaemonPc::Running)
+        .filter_map(|d| d.pid)
+        .filter(|&pid| v.world.os.is_alive(pid))
+        .collect()
+}
+
+fn one_daemon_after_hooks_return(v: &View<'_, ObserverActor>) -> Result<(), String> {
+    let running = running_daemons(v);
+    if hooks_returned(v) && running.len() > 1 {
+        return Err(format!("every hook has returned and daemons {running:?} all run"));
+    }
+    Ok(())
+}
+
+fn pid_file_names_running_daemon(v: &View<'_, ObserverActor>) -> Result<(), String> {
+    if v.phase != Phase::Final {
+        return Ok(());
+    }
+    let Some(daemon) = v.world.os.flock_holder(DAEMON_LOCK) else {
+        return Ok(()); // No daemon runs (one died): there is nothing the PID file should name.
+    };
+    match v.world.os.file(PID_FILE) {
+        Some(Value::Int(pid)) if pid == i64::from(daemon) => Ok(()),
+        Some(content) => Err(format!("the PID file says {content} but the running daemon is pid {daemon}")),
+        None => Err(format!("there is no PID file but daemon pid {daemon} runs")),
+    }
+}
+
+fn build(variant: Variant, params: &Params) -> Result<DaemonSpawn, String> {
+    Ok(DaemonSpawn { variant, hooks: params.count("hooks", 2, 1, 3)? })
+}
+
+pub fn race() -> RaceDef {
+    RaceDef {
+        id: "daemon-spawn",
+        seed: "000_9bdcb1381353509b.txt",
+        passage: "Phase 3: Two hooks calling `ensure_daemon_running()` simultaneously can both spawn daemons. The \
+                  flock in `__main__.py` makes only one survive, but PID file points to wrong one temporarily. \
+                  Solution: Add `fcntl.flock` around spawn operation in `_spawn_daemon()`.",
+        invariant: "Once all hooks have returned, at most one daemon runs and the PID file names it.",
+        variants: vec![
+            VariantDef {
+                id: "unlocked",
+                summary: "as found: read the PID file, check the pid, spawn, write the PID file, with no lock",
+                build: |p| Ok(Box::new(build(Variant::Unlocked, p)?)),
+            },
+            VariantDef {
+                id: "flock-spawn",
+                summary: "the plan's fix: a blocking flock on a spawn lock file held around check, spawn and PID write",
+                build: |p| Ok(Box::new(build(Variant::FlockSpawn, p)?)),
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racelab_harness::op::Applied;
+
+    /// Drives the world by hand in one fixed interleaving.
+    struct Run {
+        model: DaemonSpawn,
+        world: World,
+        actors: Vec<ObserverActor>,
+        status: Vec<Status>,
+    }
+
+    impl Run {
+        fn new(variant: Variant, hooks: usize) -> Run {
+            let model = DaemonSpawn { variant, hooks };
+            let (world, actors) = model.init();
+            let status = vec![Status::Running; actors.len()];
+            Run { model, world, actors, status }
+        }
+
+        /// `actor` runs its next op, or collects the outcome of its granted wait. Returns the
+        /// outcome it consumed, or `None` if it is now blocked.
+        fn step(&mut self, actor: ActorId) -> Option<Outcome> {
+            let outcome = if self.world.is_waiting(actor) {
+                Some(self.world.take_ready(actor).unwrap_or_else(|| panic!("actor {actor} is not ready")))
+            } else {
+                let op = self.actors[actor].next_op().unwrap_or_else(|| panic!("actor {actor} has finished"));
+                match self.world.apply(actor, &op) {
+                    Applied::Done(o) => Some(o),
+                    Applied::Blocked => None,
+                }
+            };
+            if let Some(o) = &outcome {
+                self.actors[actor].on_outcome(o);
+            }
+            self.refresh();
+            self.check(Phase::Step).expect("a step invariant failed");
+            outcome
+        }
+
+        fn crash(&mut self, actor: ActorId) {
+            for dead in self.world.crash(actor) {
+                self.status[dead] = Status::Crashed;
+            }
+            self.refresh();
+        }
+
+        fn refresh(&mut self) {
+            for (a, s) in self.status.iter_mut().enumerate() {
+                if *s == Status::Crashed {
+                    continue;
+                }
+                *s = if self.world.is_waiting(a) {
+                    Status::Waiting
+                } else if self.actors[a].next_op().is_none() {
+                    Status::Finished
+                } else {
+                    Status::Running
+                };
+            }
+        }
+
+        fn check(&self, phase: Phase) -> Result<(), String> {
+            let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase };
+            self.model
+                .invariants()
+                .iter()
+                .try_for_each(|inv| (inv.check)(&view).map_err(|e| format!("{}: {e}", inv.name)))
+        }
+
+        fn reached(&self) -> Vec<&'static str> {
+            let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase: Phase::Final };
+            self.model.targets().iter().filter(|t| (t.reached)(&view)).map(|t| t.name).collect()
+        }
+    }
+
+    const HOOK_A: ActorId = 0;
+    const HOOK_B: ActorId = 1;
+    const DAEMON_A: ActorId = 2;
+    const DAEMON_B: ActorId = 3;
+
+    /// Hook A and hook B both find no PID file and both spawn; daemon B loses the singleton
+    /// lock and exits; hook B writes its dead daemon's pid last.
+    #[test]
+    fn unlocked_two_spawns_leave_the_pid_file_naming_the_dead_daemon() {
+        let mut run = Run::new(Variant::Unlocked, 2);
+        assert_eq!(run.step(HOOK_A), Some(Outcome::Err(racelab_harness::op::ErrorCode::ENOENT)));
+        assert_eq!(run.step(HOOK_B), Some(Outcome::Err(racelab_harness::op::ErrorCode::ENOENT)));
+        let Some(Outcome::Pid(daemon_a)) = run.step(HOOK_A) else { panic!("Popen") };
+        let Some(Outcome::Pid(daemon_b)) = run.step(HOOK_B) else { panic!("Popen") };
+        assert_eq!(run.step(DAEMON_A), Some(Outcome::Pid(daemon_a)));
+        assert_eq!(run.step(DAEMON_A), Some(Outcome::Ok), "daemon A takes the singleton lock");
+        assert_eq!(run.step(DAEMON_B), Some(Outcome::Pid(daemon_b)));
+        assert_eq!(run.step(DAEMON_B), Some(Outcome::Err(racelab_harness::op::ErrorCode::EWOULDBLOCK)));
+        run.step(DAEMON_B); // sys.exit
+        run.step(HOOK_A); // write_pid(daemon A)
+        run.step(HOOK_B); // write_pid(daemon B), last
+        assert!(run.status.iter().all(|s| *s == Status::Finished));
+        assert_eq!(run.world.os.file(PID_FILE), Some(Value::Int(daemon_b.into())));
+        let err = run.check(Phase::Final).unwrap_err();
+        assert!(err.starts_with("pid-file-names-running-daemon"), "{err}");
+    }
+
+    /// The same start under the fix: hook B blocks on the spawn lock, then finds daemon A.
+    #[test]
+    fn flock_spawn_serialises_the_same_start() {
+        let mut run = Run::new(Variant::FlockSpawn, 2);
+        assert_eq!(run.step(HOOK_A), Some(Outcome::Ok));
+        assert_eq!(run.step(HOOK_B), None, "hook B waits for the spawn lock");
+        run.step(HOOK_A); // read_pid: none
+        let Some(Outcome::Pid(daemon_a)) = run.step(HOOK_A) else { panic!("Popen") };
+        run.step(HOOK_A); // write_pid
+        run.step(HOOK_A); // unlock
+        assert_eq!(run.step(HOOK_B), Some(Outcome::Ok), "hook B gets the spawn lock");
+        assert_eq!(run.step(HOOK_B), Some(Outcome::Value(Value::Int(daemon_a.into()))));
+        assert_eq!(run.step(HOOK_B), Some(Outcome::Bool(true)));
+        run.step(HOOK_B); // unlock
+        run.step(DAEMON_A);
+        run.step(DAEMON_A);
+        assert_eq!(run.step(DAEMON_B), None, "daemon B is never spawned");
+        assert!(run.world.is_dormant(DAEMON_B));
+        run.check(Phase::Final).unwrap();
+        assert_eq!(run.reached().len(), run.model.targets().len() - 1, "all but the lock-wait target");
+    }
+
+    /// Under the fix, hook A dies between Popen and write_pid: the kernel frees the spawn lock,
+    /// hook B finds no PID file and spawns a daemon that loses the singleton lock.
+    #[test]
+    fn flock_spawn_with_a_hook_crash_before_write_pid_violates() {
+        let mut run = Run::new(Variant::FlockSpawn, 2);
+        run.step(HOOK_A); // flock
+        run.step(HOOK_A); // read_pid: none
+        let Some(Outcome::Pid(daemon_a)) = run.step(HOOK_A) else { panic!("Popen") };
+        run.crash(HOOK_A);
+        run.step(DAEMON_A);
+        run.step(DAEMON_A); // flock_nb: ok
+        run.step(HOOK_B); // flock
+        assert_eq!(run.step(HOOK_B), Some(Outcome::Err(racelab_harness::op::ErrorCode::ENOENT)));
+        run.step(HOOK_B); // Popen
+        run.step(DAEMON_B);
+        run.step(DAEMON_B); // flock_nb: EWOULDBLOCK
+        run.step(DAEMON_B); // sys.exit
+        run.step(HOOK_B); // write_pid(daemon B)
+        run.step(HOOK_B); // unlock
+        assert_eq!(run.world.os.flock_holder(DAEMON_LOCK), Some(daemon_a));
+        let err = run.check(Phase::Final).unwrap_err();
+        assert!(err.contains(&format!("running daemon is pid {daemon_a}")), "{err}");
+    }
+
+    #[test]
+    fn params_are_bounded() {
+        let params = |hooks| Params::new([("hooks".to_string(), racelab_harness::catalogue::Param::Int(hooks))].into());
+        assert!(build(Variant::Unlocked, &params(3)).is_ok());
+        assert!(build(Variant::Unlocked, &params(0)).is_err());
+        assert!(build(Variant::Unlocked, &params(4)).is_err());
+        assert_eq!(race().variants.len(), 2);
+    }
+}
