@@ -30,9 +30,12 @@
 //!   actor's locks on one connection, so the cycle is between two sessions and PostgreSQL raises
 //!   `40P01 deadlock_detected` in one of them; that hook fails instead of hanging.
 //!
-//! Which variant does not hold, and why: `fine-grained` hangs (the harness's own no-deadlock
-//! check), `fine-grained-one-connection` fails a hook with 40P01.
-//! **TO FILL IN AFTER EXPLORING:** confirm against the explorer's verdicts.
+//! Which variant does not hold: `fine-grained`. In 4 steps the hook takes AGENT, the reconciler
+//! TURN, and each then waits for the other's lock; nothing in PostgreSQL breaks the wait, so the
+//! harness's own no-deadlock check reports it (it runs before "every hook completes", which it
+//! makes redundant in the simulator). `fine-grained-one-connection` fails "no hook fails" in the
+//! same 4 steps: the simulator aborts the session that closes the cycle with 40P01.
+//! `single-namespace` holds, explored completely for 2 tasks with 1 crash per execution.
 //!
 //! ## Invariant
 //!

@@ -29,8 +29,11 @@
 //! - `upsert-task-only` (ours, the upsert without the payload's counters): `ON CONFLICT … DO
 //!   UPDATE SET task_id = EXCLUDED.task_id` only; the previous session's counters survive.
 //!
-//! Which fix does not hold: none of the seed's, we expect: the upsert is one atomic statement.
-//! **TO FILL IN AFTER EXPLORING:** confirm against the explorer's verdicts, with faults.
+//! Which variant does not hold: the code as found, both ways. With the constraint the second
+//! request's insert fails with 23505 after both cleared (4 steps); without it the user ends with
+//! two sessions (4 steps). The Phase 4 `upsert` holds, explored completely for 2 requests with 1
+//! crash and 1 injected error per execution; `upsert-task-only` shows what "Reset counters" in
+//! the seed's payload guards against (2 steps).
 //!
 //! ## Invariant
 //!

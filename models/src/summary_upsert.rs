@@ -28,11 +28,15 @@
 //!   `INSERT … ON CONFLICT (tag) DO NOTHING`. The application does not look at the row count,
 //!   so the later summary is dropped while its request reports success.
 //!
-//! Which fix does not hold: `select-for-update`, because at READ COMMITTED `FOR UPDATE` locks
-//! only rows that exist. While no summary exists it locks nothing, both requests find nothing
-//! and both insert; with no unique index nothing stops the second.
-//! **TO FILL IN AFTER EXPLORING:** confirm this against the explorer's verdicts and give the
-//! shortest failing schedule's token.
+//! Which fix does not hold: the plan's `select-for-update`. At READ COMMITTED `FOR UPDATE`
+//! locks only rows that exist, and an uncommitted insert is invisible to the other request's
+//! snapshot, so while no summary is committed both requests find nothing and both insert; with no
+//! unique index nothing stops the second. The explorer's shortest schedule takes 8 steps: request
+//! 1 begins, finds nothing, inserts; request 2 begins and finds nothing; both commit
+//! (`racelab explain summary-upsert/select-for-update`). `check-then-insert` fails the same way in
+//! 4 steps, and `on-conflict-do-nothing` fails "success means stored" in 2. `unique-on-conflict`
+//! and `advisory-xact-lock` hold, explored completely for 2 requests with 1 crash, 1 injected
+//! error and 1 timeout per execution.
 //!
 //! ## Invariant
 //!
