@@ -34,7 +34,9 @@
 //! TURN, and each then waits for the other's lock; nothing in PostgreSQL breaks the wait, so the
 //! harness's own no-deadlock check reports it (it runs before "every hook completes", which it
 //! makes redundant in the simulator). `fine-grained-one-connection` fails "no hook fails" in the
-//! same 4 steps: the simulator aborts the session that closes the cycle with 40P01.
+//! same 4 steps: the simulator aborts the session that closes the cycle with 40P01 (a real
+//! server aborts whichever waiter runs its deadlock check first, so the smoke test accepts
+//! either victim).
 //! `single-namespace` holds, explored completely for 2 tasks with 1 crash per execution.
 //!
 //! ## Invariant
