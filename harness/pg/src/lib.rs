@@ -1,0 +1,1 @@
+//! racelab on a real PostgreSQL server.
