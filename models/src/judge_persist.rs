@@ -324,12 +324,6 @@ impl Model for JudgePersist {
             Target { name: "the judgment row was written", reached: |v| judgment_stored(v) },
         ]
     }
-
-    /// The handler idles in `accept()` when the client dies before sending: an idle server is
-    /// not stuck, and no lock here can deadlock.
-    fn deadlock_is_violation(&self) -> bool {
-        false
-    }
 }
 
 fn client<'a>(v: &View<'a, JudgeActor>) -> &'a Client {

@@ -239,10 +239,10 @@ impl<A: Actor> State<A> {
         None
     }
 
-    /// Every unfinished, started actor waits, and no wait has been granted.
+    /// Every unfinished actor that is not idle waits, and no wait has been granted.
     fn deadlock(&self) -> Option<String> {
         let stuck: Vec<usize> = (0..self.actors.len())
-            .filter(|&i| matches!(self.status[i], Status::Running | Status::Waiting) && !self.world.is_dormant(i))
+            .filter(|&i| matches!(self.status[i], Status::Running | Status::Waiting) && !self.world.is_idle(i))
             .collect();
         let all_wait = stuck.iter().all(|&i| self.status[i] == Status::Waiting && !self.world.is_ready(i));
         (!stuck.is_empty() && all_wait).then(|| {

@@ -65,6 +65,11 @@ impl Http {
         }
     }
 
+    /// Is `server` waiting in `Accept` with no request yet? An idle server is not stuck.
+    pub fn is_idle(&self, server: ActorId) -> bool {
+        matches!(self.accepting[server], Some(Accepting::Waiting(_)))
+    }
+
     /// Declare at init that `server` serves `route`. Without it a request waits for any server.
     pub fn listen(&mut self, route: &'static str, server: ActorId) {
         self.listeners.entry(route).or_default().push(server);

@@ -103,6 +103,12 @@ impl World {
         self.waits_in[actor] == Some(WaitsIn::Os) && self.os.is_dormant(actor)
     }
 
+    /// Is `actor` not stuck even though it waits: not spawned yet, or a server idle in `accept`?
+    /// Idle actors never count towards a deadlock.
+    pub fn is_idle(&self, actor: ActorId) -> bool {
+        self.is_dormant(actor) || (self.waits_in[actor] == Some(WaitsIn::Http) && self.http.is_idle(actor))
+    }
+
     /// Collect the outcome of `actor`'s granted op.
     pub fn take_ready(&mut self, actor: ActorId) -> Option<Outcome> {
         let outcome = match self.waits_in[actor]? {
