@@ -1,0 +1,430 @@
+//! # `nested-locks`: fine-grained advisory-lock namespaces taken in different nesting orders
+//!
+//! Seed `004_a5c38daeb850dd15.txt`, "Architecture Decisions", decision 2:
+//!
+//! > **Single AGENT namespace** -- A single `pg_advisory_lock(1, agent_id)` per agent, rather than
+//! > fine-grained namespaces (per-command, per-turn, etc.). Fine-grained namespaces (8 explored)
+//! > caused 7 nested lock scenarios and deadlock risk.
+//!
+//! and decision 1: "Session-scoped advisory locks on dedicated connections": the
+//! `advisory_lock(namespace, id)` context manager takes `pg_advisory_lock` on a pooled connection
+//! of its own, so each nesting level holds a separate connection.
+//!
+//! ## The race
+//!
+//! Of the pairs the seed names, the one that best fits is its HIGH race "progress capture vs
+//! reconciler": a stop hook captures a turn's progress under its agent, so it takes AGENT then
+//! TURN; the transcript reconciler works turn by turn and updates the agent, so it takes TURN
+//! then AGENT. Actors alternate between the two code paths (hook, reconciler, hook, …). When
+//! each holds its outer lock, each waits for the other's forever. Because every lock sits on its
+//! own connection, PostgreSQL sees two waiting sessions whose holders are idle sessions, not a
+//! cycle: its deadlock detector never fires, and both threads hang.
+//!
+//! ## Variants
+//!
+//! - `fine-grained` (as the proposal explored it): AGENT→TURN in the hook, TURN→AGENT in the
+//!   reconciler, each lock on its own dedicated connection.
+//! - `single-namespace` (decision 2): both take only `advisory_lock(AGENT, agent_id)`, never
+//!   nested.
+//! - `fine-grained-one-connection` (ours, for teaching): the same nesting orders with both of an
+//!   actor's locks on one connection, so the cycle is between two sessions and PostgreSQL raises
+//!   `40P01 deadlock_detected` in one of them; that hook fails instead of hanging.
+//!
+//! Which variant does not hold: `fine-grained`. In 4 steps the hook takes AGENT, the reconciler
+//! TURN, and each then waits for the other's lock; nothing in PostgreSQL breaks the wait, so the
+//! harness's own no-deadlock check reports it (it runs before "every hook completes", which it
+//! makes redundant in the simulator). `fine-grained-one-connection` fails "no hook fails" in the
+//! same 4 steps: the simulator aborts the session that closes the cycle with 40P01 (a real
+//! server aborts whichever waiter runs its deadlock check first, so the smoke test accepts
+//! either victim).
+//! `single-namespace` holds, explored completely for 2 tasks with 1 crash per execution.
+//!
+//! ## Invariant
+//!
+//! No deadlock, no hook that fails with an error, and every hook that was not killed completes.
+
+use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
+use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, View};
+use racelab_harness::op::{ConnId, ErrorCode, LockScope, Op, Outcome, Sql};
+use racelab_harness::sim::{Schema, World};
+
+const AGENT_ID: i64 = 1;
+const TURN_ID: i64 = 2;
+
+pub const NO_HOOK_FAILS: &str = "no-hook-fails";
+pub const EVERY_HOOK_COMPLETES: &str = "every-hook-completes";
+
+/// A lock namespace of the fine-grained design.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    Agent = 1,
+    Turn = 2,
+}
+
+impl Namespace {
+    /// `pg_advisory_lock(namespace, id)` packs its two int4 keys into one int8: namespace high.
+    fn key(self) -> i64 {
+        let id = match self {
+            Namespace::Agent => AGENT_ID,
+            Namespace::Turn => TURN_ID,
+        };
+        ((self as i64) << 32) | id
+    }
+    fn lock_name(self) -> &'static str {
+        match self {
+            Namespace::Agent => "advisory_lock_agent",
+            Namespace::Turn => "advisory_lock_turn",
+        }
+    }
+    fn unlock_name(self) -> &'static str {
+        match self {
+            Namespace::Agent => "advisory_unlock_agent",
+            Namespace::Turn => "advisory_unlock_turn",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    FineGrained,
+    SingleNamespace,
+    FineGrainedOneConnection,
+}
+
+/// The two code paths that nest locks in opposite orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// A stop hook capturing the turn's progress: AGENT, then TURN.
+    StopHook,
+    /// The transcript reconciler updating the agent from a turn: TURN, then AGENT.
+    Reconciler,
+}
+
+impl Path {
+    fn of(index: usize) -> Path {
+        match index % 2 {
+            0 => Path::StopHook,
+            _ => Path::Reconciler,
+        }
+    }
+    fn namespaces(self, variant: Variant) -> Vec<Namespace> {
+        match (variant, self) {
+            (Variant::SingleNamespace, _) => vec![Namespace::Agent],
+            (_, Path::StopHook) => vec![Namespace::Agent, Namespace::Turn],
+            (_, Path::Reconciler) => vec![Namespace::Turn, Namespace::Agent],
+        }
+    }
+    fn work_name(self) -> &'static str {
+        match self {
+            Path::StopHook => "capture_progress",
+            Path::Reconciler => "reconcile_transcript",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Path::StopHook => "stop hook",
+            Path::Reconciler => "reconciler",
+        }
+    }
+}
+
+/// One lock of a nesting, on the connection that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct HeldOn {
+    namespace: Namespace,
+    conn: ConnId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pc {
+    /// Take the `i`-th lock, outermost first.
+    Lock(usize),
+    Work,
+    /// Release the `i`-th lock; innermost first, as the `with` blocks unwind.
+    Unlock(usize),
+    Done,
+}
+
+/// A hook or background task that runs its work under nested advisory locks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockingTask {
+    path: Path,
+    locks: Vec<HeldOn>,
+    pc: Pc,
+    /// It held every lock it nests and ran its work.
+    worked: bool,
+    /// The error that made it fail, if one did.
+    failure: Option<ErrorCode>,
+}
+
+impl LockingTask {
+    fn completed(&self) -> bool {
+        self.pc == Pc::Done && self.failure.is_none()
+    }
+}
+
+impl Actor for LockingTask {
+    fn next_op(&self) -> Option<Op> {
+        let op = match self.pc {
+            Pc::Lock(i) => {
+                let HeldOn { namespace, conn } = self.locks[i];
+                let stmt = Sql::AdvisoryLock { key: namespace.key(), scope: LockScope::Session };
+                Op::sql(namespace.lock_name(), conn, stmt)
+            }
+            Pc::Work => Op::local(self.path.work_name()),
+            Pc::Unlock(i) => {
+                let HeldOn { namespace, conn } = self.locks[i];
+                Op::sql(namespace.unlock_name(), conn, Sql::AdvisoryUnlock { key: namespace.key() })
+            }
+            Pc::Done => return None,
+        };
+        Some(op)
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        let unwind_from = |i: usize| if i == 0 { Pc::Done } else { Pc::Unlock(i - 1) };
+        self.pc = match (self.pc, outcome) {
+            // The `with` raises: the locks already held are released on the way out.
+            (Pc::Lock(i), Outcome::Err(error)) => {
+                self.failure = Some(*error);
+                unwind_from(i)
+            }
+            (Pc::Lock(i), _) if i + 1 < self.locks.len() => Pc::Lock(i + 1),
+            (Pc::Lock(_), _) => Pc::Work,
+            (Pc::Work, _) => {
+                self.worked = true;
+                Pc::Unlock(self.locks.len() - 1)
+            }
+            // An unlock returns false when the lock was not held; there is nothing more to do.
+            (Pc::Unlock(i), _) => unwind_from(i),
+            (Pc::Done, _) => Pc::Done,
+        };
+    }
+}
+
+/// `hooks` tasks of one agent on one turn, alternating between the two code paths.
+pub struct NestedLocks {
+    pub variant: Variant,
+    pub hooks: usize,
+}
+
+impl Model for NestedLocks {
+    type Actor = LockingTask;
+
+    fn init(&self) -> (World, Vec<LockingTask>) {
+        let mut world = World::new(Schema::default(), self.hooks);
+        let actors = (0..self.hooks)
+            .map(|i| {
+                let path = Path::of(i);
+                let namespaces = path.namespaces(self.variant);
+                let shared = (self.variant == Variant::FineGrainedOneConnection).then(|| world.connect(i));
+                // Otherwise each `advisory_lock()` checks out a dedicated connection of its own.
+                let locks = namespaces
+                    .into_iter()
+                    .map(|namespace| HeldOn { namespace, conn: shared.unwrap_or_else(|| world.connect(i)) })
+                    .collect();
+                LockingTask { path, locks, pc: Pc::Lock(0), worked: false, failure: None }
+            })
+            .collect();
+        (world, actors)
+    }
+
+    fn actor_names(&self) -> Vec<String> {
+        (0..self.hooks)
+            .map(|i| {
+                let path = Path::of(i);
+                match i / 2 {
+                    0 => path.name().to_string(),
+                    n => format!("{} {}", path.name(), n + 1),
+                }
+            })
+            .collect()
+    }
+
+    fn invariants(&self) -> Vec<Invariant<LockingTask>> {
+        vec![
+            Invariant { name: NO_HOOK_FAILS, check: no_hook_fails },
+            Invariant { name: EVERY_HOOK_COMPLETES, check: every_hook_completes },
+        ]
+    }
+
+    fn targets(&self) -> Vec<Target<LockingTask>> {
+        vec![
+            Target {
+                name: "a task ran its work under every lock it nests",
+                reached: |v| v.actors.iter().any(|a| a.worked),
+            },
+            Target { name: "every task completed", reached: |v| v.actors.iter().all(LockingTask::completed) },
+        ]
+    }
+}
+
+fn no_hook_fails(view: &View<'_, LockingTask>) -> Result<(), String> {
+    match view.actors.iter().find_map(|a| a.failure.map(|e| (a, e))) {
+        Some((a, error)) => Err(format!("the {} failed: {error}", a.path.name())),
+        None => Ok(()),
+    }
+}
+
+/// A task killed by a crash is exempt: its locks die with its connections and its caller retries.
+fn every_hook_completes(view: &View<'_, LockingTask>) -> Result<(), String> {
+    if view.phase != Phase::Final {
+        return Ok(());
+    }
+    for (a, status) in view.actors.iter().zip(view.status) {
+        if *status == Status::Crashed || a.completed() || a.failure.is_some() {
+            continue;
+        }
+        let stuck = a.next_op().map_or_else(String::new, |op| format!(" in {}", op.name));
+        return Err(format!("the {} never completed: it waits{stuck}", a.path.name()));
+    }
+    Ok(())
+}
+
+fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
+    let hooks = params.count("hooks", 2, 2, 4)?;
+    Ok(Box::new(NestedLocks { variant, hooks }))
+}
+
+pub fn race() -> RaceDef {
+    RaceDef {
+        id: "nested-locks",
+        seed: "004_a5c38daeb850dd15.txt",
+        passage: "Fine-grained namespaces (8 explored) caused 7 nested lock scenarios and deadlock risk. Single \
+                  namespace eliminates nesting entirely.",
+        invariant: "Never a deadlock, and never a hook that fails or never completes.",
+        variants: vec![
+            VariantDef {
+                id: "fine-grained",
+                summary: "hook takes AGENT then TURN, reconciler TURN then AGENT, each lock on its own connection",
+                build: |p| build(p, Variant::FineGrained),
+            },
+            VariantDef {
+                id: "single-namespace",
+                summary: "every task takes only the AGENT lock, never nested",
+                build: |p| build(p, Variant::SingleNamespace),
+            },
+            VariantDef {
+                id: "fine-grained-one-connection",
+                summary: "the fine-grained nesting with both of a task's locks on one connection",
+                build: |p| build(p, Variant::FineGrainedOneConnection),
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racelab_harness::op::Applied;
+
+    /// Drives the world by hand, one chosen op at a time.
+    struct Run {
+        model: NestedLocks,
+        world: World,
+        actors: Vec<LockingTask>,
+    }
+
+    impl Run {
+        fn new(variant: Variant) -> Run {
+            let model = NestedLocks { variant, hooks: 2 };
+            let (world, actors) = model.init();
+            Run { model, world, actors }
+        }
+
+        /// Apply actor `i`'s next op, then collect every outcome that became ready. Returns
+        /// whether the op blocked.
+        fn step(&mut self, i: usize, expected_name: &str) -> bool {
+            let op = self.actors[i].next_op().expect("actor has finished");
+            assert_eq!(op.name, expected_name, "actor {i} runs another op than the schedule says");
+            let blocked = match self.world.apply(i, &op) {
+                Applied::Done(outcome) => {
+                    self.actors[i].on_outcome(&outcome);
+                    false
+                }
+                Applied::Blocked => true,
+            };
+            for a in 0..self.actors.len() {
+                if self.world.is_ready(a) {
+                    let outcome = self.world.take_ready(a).expect("ready outcome");
+                    self.actors[a].on_outcome(&outcome);
+                }
+            }
+            blocked
+        }
+
+        fn status(&self) -> Vec<Status> {
+            (0..self.actors.len())
+                .map(|i| match () {
+                    _ if self.actors[i].next_op().is_none() => Status::Finished,
+                    _ if self.world.is_waiting(i) => Status::Waiting,
+                    _ => Status::Running,
+                })
+                .collect()
+        }
+
+        fn check(&self, name: &str, phase: Phase) -> Result<(), String> {
+            let status = self.status();
+            let view = View { world: &self.world, actors: &self.actors, status: &status, phase };
+            let invariant = self.model.invariants().into_iter().find(|inv| inv.name == name).expect("invariant");
+            (invariant.check)(&view)
+        }
+    }
+
+    #[test]
+    fn fine_grained_opposite_nesting_hangs_both_tasks() {
+        let mut run = Run::new(Variant::FineGrained);
+        assert!(!run.step(0, "advisory_lock_agent"));
+        assert!(!run.step(1, "advisory_lock_turn"));
+        assert!(run.step(0, "advisory_lock_turn"), "the hook must wait for the reconciler's TURN lock");
+        assert!(run.step(1, "advisory_lock_agent"), "the reconciler must wait for the hook's AGENT lock");
+        // Each lock is on its own connection: PostgreSQL sees no cycle and raises nothing.
+        assert!(!run.world.is_ready(0) && !run.world.is_ready(1));
+        assert_eq!(run.status(), vec![Status::Waiting, Status::Waiting]);
+        assert_eq!(run.check(NO_HOOK_FAILS, Phase::Final), Ok(()));
+        assert!(run.check(EVERY_HOOK_COMPLETES, Phase::Final).is_err());
+    }
+
+    #[test]
+    fn fine_grained_on_one_connection_gets_deadlock_detected() {
+        let mut run = Run::new(Variant::FineGrainedOneConnection);
+        run.step(0, "advisory_lock_agent");
+        run.step(1, "advisory_lock_turn");
+        assert!(run.step(0, "advisory_lock_turn"));
+        run.step(1, "advisory_lock_agent");
+        // PostgreSQL picks the victim; either task may get 40P01.
+        let victims: Vec<_> = run.actors.iter().filter(|a| a.failure.is_some()).collect();
+        assert_eq!(victims.len(), 1, "exactly one task must be aborted: {:?}", run.actors);
+        assert_eq!(victims[0].failure, Some(ErrorCode::DEADLOCK_DETECTED));
+        assert!(run.check(NO_HOOK_FAILS, Phase::Step).is_err());
+        // The victim releases its outer lock; the survivor then finishes.
+        let victim = run.actors.iter().position(|a| a.failure.is_some()).expect("victim");
+        let survivor = 1 - victim;
+        let outer = run.actors[victim].locks[0].namespace.unlock_name();
+        run.step(victim, outer);
+        assert!(!run.world.is_waiting(survivor));
+        let work = run.actors[survivor].path.work_name();
+        run.step(survivor, work);
+        let inner = run.actors[survivor].locks[1].namespace.unlock_name();
+        run.step(survivor, inner);
+        let outer = run.actors[survivor].locks[0].namespace.unlock_name();
+        run.step(survivor, outer);
+        assert!(run.actors[survivor].completed());
+        assert_eq!(run.check(EVERY_HOOK_COMPLETES, Phase::Final), Ok(()));
+    }
+
+    #[test]
+    fn single_namespace_serialises_the_tasks() {
+        let mut run = Run::new(Variant::SingleNamespace);
+        run.step(0, "advisory_lock_agent");
+        assert!(run.step(1, "advisory_lock_agent"));
+        run.step(0, "capture_progress");
+        run.step(0, "advisory_unlock_agent");
+        assert!(!run.world.is_waiting(1), "the unlock grants the waiting lock");
+        run.step(1, "reconcile_transcript");
+        run.step(1, "advisory_unlock_agent");
+        assert!(run.actors.iter().all(LockingTask::completed));
+        assert_eq!(run.check(NO_HOOK_FAILS, Phase::Final), Ok(()));
+        assert_eq!(run.check(EVERY_HOOK_COMPLETES, Phase::Final), Ok(()));
+    }
+}

@@ -1,0 +1,409 @@
+//! # `progress-clear-insert`: `progress_update_state.create_session()`
+//!
+//! Seed `003_b75e7638340bacc9.txt`, "Phase 4: Audit and Fix Progress Update State":
+//!
+//! > **Problem Found**: `create_session()` has same pattern:
+//! > `await self.clear_session(user_id)` … then
+//! > `supabase_client.client.table("progress_update_sessions").insert({...})`
+//!
+//! The fix replaces the insert with `.upsert({…, "images_uploaded": 0, …},
+//! on_conflict="subcontractor_id")`, and Phase 5 notes that the table "already had
+//! `UNIQUE(subcontractor_id)`".
+//!
+//! ## The race
+//!
+//! The user already has a progress session from an earlier task, with 3 images uploaded. Each of
+//! `requests` requests starts a new session for that user on its own task: `clear_session`
+//! (`DELETE … WHERE subcontractor_id = $1`), then `INSERT`. Each call is a separate Supabase REST
+//! request, so each statement autocommits. Two requests can both clear before either inserts.
+//!
+//! ## Variants
+//!
+//! - `clear-then-insert` (as found, with `UNIQUE(subcontractor_id)` as the seed says the table
+//!   had): the later insert fails with a unique violation, so a request errors out.
+//! - `clear-then-insert-no-unique` (as found, without the constraint): both inserts succeed and the
+//!   user has two sessions.
+//! - `upsert` (Phase 4): `INSERT … ON CONFLICT (subcontractor_id) DO UPDATE SET task_id =
+//!   EXCLUDED.task_id, images_uploaded = EXCLUDED.images_uploaded` with `images_uploaded = 0` in
+//!   the payload, as PostgREST's `upsert` writes every column it is given.
+//! - `upsert-task-only` (ours, the upsert without the payload's counters): `ON CONFLICT … DO
+//!   UPDATE SET task_id = EXCLUDED.task_id` only; the previous session's counters survive.
+//!
+//! Which variant does not hold: the code as found, both ways. With the constraint the second
+//! request's insert fails with 23505 after both cleared (4 steps); without it the user ends with
+//! two sessions (4 steps). The Phase 4 `upsert` holds, explored completely for 2 requests with 1
+//! crash and 1 injected error per execution; `upsert-task-only` shows what "Reset counters" in
+//! the seed's payload guards against (2 steps).
+//!
+//! ## Invariant
+//!
+//! Never two rows for one user; never a request that fails with a unique violation; and once a
+//! request has reported success, the user's row has its counters reset (`images_uploaded = 0`).
+//! Nothing in this model uploads images, so any success must leave 0.
+
+use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
+use racelab_harness::model::{Actor, Invariant, Model, Phase, Target, View};
+use racelab_harness::op::{ConnId, ErrorCode, Expr, OnConflict, Op, Outcome, Row, Sql, Value};
+use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
+
+const SESSIONS: &str = "progress_update_sessions";
+const COLUMNS: [&str; 4] = ["id", "subcontractor_id", "task_id", "images_uploaded"];
+const SUBCONTRACTOR: usize = 1;
+const TASK: usize = 2;
+const IMAGES: usize = 3;
+const USER: Value = Value::Str("u1");
+/// The session the user already has, from an earlier task, with uploads counted.
+const PREVIOUS_ID: i64 = 10;
+const PREVIOUS_TASK: Value = Value::Str("task-0");
+const PREVIOUS_IMAGES: i64 = 3;
+/// Request `i` starts a session on `TASKS[i]`.
+const TASKS: [&str; 3] = ["task-1", "task-2", "task-3"];
+
+pub const ONE_ROW_PER_USER: &str = "one-row-per-user";
+pub const NO_UNIQUE_VIOLATION: &str = "no-unique-violation";
+pub const COUNTERS_RESET: &str = "counters-reset";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    ClearThenInsert,
+    ClearThenInsertNoUnique,
+    Upsert,
+    UpsertTaskOnly,
+}
+
+impl Variant {
+    fn unique_user(self) -> bool {
+        self != Variant::ClearThenInsertNoUnique
+    }
+    fn clears_first(self) -> bool {
+        matches!(self, Variant::ClearThenInsert | Variant::ClearThenInsertNoUnique)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pc {
+    Clear,
+    Insert,
+    Done,
+}
+
+/// What `create_session()` returned to its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Response {
+    Success,
+    Failure(ErrorCode),
+}
+
+/// One `create_session(user, task)` call.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CreateSession {
+    variant: Variant,
+    id: i64,
+    task: &'static str,
+    conn: ConnId,
+    pc: Pc,
+    response: Option<Response>,
+}
+
+impl CreateSession {
+    fn new(variant: Variant, index: usize, conn: ConnId) -> CreateSession {
+        CreateSession {
+            variant,
+            id: index as i64 + 1,
+            task: TASKS[index],
+            conn,
+            pc: if variant.clears_first() { Pc::Clear } else { Pc::Insert },
+            response: None,
+        }
+    }
+}
+
+impl Actor for CreateSession {
+    fn next_op(&self) -> Option<Op> {
+        let conn = self.conn;
+        let op = match self.pc {
+            Pc::Clear => Op::sql(
+                "clear_session",
+                conn,
+                Sql::Delete { table: SESSIONS, filter: vec![("subcontractor_id", USER)] },
+            ),
+            Pc::Insert => {
+                let row = vec![Value::Int(self.id), USER, Value::Str(self.task), Value::Int(0)];
+                let target = vec!["subcontractor_id"];
+                let (name, on_conflict) = match self.variant {
+                    Variant::ClearThenInsert | Variant::ClearThenInsertNoUnique => {
+                        ("insert_session", OnConflict::Error)
+                    }
+                    Variant::Upsert => (
+                        "upsert_session",
+                        OnConflict::DoUpdate {
+                            target,
+                            set: vec![
+                                ("task_id", Expr::Excluded("task_id")),
+                                ("images_uploaded", Expr::Excluded("images_uploaded")),
+                            ],
+                        },
+                    ),
+                    Variant::UpsertTaskOnly => (
+                        "upsert_session",
+                        OnConflict::DoUpdate { target, set: vec![("task_id", Expr::Excluded("task_id"))] },
+                    ),
+                };
+                Op::sql(name, conn, Sql::Insert { table: SESSIONS, row, on_conflict })
+            }
+            Pc::Done => return None,
+        };
+        Some(op)
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        // Every statement autocommits, so an error just fails the call.
+        self.pc = match (self.pc, outcome) {
+            (Pc::Done, _) => Pc::Done,
+            (_, Outcome::Err(error)) => {
+                self.response = Some(Response::Failure(*error));
+                Pc::Done
+            }
+            (Pc::Clear, _) => Pc::Insert,
+            (Pc::Insert, _) => {
+                self.response = Some(Response::Success);
+                Pc::Done
+            }
+        };
+    }
+}
+
+/// `requests` concurrent `create_session()` calls for one user who has a previous session.
+pub struct ProgressClearInsert {
+    pub variant: Variant,
+    pub requests: usize,
+}
+
+impl ProgressClearInsert {
+    fn schema(&self) -> Schema {
+        let unique = if self.variant.unique_user() {
+            vec![UniqueIndex {
+                name: "progress_update_sessions_subcontractor_id_key",
+                columns: vec!["subcontractor_id"],
+                predicate: None,
+            }]
+        } else {
+            Vec::new()
+        };
+        Schema { tables: vec![TableDef { name: SESSIONS, columns: COLUMNS.to_vec(), unique }] }
+    }
+}
+
+impl Model for ProgressClearInsert {
+    type Actor = CreateSession;
+
+    fn init(&self) -> (World, Vec<CreateSession>) {
+        let mut world = World::new(self.schema(), self.requests);
+        world.db.seed_row(SESSIONS, vec![Value::Int(PREVIOUS_ID), USER, PREVIOUS_TASK, Value::Int(PREVIOUS_IMAGES)]);
+        let actors = (0..self.requests).map(|i| CreateSession::new(self.variant, i, world.connect(i))).collect();
+        (world, actors)
+    }
+
+    fn actor_names(&self) -> Vec<String> {
+        (1..=self.requests).map(|i| format!("request {i}")).collect()
+    }
+
+    fn invariants(&self) -> Vec<Invariant<CreateSession>> {
+        vec![
+            Invariant { name: ONE_ROW_PER_USER, check: one_row_per_user },
+            Invariant { name: NO_UNIQUE_VIOLATION, check: no_unique_violation },
+            Invariant { name: COUNTERS_RESET, check: counters_reset },
+        ]
+    }
+
+    fn targets(&self) -> Vec<Target<CreateSession>> {
+        vec![
+            Target {
+                name: "every request reported success",
+                reached: |v| v.actors.iter().all(|a| a.response == Some(Response::Success)),
+            },
+            Target {
+                name: "the previous session was replaced",
+                reached: |v| {
+                    let rows = user_rows(v);
+                    !rows.is_empty() && rows.iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK))
+                },
+            },
+        ]
+    }
+}
+
+fn user_rows(view: &View<'_, CreateSession>) -> Vec<Row> {
+    view.world.db.committed_rows(SESSIONS).into_iter().filter(|r| r.get(SUBCONTRACTOR) == Some(&USER)).collect()
+}
+
+fn one_row_per_user(view: &View<'_, CreateSession>) -> Result<(), String> {
+    let rows = user_rows(view);
+    if rows.len() > 1 {
+        return Err(format!("{} progress sessions for user {USER}", rows.len()));
+    }
+    Ok(())
+}
+
+fn no_unique_violation(view: &View<'_, CreateSession>) -> Result<(), String> {
+    match view.actors.iter().position(|a| a.response == Some(Response::Failure(ErrorCode::UNIQUE_VIOLATION))) {
+        Some(i) => Err(format!("request {} failed: {}", i + 1, ErrorCode::UNIQUE_VIOLATION)),
+        None => Ok(()),
+    }
+}
+
+fn counters_reset(view: &View<'_, CreateSession>) -> Result<(), String> {
+    if view.phase != Phase::Final || !view.actors.iter().any(|a| a.response == Some(Response::Success)) {
+        return Ok(());
+    }
+    match user_rows(view).into_iter().find(|r| r.get(IMAGES) != Some(&Value::Int(0))) {
+        Some(row) => Err(format!(
+            "a new session was created but the user's row on {} still counts {} images",
+            row[TASK], row[IMAGES]
+        )),
+        None => Ok(()),
+    }
+}
+
+fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
+    let requests = params.count("requests", 2, 2, TASKS.len())?;
+    Ok(Box::new(ProgressClearInsert { variant, requests }))
+}
+
+pub fn race() -> RaceDef {
+    RaceDef {
+        id: "progress-clear-insert",
+        seed: "003_b75e7638340bacc9.txt",
+        passage: "`create_session()` has same pattern: `await self.clear_session(user_id)` … \
+                  `supabase_client.client.table(\"progress_update_sessions\").insert({...})`",
+        invariant: "Never two rows for one user, never a request that fails with a unique violation, and never \
+                    counters that were not reset by a new session.",
+        variants: vec![
+            VariantDef {
+                id: "clear-then-insert",
+                summary: "DELETE the user's row, then INSERT, each autocommitted, with UNIQUE(subcontractor_id)",
+                build: |p| build(p, Variant::ClearThenInsert),
+            },
+            VariantDef {
+                id: "clear-then-insert-no-unique",
+                summary: "DELETE the user's row, then INSERT, each autocommitted, with no unique constraint",
+                build: |p| build(p, Variant::ClearThenInsertNoUnique),
+            },
+            VariantDef {
+                id: "upsert",
+                summary: "INSERT … ON CONFLICT (subcontractor_id) DO UPDATE of task and counters (Phase 4)",
+                build: |p| build(p, Variant::Upsert),
+            },
+            VariantDef {
+                id: "upsert-task-only",
+                summary:
+                    "INSERT … ON CONFLICT (subcontractor_id) DO UPDATE of the task only, counters left as they were",
+                build: |p| build(p, Variant::UpsertTaskOnly),
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racelab_harness::model::Status;
+    use racelab_harness::op::Applied;
+
+    /// Drives the world by hand, one chosen op at a time.
+    struct Run {
+        model: ProgressClearInsert,
+        world: World,
+        actors: Vec<CreateSession>,
+    }
+
+    impl Run {
+        fn new(variant: Variant) -> Run {
+            let model = ProgressClearInsert { variant, requests: 2 };
+            let (world, actors) = model.init();
+            Run { model, world, actors }
+        }
+
+        /// Apply actor `i`'s next op, then collect every outcome that became ready.
+        fn step(&mut self, i: usize, expected_name: &str) -> Option<Outcome> {
+            let op = self.actors[i].next_op().expect("actor has finished");
+            assert_eq!(op.name, expected_name, "actor {i} runs another op than the schedule says");
+            let done = match self.world.apply(i, &op) {
+                Applied::Done(outcome) => {
+                    self.actors[i].on_outcome(&outcome);
+                    Some(outcome)
+                }
+                Applied::Blocked => None,
+            };
+            for a in 0..self.actors.len() {
+                if self.world.is_ready(a) {
+                    let outcome = self.world.take_ready(a).expect("ready outcome");
+                    self.actors[a].on_outcome(&outcome);
+                }
+            }
+            done
+        }
+
+        fn check(&self, name: &str, phase: Phase) -> Result<(), String> {
+            let status: Vec<Status> = (0..self.actors.len())
+                .map(|i| match () {
+                    _ if self.actors[i].next_op().is_none() => Status::Finished,
+                    _ if self.world.is_waiting(i) => Status::Waiting,
+                    _ => Status::Running,
+                })
+                .collect();
+            let view = View { world: &self.world, actors: &self.actors, status: &status, phase };
+            let invariant = self.model.invariants().into_iter().find(|inv| inv.name == name).expect("invariant");
+            (invariant.check)(&view)
+        }
+
+        fn check_all_final(&self) -> Vec<&'static str> {
+            [ONE_ROW_PER_USER, NO_UNIQUE_VIOLATION, COUNTERS_RESET]
+                .into_iter()
+                .filter(|name| self.check(name, Phase::Final).is_err())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn clear_then_insert_both_clear_then_the_second_insert_violates_the_constraint() {
+        let mut run = Run::new(Variant::ClearThenInsert);
+        assert_eq!(run.step(0, "clear_session").map(|o| o.rows().len()), Some(1));
+        assert_eq!(run.step(1, "clear_session").map(|o| o.rows().len()), Some(0));
+        run.step(0, "insert_session");
+        let second = run.step(1, "insert_session");
+        assert_eq!(second, Some(Outcome::Err(ErrorCode::UNIQUE_VIOLATION)));
+        assert_eq!(run.check_all_final(), vec![NO_UNIQUE_VIOLATION]);
+    }
+
+    #[test]
+    fn clear_then_insert_without_the_constraint_leaves_two_sessions() {
+        let mut run = Run::new(Variant::ClearThenInsertNoUnique);
+        run.step(0, "clear_session");
+        run.step(1, "clear_session");
+        run.step(0, "insert_session");
+        assert_eq!(run.check(ONE_ROW_PER_USER, Phase::Step), Ok(()));
+        run.step(1, "insert_session");
+        assert!(run.check(ONE_ROW_PER_USER, Phase::Step).is_err());
+        assert_eq!(run.check_all_final(), vec![ONE_ROW_PER_USER]);
+    }
+
+    #[test]
+    fn upsert_task_only_keeps_the_previous_sessions_counters() {
+        let mut run = Run::new(Variant::UpsertTaskOnly);
+        run.step(0, "upsert_session");
+        assert!(run.check(COUNTERS_RESET, Phase::Final).is_err());
+        run.step(1, "upsert_session");
+        assert_eq!(run.check_all_final(), vec![COUNTERS_RESET]);
+    }
+
+    #[test]
+    fn upsert_replaces_the_previous_session_and_resets_its_counters() {
+        let mut run = Run::new(Variant::Upsert);
+        run.step(1, "upsert_session");
+        run.step(0, "upsert_session");
+        assert!(run.check_all_final().is_empty());
+        let rows = run.world.db.committed_rows(SESSIONS);
+        assert_eq!(rows, vec![vec![Value::Int(PREVIOUS_ID), USER, Value::Str("task-1"), Value::Int(0)]]);
+    }
+}

@@ -1,0 +1,503 @@
+//! # `summary-upsert`: the session-summary upsert keyed by a session tag
+//!
+//! Seed `000_9bdcb1381353509b.txt`, "Phase 1: Atomic Upsert in `api_session_summarize()`":
+//!
+//! > `find_document_by_tag()` → check → `add_async()` is not transactional. Two concurrent
+//! > requests both see "no existing doc" and both create.
+//!
+//! and its plan: "Add `upsert_document_by_tag()` — SELECT FOR UPDATE in transaction". Production
+//! held 6 summary documents for one session.
+//!
+//! ## The race
+//!
+//! Each of `requests` requests summarises the same session (tag `s1`) with its own content:
+//! it looks the summary up by tag, updates it if found, and creates it otherwise. Between the
+//! look-up and the write another request can do the same, so both create.
+//!
+//! ## Variants
+//!
+//! - `check-then-insert` (as found): find by tag, then update by id or insert, each statement in
+//!   autocommit.
+//! - `select-for-update` (the plan's fix): `BEGIN; SELECT … WHERE tag = $1 FOR UPDATE;` then
+//!   update or insert, then `COMMIT`. No unique index on `tag`, as in the plan.
+//! - `unique-on-conflict`: a unique index on `tag` and one
+//!   `INSERT … ON CONFLICT (tag) DO UPDATE SET content = EXCLUDED.content`.
+//! - `advisory-xact-lock`: `BEGIN; pg_advisory_xact_lock(hash(tag));` then check-then-insert in
+//!   the same transaction; the lock is released at `COMMIT`.
+//! - `on-conflict-do-nothing` (ours, a tempting shortcut): a unique index on `tag` and
+//!   `INSERT … ON CONFLICT (tag) DO NOTHING`. The application does not look at the row count,
+//!   so the later summary is dropped while its request reports success.
+//!
+//! Which fix does not hold: the plan's `select-for-update`. At READ COMMITTED `FOR UPDATE`
+//! locks only rows that exist, and an uncommitted insert is invisible to the other request's
+//! snapshot, so while no summary is committed both requests find nothing and both insert; with no
+//! unique index nothing stops the second. The explorer's shortest schedule takes 8 steps: request
+//! 1 begins, finds nothing, inserts; request 2 begins and finds nothing; both commit
+//! (`racelab explain summary-upsert/select-for-update`). `check-then-insert` fails the same way in
+//! 4 steps, and `on-conflict-do-nothing` fails "success means stored" in 2. `unique-on-conflict`
+//! and `advisory-xact-lock` hold, explored completely for 2 requests with 1 crash, 1 injected
+//! error and 1 timeout per execution.
+//!
+//! ## Invariant
+//!
+//! Never two committed documents with one tag, and never a request that reports success while
+//! its content was never stored: a successful request must have seen its INSERT or UPDATE
+//! return exactly one row (`RETURNING *`), and that write must have committed.
+
+use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
+use racelab_harness::model::{Actor, Invariant, Model, Target, View};
+use racelab_harness::op::{ConnId, ErrorCode, Expr, LockScope, OnConflict, Op, Outcome, Row, RowLock, Sql, Value};
+use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
+
+const DOCUMENTS: &str = "documents";
+const COLUMNS: [&str; 3] = ["id", "tag", "content"];
+const ID: usize = 0;
+const TAG_COL: usize = 1;
+/// The session every request summarises.
+const TAG: Value = Value::Str("s1");
+/// Request `i` stores `CONTENTS[i]`.
+const CONTENTS: [&str; 3] = ["summary-1", "summary-2", "summary-3"];
+/// `hashtext(tag)` for `pg_advisory_xact_lock`: a 32-bit hash of the tag (FNV-1a here).
+const TAG_LOCK_KEY: i64 = fnv1a_32(b"s1");
+
+const fn fnv1a_32(bytes: &[u8]) -> i64 {
+    let mut hash = 0x811c_9dc5u32;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u32).wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash as i32 as i64
+}
+
+pub const NO_TWO_DOCUMENTS_PER_TAG: &str = "no-two-documents-per-tag";
+pub const SUCCESS_MEANS_STORED: &str = "success-means-stored";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    CheckThenInsert,
+    SelectForUpdate,
+    UniqueOnConflict,
+    AdvisoryXactLock,
+    OnConflictDoNothing,
+}
+
+impl Variant {
+    fn transactional(self) -> bool {
+        matches!(self, Variant::SelectForUpdate | Variant::AdvisoryXactLock)
+    }
+    fn unique_tag(self) -> bool {
+        matches!(self, Variant::UniqueOnConflict | Variant::OnConflictDoNothing)
+    }
+    fn first_pc(self) -> Pc {
+        match self {
+            Variant::CheckThenInsert => Pc::Find,
+            Variant::SelectForUpdate | Variant::AdvisoryXactLock => Pc::Begin,
+            Variant::UniqueOnConflict | Variant::OnConflictDoNothing => Pc::Insert,
+        }
+    }
+}
+
+/// Where a request stands in `api_session_summarize()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pc {
+    Begin,
+    Lock,
+    Find,
+    Insert,
+    /// Update the document with this id, which the find returned.
+    Update(i64),
+    Commit,
+    /// The transaction failed with this error; roll back, then report it.
+    Rollback(ErrorCode),
+    Done,
+}
+
+/// What the request answered its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Response {
+    Success,
+    Failure(ErrorCode),
+}
+
+/// One `api_session_summarize()` request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SummaryRequest {
+    variant: Variant,
+    id: i64,
+    content: &'static str,
+    conn: ConnId,
+    pc: Pc,
+    /// How many rows its INSERT or UPDATE returned, once that ran.
+    written: Option<usize>,
+    /// Its write is durable: it ran in autocommit, or its transaction committed.
+    committed: bool,
+    /// It met a summary another request had stored (found it, or conflicted with it).
+    met_existing: bool,
+    response: Option<Response>,
+}
+
+impl SummaryRequest {
+    fn new(variant: Variant, index: usize, conn: ConnId) -> SummaryRequest {
+        SummaryRequest {
+            variant,
+            id: index as i64 + 1,
+            content: CONTENTS[index],
+            conn,
+            pc: variant.first_pc(),
+            written: None,
+            committed: false,
+            met_existing: false,
+            response: None,
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.variant.transactional() && !matches!(self.pc, Pc::Begin | Pc::Commit | Pc::Rollback(_) | Pc::Done)
+    }
+
+    fn finish(&mut self, response: Response) -> Pc {
+        self.response = Some(response);
+        Pc::Done
+    }
+
+    /// Any error fails the request; an open transaction is rolled back first.
+    fn fail(&mut self, error: ErrorCode) -> Pc {
+        if self.in_transaction() {
+            Pc::Rollback(error)
+        } else {
+            self.finish(Response::Failure(error))
+        }
+    }
+
+    fn after_write(&mut self, rows: &[Row]) -> Pc {
+        self.written = Some(rows.len());
+        // An upsert that returns someone else's id, or no row, met an existing summary.
+        if self.pc == Pc::Insert && rows.first().map(row_id) != Some(Some(self.id)) {
+            self.met_existing = true;
+        }
+        if self.variant.transactional() {
+            Pc::Commit
+        } else {
+            self.committed = true;
+            self.finish(Response::Success)
+        }
+    }
+}
+
+fn row_id(row: &Row) -> Option<i64> {
+    match row.get(ID) {
+        Some(Value::Int(id)) => Some(*id),
+        _ => None,
+    }
+}
+
+impl Actor for SummaryRequest {
+    fn next_op(&self) -> Option<Op> {
+        let conn = self.conn;
+        let op = match self.pc {
+            Pc::Begin => Op::sql("begin", conn, Sql::Begin),
+            Pc::Lock => {
+                Op::sql("pg_advisory_xact_lock", conn, Sql::AdvisoryLock { key: TAG_LOCK_KEY, scope: LockScope::Xact })
+            }
+            Pc::Find => {
+                let (name, lock) = match self.variant {
+                    Variant::SelectForUpdate => ("find_document_by_tag_for_update", Some(RowLock::ForUpdate)),
+                    _ => ("find_document_by_tag", None),
+                };
+                Op::sql(name, conn, Sql::Select { table: DOCUMENTS, filter: vec![("tag", TAG)], lock })
+            }
+            Pc::Insert => {
+                let (name, on_conflict) = match self.variant {
+                    Variant::UniqueOnConflict => (
+                        "upsert_document_by_tag",
+                        OnConflict::DoUpdate { target: vec!["tag"], set: vec![("content", Expr::Excluded("content"))] },
+                    ),
+                    Variant::OnConflictDoNothing => {
+                        ("add_document_if_absent", OnConflict::DoNothing { target: vec!["tag"] })
+                    }
+                    _ => ("add_document", OnConflict::Error),
+                };
+                let row = vec![Value::Int(self.id), TAG, Value::Str(self.content)];
+                Op::sql(name, conn, Sql::Insert { table: DOCUMENTS, row, on_conflict })
+            }
+            Pc::Update(id) => Op::sql(
+                "update_document",
+                conn,
+                Sql::Update {
+                    table: DOCUMENTS,
+                    filter: vec![("id", Value::Int(id))],
+                    set: vec![("content", Expr::Value(Value::Str(self.content)))],
+                },
+            ),
+            Pc::Commit => Op::sql("commit", conn, Sql::Commit),
+            Pc::Rollback(_) => Op::sql("rollback", conn, Sql::Rollback),
+            Pc::Done => return None,
+        };
+        Some(op)
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        self.pc = match (self.pc, outcome) {
+            (Pc::Rollback(error), _) => self.finish(Response::Failure(error)),
+            (Pc::Done, _) => Pc::Done,
+            (_, Outcome::Err(error)) => self.fail(*error),
+            (Pc::Begin, _) if self.variant == Variant::AdvisoryXactLock => Pc::Lock,
+            (Pc::Begin | Pc::Lock, _) => Pc::Find,
+            (Pc::Find, found) => match found.rows().first().and_then(row_id) {
+                Some(id) => {
+                    self.met_existing = true;
+                    Pc::Update(id)
+                }
+                None => Pc::Insert,
+            },
+            (Pc::Insert | Pc::Update(_), written) => self.after_write(written.rows()),
+            (Pc::Commit, _) => {
+                self.committed = true;
+                self.finish(Response::Success)
+            }
+        };
+    }
+}
+
+/// `requests` concurrent summaries of one session.
+pub struct SummaryUpsert {
+    pub variant: Variant,
+    pub requests: usize,
+}
+
+impl SummaryUpsert {
+    fn schema(&self) -> Schema {
+        let unique = if self.variant.unique_tag() {
+            vec![UniqueIndex { name: "documents_tag_key", columns: vec!["tag"], predicate: None }]
+        } else {
+            Vec::new()
+        };
+        Schema { tables: vec![TableDef { name: DOCUMENTS, columns: COLUMNS.to_vec(), unique }] }
+    }
+}
+
+impl Model for SummaryUpsert {
+    type Actor = SummaryRequest;
+
+    fn init(&self) -> (World, Vec<SummaryRequest>) {
+        let mut world = World::new(self.schema(), self.requests);
+        let actors = (0..self.requests).map(|i| SummaryRequest::new(self.variant, i, world.connect(i))).collect();
+        (world, actors)
+    }
+
+    fn actor_names(&self) -> Vec<String> {
+        (1..=self.requests).map(|i| format!("request {i}")).collect()
+    }
+
+    fn invariants(&self) -> Vec<Invariant<SummaryRequest>> {
+        vec![
+            Invariant { name: NO_TWO_DOCUMENTS_PER_TAG, check: no_two_documents_per_tag },
+            Invariant { name: SUCCESS_MEANS_STORED, check: success_means_stored },
+        ]
+    }
+
+    fn targets(&self) -> Vec<Target<SummaryRequest>> {
+        vec![
+            Target {
+                name: "every request reported success",
+                reached: |v| v.actors.iter().all(|a| a.response == Some(Response::Success)),
+            },
+            Target {
+                name: "a request met a summary another request had stored",
+                reached: |v| v.actors.iter().any(|a| a.met_existing),
+            },
+        ]
+    }
+}
+
+fn no_two_documents_per_tag(view: &View<'_, SummaryRequest>) -> Result<(), String> {
+    let rows = view.world.db.committed_rows(DOCUMENTS);
+    let with_tag = rows.iter().filter(|r| r.get(TAG_COL) == Some(&TAG)).count();
+    if with_tag > 1 {
+        return Err(format!("{with_tag} committed documents with tag {TAG}"));
+    }
+    Ok(())
+}
+
+fn success_means_stored(view: &View<'_, SummaryRequest>) -> Result<(), String> {
+    for (i, a) in view.actors.iter().enumerate() {
+        if a.response != Some(Response::Success) {
+            continue;
+        }
+        let stored = match (a.written, a.committed) {
+            (Some(1), true) => continue,
+            (Some(1), false) => "its write did not commit".to_string(),
+            (Some(n), _) => format!("its write returned {n} rows"),
+            (None, _) => "it never wrote".to_string(),
+        };
+        return Err(format!("request {} reported success but {stored}: {} was never stored", i + 1, a.content));
+    }
+    Ok(())
+}
+
+fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
+    let requests = params.count("requests", 2, 2, CONTENTS.len())?;
+    Ok(Box::new(SummaryUpsert { variant, requests }))
+}
+
+pub fn race() -> RaceDef {
+    RaceDef {
+        id: "summary-upsert",
+        seed: "000_9bdcb1381353509b.txt",
+        passage: "`find_document_by_tag()` → check → `add_async()` is not transactional. Two concurrent requests \
+                  both see \"no existing doc\" and both create.",
+        invariant: "Never two documents with one tag, and never a summary request that reports success but whose \
+                    content was never stored.",
+        variants: vec![
+            VariantDef {
+                id: "check-then-insert",
+                summary: "find by tag, then update or insert, each statement in autocommit (as found)",
+                build: |p| build(p, Variant::CheckThenInsert),
+            },
+            VariantDef {
+                id: "select-for-update",
+                summary: "BEGIN; SELECT … WHERE tag FOR UPDATE; update or insert; COMMIT, no unique index (the plan)",
+                build: |p| build(p, Variant::SelectForUpdate),
+            },
+            VariantDef {
+                id: "unique-on-conflict",
+                summary: "unique index on tag; INSERT … ON CONFLICT (tag) DO UPDATE SET content = EXCLUDED.content",
+                build: |p| build(p, Variant::UniqueOnConflict),
+            },
+            VariantDef {
+                id: "advisory-xact-lock",
+                summary: "BEGIN; pg_advisory_xact_lock(hash(tag)); check-then-insert; COMMIT",
+                build: |p| build(p, Variant::AdvisoryXactLock),
+            },
+            VariantDef {
+                id: "on-conflict-do-nothing",
+                summary: "unique index on tag; INSERT … ON CONFLICT (tag) DO NOTHING, row count unchecked",
+                build: |p| build(p, Variant::OnConflictDoNothing),
+            },
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use racelab_harness::model::{Phase, Status};
+    use racelab_harness::op::Applied;
+
+    /// Drives the world by hand, one chosen op at a time.
+    struct Run {
+        model: SummaryUpsert,
+        world: World,
+        actors: Vec<SummaryRequest>,
+    }
+
+    impl Run {
+        fn new(variant: Variant) -> Run {
+            let model = SummaryUpsert { variant, requests: 2 };
+            let (world, actors) = model.init();
+            Run { model, world, actors }
+        }
+
+        /// Apply actor `i`'s next op, then collect every outcome that became ready. Returns
+        /// whether the op blocked.
+        fn step(&mut self, i: usize, expected_name: &str) -> bool {
+            let op = self.actors[i].next_op().expect("actor has finished");
+            assert_eq!(op.name, expected_name, "actor {i} runs another op than the schedule says");
+            let blocked = match self.world.apply(i, &op) {
+                Applied::Done(outcome) => {
+                    self.actors[i].on_outcome(&outcome);
+                    false
+                }
+                Applied::Blocked => true,
+            };
+            for a in 0..self.actors.len() {
+                if self.world.is_ready(a) {
+                    let outcome = self.world.take_ready(a).expect("ready outcome");
+                    self.actors[a].on_outcome(&outcome);
+                }
+            }
+            blocked
+        }
+
+        fn check(&self, name: &str, phase: Phase) -> Result<(), String> {
+            let status: Vec<Status> = (0..self.actors.len())
+                .map(|i| match () {
+                    _ if self.actors[i].next_op().is_none() => Status::Finished,
+                    _ if self.world.is_waiting(i) => Status::Waiting,
+                    _ => Status::Running,
+                })
+                .collect();
+            let view = View { world: &self.world, actors: &self.actors, status: &status, phase };
+            let invariant = self.model.invariants().into_iter().find(|inv| inv.name == name).expect("invariant");
+            (invariant.check)(&view)
+        }
+    }
+
+    #[test]
+    fn check_then_insert_both_find_nothing_and_both_create() {
+        let mut run = Run::new(Variant::CheckThenInsert);
+        run.step(0, "find_document_by_tag");
+        run.step(1, "find_document_by_tag");
+        run.step(0, "add_document");
+        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Step), Ok(()));
+        run.step(1, "add_document");
+        assert!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Step).is_err());
+        assert_eq!(run.check(SUCCESS_MEANS_STORED, Phase::Final), Ok(()));
+    }
+
+    #[test]
+    fn select_for_update_locks_nothing_while_no_summary_exists() {
+        let mut run = Run::new(Variant::SelectForUpdate);
+        run.step(0, "begin");
+        run.step(1, "begin");
+        run.step(0, "find_document_by_tag_for_update");
+        assert!(!run.step(1, "find_document_by_tag_for_update"), "FOR UPDATE on no row must not wait");
+        run.step(0, "add_document");
+        run.step(1, "add_document");
+        run.step(0, "commit");
+        run.step(1, "commit");
+        assert!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final).is_err());
+    }
+
+    #[test]
+    fn on_conflict_do_nothing_drops_the_second_summary_and_reports_success() {
+        let mut run = Run::new(Variant::OnConflictDoNothing);
+        run.step(0, "add_document_if_absent");
+        run.step(1, "add_document_if_absent");
+        assert_eq!(run.actors[1].response, Some(Response::Success));
+        assert!(run.check(SUCCESS_MEANS_STORED, Phase::Final).is_err());
+        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final), Ok(()));
+    }
+
+    #[test]
+    fn unique_on_conflict_second_request_updates_the_first_summary() {
+        let mut run = Run::new(Variant::UniqueOnConflict);
+        run.step(0, "upsert_document_by_tag");
+        run.step(1, "upsert_document_by_tag");
+        assert!(run.actors[1].met_existing);
+        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final), Ok(()));
+        assert_eq!(run.check(SUCCESS_MEANS_STORED, Phase::Final), Ok(()));
+        let rows = run.world.db.committed_rows(DOCUMENTS);
+        assert_eq!(rows, vec![vec![Value::Int(1), TAG, Value::Str("summary-2")]]);
+    }
+
+    #[test]
+    fn advisory_xact_lock_serialises_the_check() {
+        let mut run = Run::new(Variant::AdvisoryXactLock);
+        run.step(0, "begin");
+        run.step(0, "pg_advisory_xact_lock");
+        run.step(1, "begin");
+        assert!(run.step(1, "pg_advisory_xact_lock"), "the second request must wait for the lock");
+        run.step(0, "find_document_by_tag");
+        run.step(0, "add_document");
+        run.step(0, "commit");
+        assert!(!run.world.is_waiting(1), "commit releases the xact lock");
+        run.step(1, "find_document_by_tag");
+        run.step(1, "update_document");
+        run.step(1, "commit");
+        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final), Ok(()));
+        assert_eq!(run.check(SUCCESS_MEANS_STORED, Phase::Final), Ok(()));
+        assert!(run.actors.iter().all(|a| a.response == Some(Response::Success)));
+    }
+}
