@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use racelab_harness::explore::exhaustive::Exhaustive;
 use racelab_harness::explore::shortest;
-use racelab_harness::explore::stateless::{Pct, Random, Stateless};
+use racelab_harness::explore::stateless::{Dfs, Pct, Random, Stateless};
 use racelab_harness::explore::{Bounds, ChoiceKind, Explorer, State};
 use racelab_harness::model::{Actor, Invariant, Model, Phase, Target};
 use racelab_harness::op::{Op, OsOp, Outcome, Value};
@@ -223,7 +223,29 @@ fn seeded_random_and_pct_are_repeatable() {
     assert_eq!(a.stats, b.stats);
     assert_eq!(a.violation, b.violation);
     assert!(a.violation.is_some(), "PCT finds the lost update");
-    assert!(!a.complete && a.incomplete_reason.is_some());
+    assert!(!a.complete);
+    let locked = Programs { programs: vec![increment(true); 2], check_counter: true };
+    let r = Stateless::new(Random::new(1), 50).explore(&locked, &Bounds::default());
+    assert!(r.violation.is_none() && !r.complete);
+    assert!(r.incomplete_reason.unwrap().contains("sampled"), "sampling never proves a fix");
+}
+
+#[test]
+fn stateless_dfs_enumerates_every_interleaving_once() {
+    // Two actors with two steps each: C(4,2) = 6 schedules, then it is exhausted.
+    let model = Programs { programs: vec![increment(false), increment(false)], check_counter: false };
+    let e = Stateless::new(Dfs::default(), 1000).explore(&model, &Bounds::default());
+    assert_eq!(e.stats.executions, 6);
+    assert!(e.complete, "{:?}", e.incomplete_reason);
+    assert_eq!(e.stats.states, 13, "the same 13 states as the stateful search");
+    // Stopped early by its schedule bound, it says so.
+    let e = Stateless::new(Dfs::default(), 4).explore(&model, &Bounds::default());
+    assert!(!e.complete);
+    assert!(e.incomplete_reason.unwrap().contains("schedule bound"));
+    // And it finds the lost update like the stateful search.
+    let checked = Programs { programs: vec![increment(false), increment(false)], check_counter: true };
+    let e = Stateless::new(Dfs::default(), 1000).explore(&checked, &Bounds::default());
+    assert_eq!(e.violation.unwrap().0.invariant, "no-lost-update");
 }
 
 #[test]

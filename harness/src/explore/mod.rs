@@ -101,9 +101,10 @@ pub trait Scheduler {
     fn begin(&mut self, index: u64) -> bool;
     /// Pick one of `enabled` (never empty) at step `step` of the current schedule.
     fn choose(&mut self, enabled: &[Choice], step: u32) -> usize;
-    /// Has every schedule been produced? Only an enumerating scheduler ever says yes.
-    fn exhausted(&self) -> bool {
-        false
+    /// For a scheduler that enumerates: has it produced every schedule? `None` for a sampler,
+    /// which can never cover them all.
+    fn exhausted(&self) -> Option<bool> {
+        None
     }
 }
 

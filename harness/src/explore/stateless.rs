@@ -68,12 +68,13 @@ impl<S: Scheduler> Explorer for Stateless<S> {
                 stats.depth = stats.depth.max(path.len() as u32);
             }
         }
-        let complete = violation.is_none() && self.scheduler.exhausted() && !depth_bound_hit;
+        let exhausted = self.scheduler.exhausted();
+        let complete = violation.is_none() && exhausted == Some(true) && !depth_bound_hit;
         let reason = if complete || violation.is_some() {
             None
         } else if depth_bound_hit {
             Some(format!("depth bound reached: {} steps", bounds.max_depth))
-        } else if self.scheduler.exhausted() || index < self.schedules {
+        } else if exhausted.is_none() {
             Some(format!("{index} sampled schedules do not cover every interleaving"))
         } else {
             Some(format!("schedule bound reached: {} schedules", self.schedules))
@@ -244,7 +245,7 @@ impl Scheduler for Dfs {
         }
     }
 
-    fn exhausted(&self) -> bool {
-        self.done
+    fn exhausted(&self) -> Option<bool> {
+        Some(self.done)
     }
 }
