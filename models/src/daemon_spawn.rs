@@ -18,6 +18,14 @@
 //! - `unlocked`: as found.
 //! - `flock-spawn`: the plan's fix. The hook holds a blocking `flock` on a spawn lock file around
 //!   the check, the spawn and the PID write. The kernel also releases it when the hook dies.
+//!   **It does not hold**: a hook that dies between `Popen` and `write_pid` frees the spawn lock
+//!   with its daemon running and unnamed; the next hook finds no PID file, spawns a daemon that
+//!   loses the singleton lock and exits, and writes that dead daemon's pid
+//!   (`racelab explain daemon-spawn/flock-spawn`).
+//! - `daemon-writes-pid`: a fix of ours. Only the daemon that holds the singleton lock writes the
+//!   PID file, after taking the lock; hooks never write it. Whoever wins the lock names itself,
+//!   so neither an overlapping spawn nor a hook crash can leave the file naming a loser. (A spawn
+//!   lock on top would only save spawning daemons that are bound to exit.)
 //!
 //! Invariants: never two daemons running at once once every hook has returned; and, in a final
 //! state, the PID file names the daemon that holds the singleton lock.
@@ -41,6 +49,7 @@ pub const DAEMON_LOCK: &str = "observer.lock";
 pub enum Variant {
     Unlocked,
     FlockSpawn,
+    DaemonWritesPid,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,7 +81,7 @@ pub struct Hook {
 impl Hook {
     fn new(variant: Variant, daemon: ActorId) -> Hook {
         let pc = match variant {
-            Variant::Unlocked => HookPc::ReadPid,
+            Variant::Unlocked | Variant::DaemonWritesPid => HookPc::ReadPid,
             Variant::FlockSpawn => HookPc::LockSpawn,
         };
         Hook { variant, daemon, pc, pid_file: None, pid_alive: None, spawned: None }
@@ -81,7 +90,7 @@ impl Hook {
     /// Where the hook goes once it is done: release the spawn lock if it took one.
     fn finish(&self) -> HookPc {
         match self.variant {
-            Variant::Unlocked => HookPc::Returned,
+            Variant::Unlocked | Variant::DaemonWritesPid => HookPc::Returned,
             Variant::FlockSpawn => HookPc::UnlockSpawn,
         }
     }
@@ -130,7 +139,10 @@ impl Actor for Hook {
             }
             (HookPc::Spawn, Outcome::Pid(pid)) => {
                 self.spawned = Some(*pid);
-                HookPc::WritePid
+                match self.variant {
+                    Variant::DaemonWritesPid => self.finish(),
+                    Variant::Unlocked | Variant::FlockSpawn => HookPc::WritePid,
+                }
             }
             // Popen failed: the hook logs it and returns.
             (HookPc::Spawn, _) => self.finish(),
@@ -145,6 +157,8 @@ impl Actor for Hook {
 enum DaemonPc {
     Start,
     LockSingleton,
+    /// `daemon-writes-pid` only: name itself in the PID file once it holds the lock.
+    WritePid,
     Exit,
     /// Holds the singleton lock and serves; the actor is done, its process lives on.
     Running,
@@ -156,11 +170,12 @@ enum DaemonPc {
 pub struct Daemon {
     pc: DaemonPc,
     pid: Option<Pid>,
+    writes_pid: bool,
 }
 
 impl Daemon {
-    fn new() -> Daemon {
-        Daemon { pc: DaemonPc::Start, pid: None }
+    fn new(variant: Variant) -> Daemon {
+        Daemon { pc: DaemonPc::Start, pid: None, writes_pid: variant == Variant::DaemonWritesPid }
     }
 }
 
@@ -169,6 +184,9 @@ impl Actor for Daemon {
         Some(match self.pc {
             DaemonPc::Start => Op::os("__main__", OsOp::AwaitSpawn),
             DaemonPc::LockSingleton => Op::os("flock_nb", OsOp::Flock { path: DAEMON_LOCK, nonblocking: true }),
+            DaemonPc::WritePid => {
+                Op::os("write_pid", OsOp::WriteFile { path: PID_FILE, content: Value::Int(self.pid?.into()) })
+            }
             DaemonPc::Exit => Op::os("sys.exit", OsOp::Exit),
             DaemonPc::Running | DaemonPc::Exited => return None,
         })
@@ -180,7 +198,11 @@ impl Actor for Daemon {
                 self.pid = Some(*pid);
                 DaemonPc::LockSingleton
             }
+            (DaemonPc::LockSingleton, Outcome::Ok) if self.writes_pid => DaemonPc::WritePid,
             (DaemonPc::LockSingleton, Outcome::Ok) => DaemonPc::Running,
+            (DaemonPc::WritePid, Outcome::Ok) => DaemonPc::Running,
+            // It could not name itself: serving unnamed would invite a second daemon, so it exits.
+            (DaemonPc::WritePid, _) => DaemonPc::Exit,
             // Another daemon holds the singleton lock.
             (DaemonPc::LockSingleton, _) => DaemonPc::Exit,
             (DaemonPc::Exit, _) => DaemonPc::Exited,
@@ -246,7 +268,7 @@ impl Model for DaemonSpawn {
         }
         for hook in 0..self.hooks {
             world.os.add_dormant(self.hooks + hook);
-            actors.push(ObserverActor::Daemon(Daemon::new()));
+            actors.push(ObserverActor::Daemon(Daemon::new(self.variant)));
         }
         (world, actors)
     }
@@ -367,6 +389,11 @@ pub fn race() -> RaceDef {
                 id: "flock-spawn",
                 summary: "the plan's fix: a blocking flock on a spawn lock file held around check, spawn and PID write",
                 build: |p| Ok(Box::new(build(Variant::FlockSpawn, p)?)),
+            },
+            VariantDef {
+                id: "daemon-writes-pid",
+                summary: "a fix of ours: only the daemon holding the singleton lock writes the PID file, naming itself",
+                build: |p| Ok(Box::new(build(Variant::DaemonWritesPid, p)?)),
             },
         ],
     }
@@ -528,6 +555,6 @@ mod tests {
         assert!(build(Variant::Unlocked, &params(3)).is_ok());
         assert!(build(Variant::Unlocked, &params(0)).is_err());
         assert!(build(Variant::Unlocked, &params(4)).is_err());
-        assert_eq!(race().variants.len(), 2);
+        assert_eq!(race().variants.len(), 3);
     }
 }
