@@ -6,7 +6,7 @@
 //! give states, executions and the ratio of the two searches' times.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use racelab_harness::scenario;
@@ -38,7 +38,7 @@ fn explore(c: &mut Criterion) {
         );
         let mut group = c.benchmark_group(s.id.replace('/', "__"));
         group.throughput(Throughput::Elements(reduced.stats.states.max(1)));
-        group.sample_size(10);
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
         group.bench_function("sleep-sets", |b| b.iter(|| s.model.explore_exhaustive(&s.bounds, true)));
         group.bench_function("no-reduction", |b| b.iter(|| s.model.explore_exhaustive(&s.bounds, false)));
         group.finish();
