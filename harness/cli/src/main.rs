@@ -96,6 +96,11 @@ enum ModeArg {
 struct BadInput(String);
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`racelab check all | head`), as command-line tools do.
+    // SAFETY: setting a signal disposition at startup, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -146,7 +146,7 @@ impl<M: Model> Search<'_, M> {
         if self.sleep_sets {
             for &c in &done {
                 let mut probe = state.clone();
-                let (_, fp) = probe.apply(c, self.bounds);
+                let fp = probe.apply(c, self.bounds);
                 explored.push((c, fp));
             }
         }
@@ -155,7 +155,7 @@ impl<M: Model> Search<'_, M> {
                 return;
             }
             let mut next = state.clone();
-            let (_, fp) = next.apply(choice, self.bounds);
+            let fp = next.apply(choice, self.bounds);
             self.stats.transitions += 1;
             let child_sleep: Vec<(Choice, Footprint)> = if self.sleep_sets {
                 sleep

@@ -53,7 +53,7 @@ pub fn replay_on<M: Model>(
         if !state.choices(bounds).contains(&choice) {
             return Err(NotEnabled { step, choice });
         }
-        let (event, _) = state.apply(choice, bounds);
+        let (event, _) = state.apply_described(choice, bounds);
         events.push(event);
         violation = state.check(model, &props);
     }

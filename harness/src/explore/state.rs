@@ -69,9 +69,16 @@ impl<A: Actor> State<A> {
     /// A 128-bit fingerprint of the whole state. Collisions are astronomically unlikely, and
     /// the hasher is unkeyed, so fingerprints are the same in every run.
     pub fn fingerprint(&self) -> u128 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        self.hash(&mut h);
-        h.digest128()
+        // Derived `Hash` impls make many tiny writes; a streaming hasher pays per write, so
+        // gather the bytes first and hash them in one pass.
+        thread_local! {
+            static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BYTES.with_borrow_mut(|bytes| {
+            bytes.clear();
+            self.hash(&mut ByteSink(bytes));
+            xxhash_rust::xxh3::xxh3_128(bytes)
+        })
     }
 
     /// Can actor `i` take a plain step (run its op, or collect a granted wait)?
@@ -94,8 +101,9 @@ impl<A: Actor> State<A> {
             }
             match self.status[i] {
                 Status::Running => {
-                    let fallible = self.actors[i].next_op().is_some_and(|op| op.is_fallible());
-                    if fallible && self.faults.errors < bounds.errors {
+                    // `next_op` allocates: ask only when an error could be chosen at all.
+                    if self.faults.errors < bounds.errors && self.actors[i].next_op().is_some_and(|op| op.is_fallible())
+                    {
                         out.push(Choice { actor, kind: ChoiceKind::Error });
                     }
                     if self.faults.crashes < bounds.crashes {
@@ -132,8 +140,19 @@ impl<A: Actor> State<A> {
         (0..self.actors.len()).any(|i| self.can_step(i))
     }
 
-    /// Apply one enabled choice. Returns what happened and what it touched.
-    pub fn apply(&mut self, choice: Choice, bounds: &Bounds) -> (Event, Footprint) {
+    /// Apply one enabled choice. Returns what it touched.
+    pub fn apply(&mut self, choice: Choice, bounds: &Bounds) -> Footprint {
+        self.step(choice, bounds, false).1
+    }
+
+    /// Apply one enabled choice. Returns what happened, for a timeline, and what it touched.
+    pub fn apply_described(&mut self, choice: Choice, bounds: &Bounds) -> (Event, Footprint) {
+        let (event, footprint) = self.step(choice, bounds, true);
+        (event.expect("described"), footprint)
+    }
+
+    /// Labels cost more than the step itself, so searches skip them (`describe = false`).
+    fn step(&mut self, choice: Choice, bounds: &Bounds, describe: bool) -> (Option<Event>, Footprint) {
         let i = usize::from(choice.actor);
         debug_assert_eq!(self.world.take_footprint(), Footprint::default());
         if bounds.preemptions.is_some() {
@@ -148,26 +167,23 @@ impl<A: Actor> State<A> {
         let mut also_crashed = Vec::new();
         let text = match choice.kind {
             ChoiceKind::Step if self.status[i] == Status::Waiting => {
-                let label = self.label(i);
+                let label = if describe { self.label(i) } else { String::new() };
                 let outcome = self.world.take_ready(i).expect("a waiting actor steps only once its wait is granted");
                 self.status[i] = Status::Running;
                 self.deliver(i, &outcome);
-                format!("{label} ⇐ {}", render::outcome(&outcome))
+                text(describe, || format!("{label} ⇐ {}", render::outcome(&outcome)))
             }
             ChoiceKind::Step => {
                 let op = self.actors[i].next_op().expect("a running actor has an op");
                 match self.world.apply(i, &op) {
                     Applied::Done(outcome) => {
                         self.deliver(i, &outcome);
-                        format!("{} → {}", op.label(), render::outcome(&outcome))
+                        text(describe, || format!("{} → {}", op.label(), render::outcome(&outcome)))
                     }
                     Applied::Blocked => {
                         self.status[i] = Status::Waiting;
-                        if self.world.is_dormant(i) {
-                            format!("{} (not started)", op.label())
-                        } else {
-                            format!("{} … waits", op.label())
-                        }
+                        let suffix = if self.world.is_dormant(i) { "(not started)" } else { "… waits" };
+                        text(describe, || format!("{} {suffix}", op.label()))
                     }
                 }
             }
@@ -176,15 +192,15 @@ impl<A: Actor> State<A> {
                 let outcome = self.world.inject_error(i, &op);
                 self.faults.errors += 1;
                 self.deliver(i, &outcome);
-                format!("{} → {} [injected]", op.label(), render::outcome(&outcome))
+                text(describe, || format!("{} → {} [injected]", op.label(), render::outcome(&outcome)))
             }
             ChoiceKind::Timeout => {
-                let label = self.label(i);
+                let label = if describe { self.label(i) } else { String::new() };
                 let outcome = self.world.cancel_wait(i);
                 self.status[i] = Status::Running;
                 self.faults.timeouts += 1;
                 self.deliver(i, &outcome);
-                format!("{label} ⇐ {} [timeout]", render::outcome(&outcome))
+                text(describe, || format!("{label} ⇐ {} [timeout]", render::outcome(&outcome)))
             }
             ChoiceKind::Crash => {
                 self.faults.crashes += 1;
@@ -201,14 +217,14 @@ impl<A: Actor> State<A> {
                         None => self.status[dead] = Status::Crashed,
                     }
                 }
-                "✗ crash".to_string()
+                text(describe, || "✗ crash".to_string())
             }
         };
         let mut footprint = self.world.take_footprint();
         if choice.kind != ChoiceKind::Step {
             footprint = Footprint::GLOBAL;
         }
-        (Event { choice, text, also_crashed }, footprint)
+        (text.map(|text| Event { choice, text, also_crashed }), footprint)
     }
 
     fn label(&self, i: usize) -> String {
@@ -284,5 +300,21 @@ impl<A: Actor> Properties<A> {
         } else {
             (1u64 << self.targets.len()) - 1
         }
+    }
+}
+
+fn text(describe: bool, f: impl FnOnce() -> String) -> Option<String> {
+    describe.then(f)
+}
+
+/// A `Hasher` that only records the bytes it is fed.
+struct ByteSink<'a>(&'a mut Vec<u8>);
+
+impl std::hash::Hasher for ByteSink<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+    fn finish(&self) -> u64 {
+        unreachable!("fingerprints hash the recorded bytes")
     }
 }
