@@ -148,6 +148,11 @@ struct Active {
     first_result: bool,
     /// Events read but not yet printed.
     pending: Vec<Ev>,
+    /// Whether the tester would be reading this connection yet: libpq reads
+    /// nothing between sending a query and the first wait for its result, so
+    /// what arrives before that is held back in `early`.
+    reading: bool,
+    early: Vec<Ev>,
 }
 
 struct Sess {
@@ -193,7 +198,7 @@ impl Sess {
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Err(SpecError::Server {
                         what: format!("connection of session {}", self.name),
-                        error: e.to_string(),
+                        error: describe(&e),
                     }))
                 }
                 Poll::Ready(None) => {
@@ -260,6 +265,10 @@ impl Sess {
             }
             return;
         };
+        if !active.reading {
+            active.early.push(ev);
+            return;
+        }
         let setup = active.pstep.is_none();
         if !active.first_result || setup {
             match ev {
@@ -279,11 +288,30 @@ impl Sess {
     async fn start(&mut self, pstep: Option<usize>, sql: &str, out: &mut String) -> Result<(), SpecError> {
         let stream = self.client.simple_query_raw(sql).await.map_err(|e| SpecError::Server {
             what: format!("failed to send query for session {}", self.name),
-            error: e.to_string(),
+            error: describe(&e),
         })?;
-        self.active =
-            Some(Active { pstep, stream: Box::pin(stream), done: false, first_result: false, pending: Vec::new() });
+        self.active = Some(Active {
+            pstep,
+            stream: Box::pin(stream),
+            done: false,
+            first_result: false,
+            pending: Vec::new(),
+            reading: false,
+            early: Vec::new(),
+        });
+        // Push the query out now, as PQsendQuery does; anything read on the
+        // way waits in `early`.
         self.pump_now(out).await
+    }
+
+    /// Starts reading the running query's output, as the tester does when it
+    /// first waits for a step: what was held back is handled now, in order.
+    fn begin_reading(&mut self, out: &mut String) {
+        let Some(active) = self.active.as_mut().filter(|a| !a.reading) else { return };
+        active.reading = true;
+        for ev in std::mem::take(&mut active.early) {
+            self.record(ev, out);
+        }
     }
 
     /// One poll without waiting: writes what is queued, reads what is there.
@@ -301,6 +329,14 @@ impl Sess {
     }
 }
 
+/// An error's text, with the server's message when there is one.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Drives a connection while `fut` (a request on its client) runs.
 async fn drive<T>(conn: &mut Connection<Socket, NoTlsStream>, fut: impl Future<Output = T>) -> Result<T, SpecError> {
     let mut fut = std::pin::pin!(fut);
@@ -311,7 +347,7 @@ async fn drive<T>(conn: &mut Connection<Socket, NoTlsStream>, fut: impl Future<O
         match conn.poll_message(cx) {
             Poll::Ready(Some(Ok(_))) => continue,
             Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Err(SpecError::Server { what: "connection".into(), error: e.to_string() }))
+                return Poll::Ready(Err(SpecError::Server { what: "connection".into(), error: describe(&e) }))
             }
             Poll::Ready(None) => {
                 return Poll::Ready(Err(SpecError::Server {
@@ -383,7 +419,7 @@ async fn connect(
     }
     let app = config.get_application_name().unwrap_or("racelab-pg-spec");
     cfg.application_name(format!("{app}/{who}"));
-    cfg.connect(NoTls).await.map_err(|e| SpecError::Connect { what: who.to_string(), error: e.to_string() })
+    cfg.connect(NoTls).await.map_err(|e| SpecError::Connect { what: who.to_string(), error: describe(&e) })
 }
 
 async fn run(config: &Config, spec: &Spec, options: &RunOptions, out: &mut String) -> Result<(), SpecError> {
@@ -400,7 +436,7 @@ async fn run(config: &Config, spec: &Spec, options: &RunOptions, out: &mut Strin
         let (client, mut conn) = connect(config, options, &s.name).await?;
         let rows = drive(&mut conn, client.query_one("SELECT pg_catalog.pg_backend_pid()", &[]))
             .await?
-            .map_err(|e| SpecError::Server { what: "backend pid query".into(), error: e.to_string() })?;
+            .map_err(|e| SpecError::Server { what: "backend pid query".into(), error: describe(&e) })?;
         let pid: i32 = rows.get(0);
         sessions.push(Sess {
             name: s.name.clone(),
@@ -417,7 +453,7 @@ async fn run(config: &Config, spec: &Spec, options: &RunOptions, out: &mut Strin
     let blocked = control
         .prepare(&query)
         .await
-        .map_err(|e| SpecError::Server { what: "prepare of lock wait query failed".into(), error: e.to_string() })?;
+        .map_err(|e| SpecError::Server { what: "prepare of lock wait query failed".into(), error: describe(&e) })?;
 
     let mut runner = Runner { spec, options, control, blocked, sessions, out };
     let mut result = Ok(());
@@ -546,6 +582,7 @@ impl Runner<'_> {
     async fn exec_session(&mut self, s: usize, sql: &str) -> Result<Result<(), String>, SpecError> {
         let sess = &mut self.sessions[s];
         sess.start(None, sql, self.out).await?;
+        sess.begin_reading(self.out);
         let start = Instant::now();
         while !sess.active.as_ref().is_some_and(|a| a.done) {
             match tokio::time::timeout(self.options.step_timeout, sess.pump(self.out)).await {
@@ -623,7 +660,7 @@ impl Runner<'_> {
             .control
             .query_one(&self.blocked, &[&pid])
             .await
-            .map_err(|e| SpecError::Server { what: "lock wait query failed".into(), error: e.to_string() })?;
+            .map_err(|e| SpecError::Server { what: "lock wait query failed".into(), error: describe(&e) })?;
         Ok(row.get::<_, bool>(0))
     }
 
@@ -648,6 +685,7 @@ impl Runner<'_> {
             return Ok(true);
         }
 
+        self.sessions[s].begin_reading(self.out);
         let start = Instant::now();
         let mut canceled = false;
         let poll = Duration::from_millis(10);
