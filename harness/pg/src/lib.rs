@@ -1,1 +1,2 @@
 //! racelab on a real PostgreSQL server.
+pub mod spec;
