@@ -2,9 +2,11 @@
 //!
 //! - [`cluster`]: a server with no setup, a throwaway cluster or a scratch database on
 //!   `DATABASE_URL`, cleaned up on drop, on SIGINT/SIGTERM, and (the server) on SIGKILL.
+//! - [`sql`]: [`racelab_harness::op::Sql`] as SQL text, the schema as DDL, results as values.
 
 pub mod cluster;
 pub mod error;
+pub mod sql;
 
 pub use cluster::{install_interrupt_cleanup, Cluster};
 pub use error::PgError;
