@@ -62,6 +62,17 @@ enum Command {
         #[command(flatten)]
         dir: ScenarioDir,
     },
+    /// Run PostgreSQL isolation-test specs (the format of PostgreSQL's src/test/isolation) and
+    /// print their output as PostgreSQL's isolation tester does.
+    PgSpec {
+        #[arg(required = true, value_name = "FILE.spec")]
+        files: Vec<PathBuf>,
+        /// Write each output to DIR/<name>.out instead of standard output.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
     /// Show the shortest counterexample, or what was explored for a variant that holds.
     Explain {
         id: String,
@@ -77,6 +88,25 @@ struct ScenarioDir {
     /// Directory of scenario files (default: ./scenarios, else the workspace's).
     #[arg(long = "scenarios", value_name = "DIR")]
     path: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DatabaseArg {
+    /// A PostgreSQL server to use (racelab creates and drops a scratch database of its own
+    /// there); default: $DATABASE_URL, else a throwaway cluster from the installed binaries.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+impl DatabaseArg {
+    fn cluster(&self) -> Result<racelab_pg::Cluster, BadInput> {
+        racelab_pg::install_interrupt_cleanup().map_err(|e| BadInput(e.to_string()))?;
+        let cluster = match &self.database_url {
+            Some(url) => racelab_pg::Cluster::external(url),
+            None => racelab_pg::Cluster::from_env(),
+        };
+        cluster.map_err(|e| BadInput(e.to_string()))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,6 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode, BadInput> {
             let scenarios = load(&dir, &catalogue)?;
             replay(&scenarios, &catalogue, &id, &token, json)
         }
+        Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
         Command::Explain { id, backend: Backend::Sim, dir } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, std::slice::from_ref(&id))?;
@@ -349,4 +380,27 @@ fn replay(
 
 fn terminal_width() -> u16 {
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(140)
+}
+
+fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Result<ExitCode, BadInput> {
+    // Parse everything first: a bad spec is reported before any server starts.
+    for f in files {
+        racelab_pg::spec::parse_file(f).map_err(|e| BadInput(e.to_string()))?;
+    }
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| BadInput(format!("{}: {e}", dir.display())))?;
+    }
+    let cluster = db.cluster()?;
+    for f in files {
+        let output = racelab_pg::spec::run_spec_file(&cluster.config(), f).map_err(|e| BadInput(e.to_string()))?;
+        match out_dir {
+            Some(dir) => {
+                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "spec".into());
+                let out = dir.join(format!("{name}.out"));
+                std::fs::write(&out, output).map_err(|e| BadInput(format!("{}: {e}", out.display())))?;
+            }
+            None => print!("{output}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

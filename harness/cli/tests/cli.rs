@@ -192,3 +192,54 @@ fn check_json_is_deterministic() {
     ]);
     assert_eq!(strip(&r1), strip(&r2));
 }
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pg/tests/fixtures/isolation")
+}
+
+/// Servers of racelab's throwaway clusters now running.
+fn racelab_servers() -> usize {
+    let out = Command::new("pgrep").args(["-f", "postgres -D .*racelab-pg-"]).output().expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn pg_spec_reproduces_isolation_tester_output_and_leaves_no_server() {
+    let before = racelab_servers();
+    let out_dir = tempfile::tempdir().unwrap();
+    let specs = ["nowait", "skip-locked", "insert-conflict-do-nothing", "deadlock-simple", "partial-index"];
+    let mut args: Vec<String> = vec!["pg-spec".into()];
+    args.extend(specs.iter().map(|s| fixtures().join("specs").join(format!("{s}.spec")).display().to_string()));
+    args.extend(["--out-dir".into(), out_dir.path().display().to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(&args)
+        .env("PGDATESTYLE", "Postgres, MDY")
+        .env("PGTZ", "PST8PDT")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for s in specs {
+        let got = std::fs::read_to_string(out_dir.path().join(format!("{s}.out"))).unwrap();
+        let want = std::fs::read_to_string(fixtures().join("expected").join(format!("{s}.out"))).unwrap();
+        assert!(got == want, "{s}.out differs from PostgreSQL's expected output");
+    }
+    assert_eq!(racelab_servers(), before, "a throwaway server outlived racelab");
+}
+
+#[test]
+fn pg_spec_bad_input_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.spec");
+    std::fs::write(&bad, "session s1\nstep s1a { SELECT 1; }\npermutation s1a s1b\n").unwrap();
+    let out = racelab(&["pg-spec", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("bad.spec:3:"), "{}", stderr(&out));
+    let out = racelab(&["pg-spec", "/nonexistent/x.spec"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/x.spec"), "{}", stderr(&out));
+    let spec = fixtures().join("specs/nowait.spec");
+    let out = racelab(&["pg-spec", spec.to_str().unwrap(), "--database-url", "postgres://racelab@127.0.0.1:1/none"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot reach PostgreSQL"), "{}", stderr(&out));
+}
