@@ -119,3 +119,16 @@ impl std::error::Error for PgError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_how_to_install_them() {
+        let e = PgError::MissingBinaries { searched: vec![PathBuf::from("/usr/lib/postgresql/<version>/bin")] };
+        let msg = e.to_string();
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
+        assert!(msg.contains("/usr/lib/postgresql/<version>/bin"), "{msg}");
+    }
+}

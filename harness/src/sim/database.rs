@@ -21,7 +21,10 @@ pub trait RealDb: Send {
     fn cancel_wait(&mut self, conn: ConnId) -> Outcome;
     fn inject_error(&mut self, conn: ConnId, stmt: &Sql) -> Outcome;
     fn disconnect(&mut self, conn: ConnId);
-    fn committed_rows(&self, table: TableId) -> Vec<Row>;
+    fn committed_rows(&mut self, table: TableId) -> Vec<Row>;
+    /// The first infrastructure failure (a lost server, a timeout), if any. Outcomes after one
+    /// are meaningless, so whoever drives the backend must check this after every run.
+    fn failure(&self) -> Option<String>;
 }
 
 /// A real server shared by the runs of one exploration.

@@ -1,0 +1,570 @@
+//! [`Sessions`]: run [`Sql`] on a real server one statement at a time, with the same API as
+//! the simulator ([`racelab_harness::sim::Db`]), so that an explorer can drive either.
+//!
+//! Each [`ConnId`] is one connection; a separate control connection watches them. After every
+//! action the controller *settles*: it waits until every statement in flight, on any
+//! connection, has either completed or is blocked on a lock held by another of the sessions.
+//! Blocked is what PostgreSQL's isolation tester asks the server:
+//! `pg_isolation_test_session_is_blocked(pid, all session pids)`, polled from the control
+//! connection about every millisecond while some statement still runs. No fixed sleep stands
+//! in for that test.
+//!
+//! Deadlocks: PostgreSQL checks a waiter for a deadlock once, `deadlock_timeout` after it
+//! started waiting, and the simulator reports a deadlock in the statement that closes the
+//! cycle (the earlier waiters' checks having found none). To get the same on the server, a
+//! statement is only reported [`Applied::Blocked`] once it has waited `deadlock_timeout` plus
+//! a margin (its check has then run), and while the wait-for graph among the sessions has a
+//! cycle the controller keeps waiting for PostgreSQL to break it. So a step that blocks costs
+//! about 1.5 × `deadlock_timeout`; a step that completes costs one round trip, plus one
+//! status query while other statements wait.
+//!
+//! The state of the server changes only inside calls to [`Sessions`]: the tokio runtime is a
+//! private current-thread one, driven only while a call runs. Outcomes of earlier-blocked
+//! statements that complete during a settle are kept until [`Sessions::take_ready`].
+//!
+//! Every session runs with `statement_timeout = 10s`, so nothing waits forever; deadlocks that
+//! PostgreSQL cannot see (a client waiting for its own second connection) show up as every
+//! session blocked, which is for the caller to handle. [`Sessions::reset`] and `Drop`
+//! terminate whatever still runs.
+//!
+//! Differences from the simulator that remain:
+//! - A `lock_timeout` set with [`Sql::SetLockTimeout`] fires on the server by itself; the
+//!   55P03 then shows up as a ready outcome at the next settle, not when the explorer calls
+//!   [`Sessions::cancel_wait`]. `cancel_wait` itself always yields 57014 on the server.
+//! - Rows come back ordered by their first column (see [`crate::sql`]).
+//! - Blocked detection counts only waits on the other sessions; a statement waiting on anything
+//!   else (another client of the database) counts as running until `statement_timeout`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select_all, try_join_all};
+use racelab_harness::op::{Applied, ConnId, ErrorCode, Outcome, Row, Sql, TableId};
+use racelab_harness::sim::Schema;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
+
+use crate::cluster::{connect, runtime, Cluster};
+use crate::error::PgError;
+use crate::sql::{self, Types};
+
+/// A hard limit on every statement of every session.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the controller waits for a running statement before asking the server again.
+const POLL: Duration = Duration::from_millis(1);
+/// Bound on the rig's own queries and waits.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a cycle in the wait-for graph may last before the controller gives up waiting for
+/// PostgreSQL's deadlock detector and reports the statements blocked.
+const CYCLE_LIMIT: Duration = Duration::from_secs(5);
+
+type QueryResult = Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>;
+
+struct Running {
+    stmt: Sql,
+    task: JoinHandle<QueryResult>,
+    /// The task's output, once something has awaited it.
+    done: Option<Result<QueryResult, tokio::task::JoinError>>,
+    /// When the statement was first seen blocked, and by whom (server pids).
+    blocked: Option<(Instant, Vec<i32>)>,
+}
+
+struct Conn {
+    client: Arc<Client>,
+    pid: i32,
+    running: Option<Running>,
+    /// The outcome of an earlier-blocked statement, until the caller takes it.
+    ready: Option<Outcome>,
+}
+
+/// `n` sessions on a scratch database, plus a control connection.
+pub struct Sessions {
+    rt: Runtime,
+    config: Config,
+    target: String,
+    schema: Schema,
+    types: Types,
+    control: Client,
+    status: Statement,
+    conns: Vec<Conn>,
+    /// How long a statement must have been blocked before it is reported blocked.
+    grace: Duration,
+}
+
+const STATUS_SQL: &str = "SELECT p, pg_catalog.pg_isolation_test_session_is_blocked(p, $2), \
+                          pg_catalog.pg_blocking_pids(p) FROM unnest($1::int4[]) AS p";
+
+impl Sessions {
+    /// Create the schema (dropping tables of the same names first) and open `n_conns`
+    /// sessions. Columns are `bigint` except the `(table, column)` pairs in `text_columns`.
+    pub fn open(
+        cluster: &Cluster,
+        schema: &Schema,
+        text_columns: &[(&str, &str)],
+        n_conns: usize,
+    ) -> Result<Sessions, PgError> {
+        assert!(n_conns < usize::from(ConnId::MAX), "too many sessions");
+        let types = Types::new(schema, text_columns)?;
+        let rt = runtime()?;
+        let target = cluster.target().to_string();
+        let mut config = cluster.config();
+        config.options(format!(
+            "-c statement_timeout={}ms -c client_min_messages=error -c lock_timeout=0 \
+             -c idle_in_transaction_session_timeout=0",
+            STATEMENT_TIMEOUT.as_millis()
+        ));
+        let (control, status, deadlock_ms) = rt.block_on(async {
+            let mut control_config = config.clone();
+            control_config.application_name("racelab-control");
+            let control = connect(&control_config, &target).await?;
+            let status = bounded("preparing the status query", control.prepare(STATUS_SQL)).await?;
+            let row = bounded(
+                "reading deadlock_timeout",
+                control
+                    .query_one("SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'", &[]),
+            )
+            .await?;
+            let mut ddl = sql::drop_sql(schema);
+            ddl.extend(sql::schema_sql(schema, text_columns));
+            bounded("creating the schema", control.batch_execute(&ddl.join(";\n"))).await?;
+            Ok::<_, PgError>((control, status, row.get::<_, i64>(0)))
+        })?;
+        let deadlock = Duration::from_millis(deadlock_ms.max(1) as u64);
+        let mut s = Sessions {
+            rt,
+            config,
+            target,
+            schema: schema.clone(),
+            types,
+            control,
+            status,
+            conns: Vec::new(),
+            grace: deadlock + (deadlock / 2).max(Duration::from_millis(20)),
+        };
+        s.conns = s.rt.block_on(open_conns(&s.config, &s.target, 0..n_conns))?;
+        Ok(s)
+    }
+
+    /// Back to a clean start between schedules: end every session (whatever it was doing),
+    /// empty the tables, insert `seed_rows` as committed rows, and open fresh sessions. No
+    /// transaction, session setting or advisory lock survives.
+    pub fn reset(&mut self, seed_rows: &[(&str, Row)]) -> Result<(), PgError> {
+        let n = self.conns.len();
+        self.end_all()?;
+        let mut batch = String::new();
+        let tables: Vec<&str> = self.schema.tables.iter().map(|t| t.name).collect();
+        if !tables.is_empty() {
+            batch.push_str(&format!("TRUNCATE {};\n", tables.join(", ")));
+        }
+        for (table, row) in seed_rows {
+            let values: Vec<String> = row.iter().map(|&v| sql::literal(v)).collect();
+            batch.push_str(&format!("INSERT INTO {table} VALUES ({});\n", values.join(", ")));
+        }
+        let (control, config, target) = (&self.control, &self.config, &self.target);
+        self.conns = self.rt.block_on(async {
+            bounded("emptying and seeding the tables", control.batch_execute(&batch)).await?;
+            open_conns(config, target, 0..n).await
+        })?;
+        Ok(())
+    }
+
+    /// Send `stmt` on session `conn` and settle. `Done` if it completed, `Blocked` if it waits
+    /// for another session; its outcome then arrives through [`Sessions::take_ready`].
+    pub fn execute(&mut self, conn: ConnId, stmt: &Sql) -> Result<Applied, PgError> {
+        let c = self.index(conn);
+        assert!(self.conns[c].running.is_none(), "session {conn} runs a statement while one waits");
+        assert!(self.conns[c].ready.is_none(), "session {conn} runs a statement before collecting the last");
+        let text = sql::render(stmt, &self.schema);
+        let client = self.conns[c].client.clone();
+        let task = self.rt.spawn(async move { run(&client, &text).await });
+        self.conns[c].running = Some(Running { stmt: stmt.clone(), task, done: None, blocked: None });
+        self.settle()?;
+        Ok(match self.conns[c].ready.take() {
+            Some(outcome) => Applied::Done(outcome),
+            None => Applied::Blocked,
+        })
+    }
+
+    /// Has an earlier-blocked statement on `conn` completed?
+    pub fn is_ready(&self, conn: ConnId) -> bool {
+        self.conns[self.index(conn)].ready.is_some()
+    }
+
+    /// The outcome of an earlier-blocked statement on `conn` that has completed.
+    pub fn take_ready(&mut self, conn: ConnId) -> Option<Outcome> {
+        let c = self.index(conn);
+        self.conns[c].ready.take()
+    }
+
+    /// Is a statement on `conn` still waiting?
+    pub fn is_blocked(&self, conn: ConnId) -> bool {
+        self.conns[self.index(conn)].running.is_some()
+    }
+
+    /// Cancel the waiting statement on `conn` (`pg_cancel_backend`, as a `statement_timeout`
+    /// would): it fails with 57014 (or 55P03 if its `lock_timeout` fired first), aborting its
+    /// transaction. Returns that outcome.
+    pub fn cancel_wait(&mut self, conn: ConnId) -> Result<Outcome, PgError> {
+        let c = self.index(conn);
+        assert!(self.conns[c].running.is_some(), "cancel_wait: session {conn} does not wait");
+        let pid = self.conns[c].pid;
+        let control = &self.control;
+        let running = self.conns[c].running.as_mut().expect("checked");
+        self.rt.block_on(async {
+            bounded("pg_cancel_backend", control.execute("SELECT pg_catalog.pg_cancel_backend($1)", &[&pid])).await?;
+            if running.done.is_none() {
+                let out = tokio::time::timeout(CONTROL_TIMEOUT, &mut running.task)
+                    .await
+                    .map_err(|_| PgError::Timeout { what: format!("session {conn} to end its cancelled statement") })?;
+                running.done = Some(out);
+            }
+            Ok(())
+        })?;
+        self.settle()?;
+        Ok(self.conns[c].ready.take().unwrap_or(Outcome::Err(ErrorCode::QUERY_CANCELED)))
+    }
+
+    /// Do not run `stmt`; fail as an I/O error would (SQLSTATE 58030), which aborts an open
+    /// transaction. A failed `COMMIT`/`ROLLBACK` leaves the session outside any transaction.
+    pub fn inject_error(&mut self, conn: ConnId, stmt: &Sql) -> Result<Outcome, PgError> {
+        let c = self.index(conn);
+        assert!(self.conns[c].running.is_none() && self.conns[c].ready.is_none());
+        let client = self.conns[c].client.clone();
+        let end = matches!(stmt, Sql::Commit | Sql::Rollback);
+        self.rt.block_on(async {
+            let r = tokio::time::timeout(CONTROL_TIMEOUT, run(&client, sql::INJECTED_FAULT)).await;
+            // Any error (58030, or 25P02 in a failed transaction) is expected; anything else
+            // means the connection is gone, and the next statement will tell.
+            if r.is_err() {
+                return Err(PgError::Timeout { what: format!("injecting a fault on session {conn}") });
+            }
+            if end {
+                let _ = tokio::time::timeout(CONTROL_TIMEOUT, client.simple_query("ROLLBACK")).await;
+            }
+            Ok(())
+        })?;
+        self.settle()?;
+        Ok(Outcome::Err(ErrorCode::IO_ERROR))
+    }
+
+    /// The client of `conn` dies: its connection is dropped and its backend ended (the server
+    /// rolls back and releases its locks); a fresh session takes the same `ConnId`.
+    pub fn disconnect(&mut self, conn: ConnId) -> Result<(), PgError> {
+        let c = self.index(conn);
+        let old = self.conns[c].pid;
+        if let Some(r) = self.conns[c].running.take() {
+            r.task.abort();
+        }
+        self.conns[c].ready = None;
+        let (control, config, target) = (&self.control, &self.config, &self.target);
+        let fresh = self.rt.block_on(async {
+            terminate_and_wait(control, &[old], false).await?;
+            open_conns(config, target, c..c + 1).await
+        })?;
+        self.conns[c] = fresh.into_iter().next().expect("one connection");
+        self.settle()
+    }
+
+    /// The rows of `table` as a new snapshot sees them, ordered by the first column.
+    pub fn committed_rows(&mut self, table: TableId) -> Result<Vec<Row>, PgError> {
+        let text = format!("SELECT * FROM {table} ORDER BY 1");
+        let control = &self.control;
+        let msgs = self.rt.block_on(bounded("reading committed rows", control.simple_query(&text)))?;
+        let stmt = Sql::Select { table, filter: vec![], lock: None };
+        match sql::decode(&stmt, &msgs, &self.types)? {
+            Outcome::Rows(rows) => Ok(rows),
+            other => Err(PgError::Decode(format!("expected rows, got {other:?}"))),
+        }
+    }
+
+    /// Server process ids of the sessions, in `ConnId` order.
+    pub fn pids(&self) -> Vec<i32> {
+        self.conns.iter().map(|c| c.pid).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// A query on the control connection (diagnostics and tests): the first column of each
+    /// row, as text.
+    pub fn control_query(&mut self, sql: &str) -> Result<Vec<Option<String>>, PgError> {
+        let control = &self.control;
+        let msgs = self.rt.block_on(bounded("control query", control.simple_query(sql)))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Send `sql` as it is on session `conn` and wait for it (a bare round trip, for
+    /// measurements and tests; it must not block).
+    pub fn raw_round_trip(&mut self, conn: ConnId, sql: &str) -> Result<(), PgError> {
+        let c = self.index(conn);
+        assert!(self.conns[c].running.is_none());
+        let client = self.conns[c].client.clone();
+        self.rt.block_on(bounded("raw query", client.simple_query(sql))).map(|_| ())
+    }
+
+    fn index(&self, conn: ConnId) -> usize {
+        let c = usize::from(conn);
+        assert!(c < self.conns.len(), "no session {conn}");
+        c
+    }
+
+    /// End every session: abort what runs, close the connections, terminate the backends and
+    /// wait until the server has let them go.
+    fn end_all(&mut self) -> Result<(), PgError> {
+        let pids = self.pids();
+        for c in self.conns.drain(..) {
+            if let Some(r) = c.running {
+                r.task.abort();
+            }
+        }
+        let control = &self.control;
+        self.rt.block_on(terminate_and_wait(control, &pids, true))
+    }
+
+    /// Wait until every statement in flight has completed or is blocked (see the module doc).
+    fn settle(&mut self) -> Result<(), PgError> {
+        let Sessions { rt, control, status, conns, grace, types, .. } = self;
+        rt.block_on(settle(control, status, conns, *grace, types))
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        let _ = self.end_all();
+    }
+}
+
+async fn settle(
+    control: &Client,
+    status: &Statement,
+    conns: &mut [Conn],
+    grace: Duration,
+    types: &Types,
+) -> Result<(), PgError> {
+    let start = Instant::now();
+    let limit = STATEMENT_TIMEOUT + CONTROL_TIMEOUT;
+    let mut cycle_since: Option<Instant> = None;
+    loop {
+        let unfinished: Vec<usize> = (0..conns.len()).filter(|&c| !is_finished(&conns[c])).collect();
+        if unfinished.is_empty() {
+            break;
+        }
+        // Give statements that are not known to wait a moment to complete.
+        let busy = unfinished.iter().any(|&c| conns[c].running.as_ref().is_some_and(|r| r.blocked.is_none()));
+        if busy {
+            wait_any(conns, &unfinished, POLL).await;
+            if unfinished.iter().all(|&c| is_finished(&conns[c])) {
+                continue;
+            }
+        }
+        let all_pids: Vec<i32> = conns.iter().map(|c| c.pid).collect();
+        let asked: Vec<i32> = unfinished.iter().map(|&c| conns[c].pid).collect();
+        let rows = bounded("asking which sessions are blocked", control.query(status, &[&asked, &all_pids])).await?;
+        let now = Instant::now();
+        let mut settled = true;
+        let mut wait_until = now + POLL;
+        let mut edges: Vec<(usize, usize)> = Vec::new();
+        for row in rows {
+            let pid: i32 = row.get(0);
+            let blocked: bool = row.get(1);
+            let mut blockers: Vec<i32> = row.get(2);
+            blockers.sort_unstable();
+            let Some(c) = conns.iter().position(|x| x.pid == pid) else { continue };
+            let Some(r) = conns[c].running.as_mut() else { continue };
+            if r.is_finished() {
+                continue;
+            }
+            if !blocked {
+                r.blocked = None;
+                settled = false;
+                continue;
+            }
+            let since = match &r.blocked {
+                Some((since, who)) if *who == blockers => *since,
+                _ => {
+                    r.blocked = Some((now, blockers.clone()));
+                    now
+                }
+            };
+            if now < since + grace {
+                settled = false;
+                wait_until = wait_until.max(since + grace);
+            }
+            for b in &blockers {
+                if let Some(j) = all_pids.iter().position(|p| p == b) {
+                    edges.push((c, j));
+                }
+            }
+        }
+        // A statement that completed while the status query ran may have released locks after
+        // the server answered it: the answer is stale, ask again.
+        if unfinished.iter().any(|&c| is_finished(&conns[c])) {
+            continue;
+        }
+        if settled && has_cycle(conns.len(), &edges) {
+            // PostgreSQL will break it; wait for that, within reason.
+            let since = *cycle_since.get_or_insert(now);
+            if now < since + CYCLE_LIMIT {
+                settled = false;
+                wait_until = now + POLL;
+            }
+        } else {
+            cycle_since = None;
+        }
+        if settled {
+            break;
+        }
+        if start.elapsed() > limit {
+            return Err(PgError::Timeout { what: format!("statements to complete or block within {limit:?}") });
+        }
+        // Nothing can change while every statement waits, except that one fails (deadlock,
+        // lock_timeout) or completes: wait for that, or until the next check is due.
+        let still: Vec<usize> = unfinished.into_iter().filter(|&c| !is_finished(&conns[c])).collect();
+        let left = wait_until.saturating_duration_since(Instant::now()).max(Duration::from_micros(100));
+        wait_any(conns, &still, left).await;
+    }
+    // Collect what completed.
+    for conn in conns.iter_mut() {
+        if conn.running.as_ref().is_some_and(Running::is_finished) {
+            let r = conn.running.take().expect("checked");
+            let out = match r.done {
+                Some(out) => out,
+                None => r.task.await,
+            };
+            let outcome = match out {
+                Ok(Ok(msgs)) => sql::decode(&r.stmt, &msgs, types)?,
+                Ok(Err(e)) => sql::error_outcome(&e),
+                Err(e) => return Err(PgError::Sql { what: "a statement task".into(), message: e.to_string() }),
+            };
+            conn.ready = Some(outcome);
+        }
+    }
+    Ok(())
+}
+
+/// Run `text` on a session. PostgreSQL sends an error to the client *before* it aborts the
+/// transaction and releases its locks (only `ReadyForQuery` comes after that), and
+/// tokio-postgres reports the error as soon as it arrives. After an error, an empty query on
+/// the same connection waits for `ReadyForQuery`, so that when the statement counts as
+/// completed its locks are gone, as in the simulator.
+async fn run(client: &Client, text: &str) -> QueryResult {
+    let r = client.simple_query(text).await;
+    if r.is_err() {
+        let _ = client.simple_query("").await;
+    }
+    r
+}
+
+fn is_finished(c: &Conn) -> bool {
+    !matches!(&c.running, Some(r) if !r.is_finished())
+}
+
+impl Running {
+    fn is_finished(&self) -> bool {
+        self.done.is_some() || self.task.is_finished()
+    }
+}
+
+/// Wait until one of the statements on `which` completes (keeping its result in `done`), or
+/// `limit` passes.
+async fn wait_any(conns: &mut [Conn], which: &[usize], limit: Duration) {
+    let futs: Vec<_> = conns
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| which.contains(i))
+        .filter_map(|(i, c)| c.running.as_mut().filter(|r| r.done.is_none()).map(|r| (i, &mut r.task)))
+        .map(|(i, task)| Box::pin(async move { (i, task.await) }))
+        .collect();
+    if futs.is_empty() {
+        return;
+    }
+    if let Ok(((i, out), _, rest)) = tokio::time::timeout(limit, select_all(futs)).await {
+        drop(rest);
+        if let Some(r) = conns[i].running.as_mut() {
+            r.done = Some(out);
+        }
+    }
+}
+
+fn has_cycle(n: usize, edges: &[(usize, usize)]) -> bool {
+    // Colour-marking DFS over a tiny graph.
+    fn visit(v: usize, n: usize, edges: &[(usize, usize)], state: &mut [u8]) -> bool {
+        state[v] = 1;
+        for &(a, b) in edges {
+            if a == v && b < n && (state[b] == 1 || (state[b] == 0 && visit(b, n, edges, state))) {
+                return true;
+            }
+        }
+        state[v] = 2;
+        false
+    }
+    let mut state = vec![0u8; n];
+    (0..n).any(|v| state[v] == 0 && visit(v, n, edges, &mut state))
+}
+
+async fn bounded<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    match tokio::time::timeout(CONTROL_TIMEOUT, f).await {
+        Err(_) => Err(PgError::Timeout { what: what.to_string() }),
+        Ok(Err(e)) => Err(PgError::sql(what, &e)),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// Open sessions for the given connection ids, all at once.
+async fn open_conns(config: &Config, target: &str, ids: std::ops::Range<usize>) -> Result<Vec<Conn>, PgError> {
+    try_join_all(ids.map(|i| async move {
+        let mut config = config.clone();
+        config.application_name(format!("racelab-c{i}"));
+        let client = connect(&config, target).await?;
+        let row =
+            bounded("reading the backend pid", client.query_one("SELECT pg_catalog.pg_backend_pid()", &[])).await?;
+        Ok::<_, PgError>(Conn { client: Arc::new(client), pid: row.get(0), running: None, ready: None })
+    }))
+    .await
+}
+
+/// Terminate the backends `pids` and wait until none of them is left; with `everyone`, also
+/// until no other client of this database but the control connection is left.
+async fn terminate_and_wait(control: &Client, pids: &[i32], everyone: bool) -> Result<(), PgError> {
+    let pids = pids.to_vec();
+    bounded(
+        "terminating sessions",
+        control.execute("SELECT pg_catalog.pg_terminate_backend(p) FROM unnest($1::int4[]) AS p", &[&pids]),
+    )
+    .await?;
+    let deadline = Instant::now() + CONTROL_TIMEOUT;
+    loop {
+        let row = bounded(
+            "waiting for sessions to end",
+            control.query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1::int4[]) \
+                 OR ($2 AND datname = current_database() AND pid <> pg_backend_pid() \
+                     AND backend_type = 'client backend')",
+                &[&pids, &everyone],
+            ),
+        )
+        .await?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(PgError::Timeout { what: format!("sessions {pids:?} to end") });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
