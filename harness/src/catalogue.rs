@@ -69,8 +69,8 @@ pub trait DynModel: Send + Sync {
     fn check(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked;
     /// Replay a schedule exactly; see [`crate::run::replay`].
     fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled>;
-    /// Does the model have database tables, so that a real server can run its statements?
-    fn uses_database(&self) -> bool;
+    /// Schema, sessions and text columns, for a real server; `None` when it opens no connection.
+    fn database_shape(&self, bounds: &Bounds) -> Option<crate::shape::DatabaseShape>;
     /// Every execution the exhaustive search reaches on the simulator, as schedules, up to `limit`.
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
@@ -87,8 +87,8 @@ impl<M: Model> DynModel for M {
     fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled> {
         crate::run::replay(self, bounds, schedule, backend)
     }
-    fn uses_database(&self) -> bool {
-        !self.init().0.db.schema().tables.is_empty()
+    fn database_shape(&self, bounds: &Bounds) -> Option<crate::shape::DatabaseShape> {
+        crate::shape::database_shape(self, bounds)
     }
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>> {
         crate::explore::shortest::all_schedules(self, bounds, limit)

@@ -8,6 +8,7 @@ pub mod op;
 pub mod render;
 pub mod run;
 pub mod scenario;
+pub mod shape;
 pub mod sim;
 pub mod timeline;
 pub mod token;

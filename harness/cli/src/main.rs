@@ -50,6 +50,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         dir: ScenarioDir,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
     /// Replay a schedule token and print its timeline.
     Replay {
@@ -61,6 +63,23 @@ enum Command {
         json: bool,
         #[command(flatten)]
         dir: ScenarioDir,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
+    /// Run every explored schedule of the database scenarios on the simulator and on
+    /// PostgreSQL, and compare them step by step: rows, SQLSTATEs, waits.
+    Conform {
+        #[arg(default_value = "all")]
+        ids: Vec<String>,
+        /// At most this many schedules per scenario.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        schedules: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ScenarioDir,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
     /// Run PostgreSQL isolation-test specs (the format of PostgreSQL's src/test/isolation) and
     /// print their output as PostgreSQL's isolation tester does.
@@ -80,6 +99,8 @@ enum Command {
         backend: Backend,
         #[command(flatten)]
         dir: ScenarioDir,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
 }
 
@@ -109,10 +130,12 @@ impl DatabaseArg {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
     /// The deterministic in-process simulation.
     Sim,
+    /// A real PostgreSQL server, one statement at a time (database scenarios only).
+    Postgres,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,7 +168,7 @@ fn run(cli: Cli) -> Result<ExitCode, BadInput> {
     let catalogue = racelab_models::catalogue();
     match cli.command {
         Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
-        Command::Check { ids, backend: Backend::Sim, mode, seed, schedules, depth, json, dir } => {
+        Command::Check { ids, backend, mode, seed, schedules, depth, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
             let mode = match mode {
@@ -153,22 +176,68 @@ fn run(cli: Cli) -> Result<ExitCode, BadInput> {
                 ModeArg::Random => Mode::Random { seed, schedules },
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
             };
-            check(&selected, &mode, json)
+            let backends = Backends::new(backend, &db)?;
+            check(&selected, &mode, &backends, json)
         }
-        Command::Replay { id, token, backend: Backend::Sim, json, dir } => {
+        Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
-            replay(&scenarios, &catalogue, &id, &token, json)
+            let backends = Backends::new(backend, &db)?;
+            replay(&scenarios, &catalogue, &id, &token, &backends, json)
         }
-        Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
-        Command::Explain { id, backend: Backend::Sim, dir } => {
+        Command::Explain { id, backend, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, std::slice::from_ref(&id))?;
+            let backends = Backends::new(backend, &db)?;
             for s in &selected {
-                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &RunBackend::Sim);
+                let Some(b) = backends.for_scenario(s)? else { continue };
+                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
+                backends.healthy(&b)?;
                 print_text(s, &Mode::Exhaustive, &checked, true);
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Conform { ids, schedules, json, dir, db } => {
+            let scenarios = load(&dir, &catalogue)?;
+            let selected = select(&scenarios, &catalogue, &ids)?;
+            let backends = Backends::new(Backend::Postgres, &db)?;
+            conform(&selected, schedules as usize, &backends, json)
+        }
+        Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
+    }
+}
+
+/// The backend each scenario runs on. A PostgreSQL cluster is started once, and each database
+/// scenario gets its own controller on it.
+struct Backends {
+    cluster: Option<racelab_pg::Cluster>,
+}
+
+impl Backends {
+    fn new(backend: Backend, db: &DatabaseArg) -> Result<Backends, BadInput> {
+        Ok(Backends { cluster: if backend == Backend::Postgres { Some(db.cluster()?) } else { None } })
+    }
+
+    /// `None` for a scenario this backend cannot run (no database on `postgres`).
+    fn for_scenario(&self, s: &Scenario) -> Result<Option<RunBackend>, BadInput> {
+        let Some(cluster) = &self.cluster else { return Ok(Some(RunBackend::Sim)) };
+        let Some(shape) = s.model.database_shape(&s.bounds) else {
+            eprintln!("racelab: {} has no database; skipped on postgres", s.id);
+            return Ok(None);
+        };
+        racelab_pg::postgres(cluster, &shape.schema, &shape.text_columns, shape.sessions)
+            .map(Some)
+            .map_err(|e| BadInput(format!("{}: {e}", s.id)))
+    }
+
+    /// A run on a server that failed underneath is no verdict.
+    fn healthy(&self, backend: &RunBackend) -> Result<(), BadInput> {
+        if let RunBackend::Real { db, .. } = backend {
+            if let Some(failure) = db.lock().map_err(|_| BadInput("the database controller panicked".into()))?.failure()
+            {
+                return Err(BadInput(format!("postgres: {failure}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -232,7 +301,7 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(selected: &[&Scenario], mode: &Mode, json: bool) -> Result<ExitCode, BadInput> {
+fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
     let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
@@ -241,31 +310,35 @@ fn check(selected: &[&Scenario], mode: &Mode, json: bool) -> Result<ExitCode, Ba
         ProgressBar::hidden()
     };
     let mut mismatches = 0;
+    let mut ran = 0;
     for s in selected {
         bar.set_message(s.id.clone());
-        let checked = s.model.check(&s.id, mode, &s.bounds, &RunBackend::Sim);
+        let Some(backend) = backends.for_scenario(s)? else { continue };
+        let checked = s.model.check(&s.id, mode, &s.bounds, &backend);
+        backends.healthy(&backend)?;
         bar.inc(1);
+        ran += 1;
         if checked.verdict != s.expected {
             mismatches += 1;
         }
         if json {
-            println!("{}", json_line(s, mode, &checked));
+            println!("{}", json_line(s, mode, backend.name(), &checked));
         } else {
             bar.suspend(|| print_text(s, mode, &checked, false));
         }
     }
     bar.finish_and_clear();
     if !json {
-        println!("{} scenarios, {} as expected, {} not", selected.len(), selected.len() - mismatches, mismatches);
+        println!("{ran} scenarios, {} as expected, {mismatches} not", ran - mismatches);
     }
     Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn json_line(s: &Scenario, mode: &Mode, c: &Checked) -> serde_json::Value {
+fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_json::Value {
     let cx = c.counterexample.as_ref();
     json!({
         "id": s.id,
-        "backend": "sim",
+        "backend": backend,
         "mode": mode.name(),
         "verdict": c.verdict,
         "expected": s.expected,
@@ -333,6 +406,7 @@ fn replay(
     catalogue: &[RaceDef],
     id: &str,
     tok: &str,
+    backends: &Backends,
     json: bool,
 ) -> Result<ExitCode, BadInput> {
     let s = match scenarios.iter().find(|s| s.id == id) {
@@ -346,16 +420,20 @@ fn replay(
         }
     };
     let schedule = token::decode(id, tok).map_err(|e| BadInput(e.to_string()))?;
-    let r = s.model.replay(&s.bounds, &schedule, &RunBackend::Sim).map_err(|e| {
+    let Some(backend) = backends.for_scenario(s)? else {
+        return Err(BadInput(format!("`{id}` has no database to replay on postgres")));
+    };
+    let r = s.model.replay(&s.bounds, &schedule, &backend).map_err(|e| {
         BadInput(format!(
             "the token does not replay on `{id}`: step {} picks actor {} ({:?}), which cannot move there; was the scenario file changed?",
             e.step, e.choice.actor, e.choice.kind
         ))
     })?;
+    backends.healthy(&backend)?;
     if json {
         let line = json!({
             "id": id,
-            "backend": "sim",
+            "backend": backend.name(),
             "mode": "replay",
             "verdict": r.verdict,
             "invariant": r.invariant,
@@ -403,4 +481,54 @@ fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Resul
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replay the simulator's explored schedules on PostgreSQL and compare the step logs.
+fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+    let mut total_mismatches = 0;
+    for s in selected {
+        let Some(pg) = backends.for_scenario(s)? else { continue };
+        let schedules = s.model.schedules(&s.bounds, limit);
+        let mut mismatches = 0;
+        for schedule in &schedules {
+            let sim =
+                s.model.replay(&s.bounds, schedule, &RunBackend::Sim).expect("the simulator's own schedule replays");
+            let real = s.model.replay(&s.bounds, schedule, &pg);
+            backends.healthy(&pg)?;
+            let real_log = match &real {
+                Ok(r) => r.log.clone(),
+                Err(e) => {
+                    let mut log = sim.log[..e.step.min(sim.log.len())].to_vec();
+                    log.push(format!("(actor {} cannot take step {} here)", e.choice.actor, e.step));
+                    log
+                }
+            };
+            if real_log == sim.log && real.as_ref().map(|r| &r.invariant).ok() == Some(&sim.invariant) {
+                continue;
+            }
+            mismatches += 1;
+            if !json {
+                println!("{}: schedule {} differs", s.id, token::encode(&s.id, schedule));
+                let first = sim
+                    .log
+                    .iter()
+                    .zip(&real_log)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(sim.log.len().min(real_log.len()));
+                for k in 0..sim.log.len().max(real_log.len()) {
+                    let mark = if k == first { ">>" } else { "  " };
+                    let a = sim.log.get(k).map_or("", String::as_str);
+                    let b = real_log.get(k).map_or("", String::as_str);
+                    println!("{mark} T{k:<3} sim: {a:<60} postgres: {b}");
+                }
+            }
+        }
+        total_mismatches += mismatches;
+        if json {
+            println!("{}", json!({ "id": s.id, "schedules": schedules.len(), "mismatches": mismatches }));
+        } else {
+            println!("{:<48} {} schedules, {} mismatches", s.id, schedules.len(), mismatches);
+        }
+    }
+    Ok(if total_mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -50,7 +50,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// `deadlock_timeout` of the embedded server. The controller waits this long (plus a margin)
 /// after a statement blocks, so that its deadlock check has run: see `session.rs`.
-pub const DEADLOCK_TIMEOUT_MS: u64 = 100;
+pub const DEADLOCK_TIMEOUT_MS: u64 = 20;
 
 /// A PostgreSQL server with a scratch database that racelab may use as it likes.
 pub struct Cluster {

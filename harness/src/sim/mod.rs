@@ -68,6 +68,11 @@ impl World {
         self.db.attach(real, self.conn_owner.len());
     }
 
+    /// How many database connections the model opened.
+    pub fn connections(&self) -> usize {
+        self.conn_owner.len()
+    }
+
     pub fn actor_count(&self) -> usize {
         self.waits_in.len()
     }
