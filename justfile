@@ -30,3 +30,11 @@ report:
     mkdir -p reports
     cargo run --release -p racelab -- check all --json > reports/verdicts.jsonl
     cargo run --release -p racelab -- check all > reports/verdicts.txt
+
+# Every database scenario on a real PostgreSQL server (a throwaway cluster unless DATABASE_URL is set)
+pg *ids="summary-upsert progress-clear-insert nested-locks judge-persist":
+    cargo run --release -p racelab -- check {{ids}} --backend postgres
+
+# The simulator against PostgreSQL, schedule by schedule
+conform:
+    cargo run --release -p racelab -- conform

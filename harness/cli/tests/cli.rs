@@ -197,15 +197,27 @@ fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pg/tests/fixtures/isolation")
 }
 
-/// Servers of racelab's throwaway clusters now running.
-fn racelab_servers() -> usize {
-    let out = Command::new("pgrep").args(["-f", "postgres -D .*racelab-pg-"]).output().expect("pgrep runs");
-    String::from_utf8_lossy(&out.stdout).lines().count()
+/// A private temporary directory for one racelab run's throwaway cluster, readable by the
+/// unprivileged user the server runs as.
+fn private_tmp() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Nothing of a run is left under its private temporary directory: no cluster directory, and
+/// no process whose command line names it.
+fn assert_nothing_left(tmp: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
+    assert!(left.is_empty(), "left behind in {}: {left:?}", tmp.display());
+    let out = Command::new("pgrep").args(["-f", tmp.to_str().unwrap()]).output().expect("pgrep runs");
+    assert!(out.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
 fn pg_spec_reproduces_isolation_tester_output_and_leaves_no_server() {
-    let before = racelab_servers();
+    let tmp = private_tmp();
     let out_dir = tempfile::tempdir().unwrap();
     let specs = ["nowait", "skip-locked", "insert-conflict-do-nothing", "deadlock-simple", "partial-index"];
     let mut args: Vec<String> = vec!["pg-spec".into()];
@@ -215,6 +227,7 @@ fn pg_spec_reproduces_isolation_tester_output_and_leaves_no_server() {
         .args(&args)
         .env("PGDATESTYLE", "Postgres, MDY")
         .env("PGTZ", "PST8PDT")
+        .env("TMPDIR", tmp.path())
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
@@ -224,7 +237,7 @@ fn pg_spec_reproduces_isolation_tester_output_and_leaves_no_server() {
         let want = std::fs::read_to_string(fixtures().join("expected").join(format!("{s}.out"))).unwrap();
         assert!(got == want, "{s}.out differs from PostgreSQL's expected output");
     }
-    assert_eq!(racelab_servers(), before, "a throwaway server outlived racelab");
+    assert_nothing_left(tmp.path());
 }
 
 #[test]
@@ -240,6 +253,96 @@ fn pg_spec_bad_input_exits_2() {
     assert!(stderr(&out).contains("/nonexistent/x.spec"), "{}", stderr(&out));
     let spec = fixtures().join("specs/nowait.spec");
     let out = racelab(&["pg-spec", spec.to_str().unwrap(), "--database-url", "postgres://racelab@127.0.0.1:1/none"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot reach PostgreSQL"), "{}", stderr(&out));
+}
+
+/// Run racelab with no DATABASE_URL, so that it starts its own throwaway cluster, under a
+/// private TMPDIR, and check that nothing of it is left afterwards.
+fn racelab_pg(args: &[&str]) -> Output {
+    let tmp = private_tmp();
+    let out = Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DATABASE_URL")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("racelab runs");
+    assert_nothing_left(tmp.path());
+    out
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect()
+}
+
+/// The database scenarios whose postgres exploration is quick enough for every test run; the
+/// slow ones (advisory-xact-lock: thousands of schedules with a lock wait each) run in `just pg`.
+const QUICK_PG: [&str; 5] = [
+    "summary-upsert/check-then-insert",
+    "summary-upsert/select-for-update",
+    "summary-upsert/unique-on-conflict",
+    "progress-clear-insert",
+    "nested-locks",
+];
+
+#[test]
+fn postgres_gives_the_simulators_verdicts() {
+    let mut args = vec!["check"];
+    args.extend(QUICK_PG);
+    args.extend(["--backend", "postgres", "--json", "--scenarios"]);
+    let dir = scenarios_dir();
+    args.push(&dir);
+    let out = racelab_pg(&args);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    assert!(lines.len() >= 9, "{lines:?}");
+    for v in &lines {
+        assert_eq!(v["backend"], "postgres");
+        assert_eq!(v["verdict"], v["expected"], "{v}");
+    }
+}
+
+#[test]
+fn simulator_counterexamples_replay_on_postgres() {
+    let out = racelab(&["check", "all", "--json", "--scenarios", &scenarios_dir()]);
+    let violated: Vec<serde_json::Value> = json_lines(&out)
+        .into_iter()
+        .filter(|v| v["verdict"] == "violated" && !v["id"].as_str().unwrap().starts_with("daemon-spawn"))
+        .collect();
+    assert!(violated.len() >= 6);
+    for v in violated {
+        let (id, token) = (v["id"].as_str().unwrap(), v["token"].as_str().unwrap());
+        let r = racelab_pg(&["replay", id, token, "--backend", "postgres", "--json", "--scenarios", &scenarios_dir()]);
+        assert_eq!(r.status.code(), Some(0), "{id}: {}", stderr(&r));
+        let replayed: serde_json::Value = serde_json::from_str(stdout(&r).trim()).unwrap();
+        assert_eq!(replayed["backend"], "postgres");
+        assert_eq!(replayed["invariant"], v["invariant"], "{id} violates another invariant on postgres");
+    }
+}
+
+#[test]
+fn conform_reports_no_mismatch_over_many_schedules() {
+    let out = racelab_pg(&["conform", "--json", "--scenarios", &scenarios_dir()]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let schedules: u64 = lines.iter().map(|v| v["schedules"].as_u64().unwrap()).sum();
+    assert!(lines.len() >= 12 && schedules >= 100, "{lines:?}");
+    assert!(lines.iter().all(|v| v["mismatches"] == 0), "{lines:?}");
+}
+
+#[test]
+fn unreachable_database_exits_2() {
+    let out = racelab_pg(&[
+        "check",
+        "summary-upsert/check-then-insert",
+        "--backend",
+        "postgres",
+        "--database-url",
+        "postgres://racelab@127.0.0.1:1/none",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot reach PostgreSQL"), "{}", stderr(&out));
 }
