@@ -10,5 +10,6 @@ pub mod run;
 pub mod scenario;
 pub mod shape;
 pub mod sim;
+pub mod testing;
 pub mod timeline;
 pub mod token;
