@@ -402,79 +402,10 @@ pub fn race() -> RaceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use racelab_harness::op::Applied;
-
-    /// Drives the world by hand in one fixed interleaving.
-    struct Run {
-        model: DaemonSpawn,
-        world: World,
-        actors: Vec<ObserverActor>,
-        status: Vec<Status>,
-    }
-
-    impl Run {
-        fn new(variant: Variant, hooks: usize) -> Run {
-            let model = DaemonSpawn { variant, hooks };
-            let (world, actors) = model.init();
-            let status = vec![Status::Running; actors.len()];
-            Run { model, world, actors, status }
-        }
-
-        /// `actor` runs its next op, or collects the outcome of its granted wait. Returns the
-        /// outcome it consumed, or `None` if it is now blocked.
-        fn step(&mut self, actor: ActorId) -> Option<Outcome> {
-            let outcome = if self.world.is_waiting(actor) {
-                Some(self.world.take_ready(actor).unwrap_or_else(|| panic!("actor {actor} is not ready")))
-            } else {
-                let op = self.actors[actor].next_op().unwrap_or_else(|| panic!("actor {actor} has finished"));
-                match self.world.apply(actor, &op) {
-                    Applied::Done(o) => Some(o),
-                    Applied::Blocked => None,
-                }
-            };
-            if let Some(o) = &outcome {
-                self.actors[actor].on_outcome(o);
-            }
-            self.refresh();
-            self.check(Phase::Step).expect("a step invariant failed");
-            outcome
-        }
-
-        fn crash(&mut self, actor: ActorId) {
-            for dead in self.world.crash(actor) {
-                self.status[dead] = Status::Crashed;
-            }
-            self.refresh();
-        }
-
-        fn refresh(&mut self) {
-            for (a, s) in self.status.iter_mut().enumerate() {
-                if *s == Status::Crashed {
-                    continue;
-                }
-                *s = if self.world.is_waiting(a) {
-                    Status::Waiting
-                } else if self.actors[a].next_op().is_none() {
-                    Status::Finished
-                } else {
-                    Status::Running
-                };
-            }
-        }
-
-        fn check(&self, phase: Phase) -> Result<(), String> {
-            let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase };
-            self.model
-                .invariants()
-                .iter()
-                .try_for_each(|inv| (inv.check)(&view).map_err(|e| format!("{}: {e}", inv.name)))
-        }
-
-        fn reached(&self) -> Vec<&'static str> {
-            let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase: Phase::Final };
-            self.model.targets().iter().filter(|t| (t.reached)(&view)).map(|t| t.name).collect()
-        }
-    }
+    use racelab_harness::explore::shortest::replay;
+    use racelab_harness::explore::state::Properties;
+    use racelab_harness::explore::Bounds;
+    use racelab_harness::testing::{crash, steps, texts};
 
     const HOOK_A: ActorId = 0;
     const HOOK_B: ActorId = 1;
@@ -485,68 +416,111 @@ mod tests {
     /// lock and exits; hook B writes its dead daemon's pid last.
     #[test]
     fn unlocked_two_spawns_leave_the_pid_file_naming_the_dead_daemon() {
-        let mut run = Run::new(Variant::Unlocked, 2);
-        assert_eq!(run.step(HOOK_A), Some(Outcome::Err(racelab_harness::op::ErrorCode::ENOENT)));
-        assert_eq!(run.step(HOOK_B), Some(Outcome::Err(racelab_harness::op::ErrorCode::ENOENT)));
-        let Some(Outcome::Pid(daemon_a)) = run.step(HOOK_A) else { panic!("Popen") };
-        let Some(Outcome::Pid(daemon_b)) = run.step(HOOK_B) else { panic!("Popen") };
-        assert_eq!(run.step(DAEMON_A), Some(Outcome::Pid(daemon_a)));
-        assert_eq!(run.step(DAEMON_A), Some(Outcome::Ok), "daemon A takes the singleton lock");
-        assert_eq!(run.step(DAEMON_B), Some(Outcome::Pid(daemon_b)));
-        assert_eq!(run.step(DAEMON_B), Some(Outcome::Err(racelab_harness::op::ErrorCode::EWOULDBLOCK)));
-        run.step(DAEMON_B); // sys.exit
-        run.step(HOOK_A); // write_pid(daemon A)
-        run.step(HOOK_B); // write_pid(daemon B), last
-        assert!(run.status.iter().all(|s| *s == Status::Finished));
-        assert_eq!(run.world.os.file(PID_FILE), Some(Value::Int(daemon_b.into())));
-        let err = run.check(Phase::Final).unwrap_err();
-        assert!(err.starts_with("pid-file-names-running-daemon"), "{err}");
+        let model = DaemonSpawn { variant: Variant::Unlocked, hooks: 2 };
+        let schedule = [
+            // Both hooks find no PID file and spawn.
+            steps(&[HOOK_A, HOOK_B, HOOK_A, HOOK_B]),
+            // Daemon A takes the singleton lock; daemon B cannot and exits.
+            steps(&[DAEMON_A, DAEMON_A, DAEMON_B, DAEMON_B, DAEMON_B]),
+            // Both hooks write the PID file, hook B last.
+            steps(&[HOOK_A, HOOK_B]),
+        ]
+        .concat();
+        let r = replay(&model, &Bounds::default(), &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "read_pid(observer.pid) → ENOENT",
+                "read_pid(observer.pid) → ENOENT",
+                "Popen → pid 102",
+                "Popen → pid 103",
+                "__main__ → pid 102",
+                "flock_nb(observer.lock) → ok", // daemon A takes the singleton lock
+                "__main__ → pid 103",
+                "flock_nb(observer.lock) → EWOULDBLOCK",
+                "sys.exit → ok",
+                "write_pid(observer.pid=102) → ok",
+                "write_pid(observer.pid=103) → ok", // hook B writes last
+            ]
+        );
+        assert!(r.state.status.iter().all(|s| *s == Status::Finished));
+        assert_eq!(r.state.world.os.file(PID_FILE), Some(Value::Int(103)));
+        assert_eq!(r.violation.unwrap().invariant, "pid-file-names-running-daemon");
     }
 
     /// The same start under the fix: hook B blocks on the spawn lock, then finds daemon A.
     #[test]
     fn flock_spawn_serialises_the_same_start() {
-        let mut run = Run::new(Variant::FlockSpawn, 2);
-        assert_eq!(run.step(HOOK_A), Some(Outcome::Ok));
-        assert_eq!(run.step(HOOK_B), None, "hook B waits for the spawn lock");
-        run.step(HOOK_A); // read_pid: none
-        let Some(Outcome::Pid(daemon_a)) = run.step(HOOK_A) else { panic!("Popen") };
-        run.step(HOOK_A); // write_pid
-        run.step(HOOK_A); // unlock
-        assert_eq!(run.step(HOOK_B), Some(Outcome::Ok), "hook B gets the spawn lock");
-        assert_eq!(run.step(HOOK_B), Some(Outcome::Value(Value::Int(daemon_a.into()))));
-        assert_eq!(run.step(HOOK_B), Some(Outcome::Bool(true)));
-        run.step(HOOK_B); // unlock
-        run.step(DAEMON_A);
-        run.step(DAEMON_A);
-        assert_eq!(run.step(DAEMON_B), None, "daemon B is never spawned");
-        assert!(run.world.is_dormant(DAEMON_B));
-        run.check(Phase::Final).unwrap();
-        assert_eq!(run.reached().len(), run.model.targets().len() - 1, "all but the lock-wait target");
+        let model = DaemonSpawn { variant: Variant::FlockSpawn, hooks: 2 };
+        let schedule = [
+            steps(&[HOOK_A, HOOK_B]),                 // hook B waits for the spawn lock
+            steps(&[HOOK_A, HOOK_A, HOOK_A, HOOK_A]), // hook A spawns daemon A and names it
+            steps(&[HOOK_B, HOOK_B, HOOK_B, HOOK_B]), // hook B finds daemon A running
+            steps(&[DAEMON_A, DAEMON_A, DAEMON_B]),
+        ]
+        .concat();
+        let r = replay(&model, &Bounds::default(), &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "flock(observer.spawn.lock) → ok",
+                "flock(observer.spawn.lock) … waits", // hook B waits for the spawn lock
+                "read_pid(observer.pid) → ENOENT",
+                "Popen → pid 102",
+                "write_pid(observer.pid=102) → ok",
+                "unlock(observer.spawn.lock) → ok",
+                "flock(observer.spawn.lock) ⇐ ok", // hook B gets the spawn lock
+                "read_pid(observer.pid) → 102",
+                "is_running(102) → true",
+                "unlock(observer.spawn.lock) → ok",
+                "__main__ → pid 102",
+                "flock_nb(observer.lock) → ok",
+                "__main__ (not started)", // daemon B is never spawned
+            ]
+        );
+        assert!(r.state.world.is_dormant(DAEMON_B));
+        assert!(!r.state.any_step(), "a final state");
+        assert_eq!(r.violation, None);
+        let reached = r.state.targets_reached(&Properties::of(&model));
+        assert_eq!(reached.count_ones() as usize, model.targets().len() - 1, "all but the lock-wait target");
     }
 
     /// Under the fix, hook A dies between Popen and write_pid: the kernel frees the spawn lock,
     /// hook B finds no PID file and spawns a daemon that loses the singleton lock.
     #[test]
     fn flock_spawn_with_a_hook_crash_before_write_pid_violates() {
-        let mut run = Run::new(Variant::FlockSpawn, 2);
-        run.step(HOOK_A); // flock
-        run.step(HOOK_A); // read_pid: none
-        let Some(Outcome::Pid(daemon_a)) = run.step(HOOK_A) else { panic!("Popen") };
-        run.crash(HOOK_A);
-        run.step(DAEMON_A);
-        run.step(DAEMON_A); // flock_nb: ok
-        run.step(HOOK_B); // flock
-        assert_eq!(run.step(HOOK_B), Some(Outcome::Err(racelab_harness::op::ErrorCode::ENOENT)));
-        run.step(HOOK_B); // Popen
-        run.step(DAEMON_B);
-        run.step(DAEMON_B); // flock_nb: EWOULDBLOCK
-        run.step(DAEMON_B); // sys.exit
-        run.step(HOOK_B); // write_pid(daemon B)
-        run.step(HOOK_B); // unlock
-        assert_eq!(run.world.os.flock_holder(DAEMON_LOCK), Some(daemon_a));
-        let err = run.check(Phase::Final).unwrap_err();
-        assert!(err.contains(&format!("running daemon is pid {daemon_a}")), "{err}");
+        let model = DaemonSpawn { variant: Variant::FlockSpawn, hooks: 2 };
+        let bounds = Bounds { crashes: 1, ..Bounds::default() };
+        let schedule = [
+            steps(&[HOOK_A, HOOK_A, HOOK_A]),
+            vec![crash(HOOK_A)],
+            steps(&[DAEMON_A, DAEMON_A, HOOK_B, HOOK_B, HOOK_B, DAEMON_B, DAEMON_B, DAEMON_B, HOOK_B, HOOK_B]),
+        ]
+        .concat();
+        let r = replay(&model, &bounds, &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "flock(observer.spawn.lock) → ok",
+                "read_pid(observer.pid) → ENOENT",
+                "Popen → pid 102",
+                "✗ crash",
+                "__main__ → pid 102",
+                "flock_nb(observer.lock) → ok",
+                "flock(observer.spawn.lock) → ok",
+                "read_pid(observer.pid) → ENOENT",
+                "Popen → pid 103",
+                "__main__ → pid 103",
+                "flock_nb(observer.lock) → EWOULDBLOCK",
+                "sys.exit → ok",
+                "write_pid(observer.pid=103) → ok",
+                "unlock(observer.spawn.lock) → ok",
+            ]
+        );
+        assert_eq!(r.state.world.os.flock_holder(DAEMON_LOCK), Some(102));
+        let violation = r.violation.unwrap();
+        assert_eq!(violation.invariant, "pid-file-names-running-daemon");
+        assert!(violation.detail.contains("running daemon is pid 102"), "{}", violation.detail);
     }
 
     #[test]

@@ -375,148 +375,132 @@ pub fn race() -> RaceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use racelab_harness::explore::shortest::replay;
+    use racelab_harness::explore::Bounds;
     use racelab_harness::model::Status;
-    use racelab_harness::op::Applied;
-
-    struct Run {
-        model: JudgePersist,
-        world: World,
-        actors: Vec<JudgeActor>,
-        status: Vec<Status>,
-    }
-
-    impl Run {
-        fn new(variant: Variant) -> Run {
-            let model = JudgePersist { variant };
-            let (world, actors) = model.init();
-            let status = vec![Status::Running; actors.len()];
-            Run { model, world, actors, status }
-        }
-
-        /// `actor` runs its next op, or collects its granted wait; `None` if it is now blocked.
-        fn step(&mut self, actor: ActorId) -> Option<Outcome> {
-            let outcome = if self.world.is_waiting(actor) {
-                Some(self.world.take_ready(actor).unwrap_or_else(|| panic!("actor {actor} is not ready")))
-            } else {
-                let op = self.actors[actor].next_op().unwrap_or_else(|| panic!("actor {actor} has finished"));
-                match self.world.apply(actor, &op) {
-                    Applied::Done(o) => Some(o),
-                    Applied::Blocked => None,
-                }
-            };
-            if let Some(o) = &outcome {
-                self.actors[actor].on_outcome(o);
-            }
-            self.refresh();
-            outcome
-        }
-
-        fn crash(&mut self, actor: ActorId) {
-            for dead in self.world.crash(actor) {
-                self.status[dead] = Status::Crashed;
-            }
-            self.refresh();
-        }
-
-        fn refresh(&mut self) {
-            for (a, s) in self.status.iter_mut().enumerate() {
-                if *s != Status::Crashed {
-                    *s = if self.world.is_waiting(a) {
-                        Status::Waiting
-                    } else if self.actors[a].next_op().is_none() {
-                        Status::Finished
-                    } else {
-                        Status::Running
-                    };
-                }
-            }
-        }
-
-        /// Every violated invariant, as `name: explanation`.
-        fn violations(&self, phase: Phase) -> Vec<String> {
-            let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase };
-            self.model
-                .invariants()
-                .iter()
-                .filter_map(|inv| (inv.check)(&view).err().map(|e| format!("{}: {e}", inv.name)))
-                .collect()
-        }
-    }
+    use racelab_harness::testing::{crash, error, steps, texts, violated};
 
     /// POST → accept → run → spawn the task → 200 → the client's GET before the task's INSERT.
     #[test]
     fn fire_and_forget_get_before_the_background_insert_finds_nothing() {
-        let mut run = Run::new(Variant::FireAndForget);
-        assert_eq!(run.step(CLIENT), None, "POST waits for the response");
-        assert_eq!(run.step(HANDLER), Some(Outcome::Value(Value::Int(JUDGMENT_ID))));
-        run.step(HANDLER); // orchestrator.run
-        assert_eq!(run.step(HANDLER), Some(Outcome::Ok), "_persist_judgment spawned");
-        run.step(HANDLER); // return 200
-        assert_eq!(run.step(CLIENT), Some(Outcome::Status(200)));
-        assert_eq!(run.violations(Phase::Step), Vec::<String>::new());
-        run.step(CLIENT); // GET /judge/{id}: the INSERT has not run
-        let errs = run.violations(Phase::Step);
-        assert!(errs.len() == 1 && errs[0].starts_with("get-after-200-finds-judgment"), "{errs:?}");
+        let model = JudgePersist { variant: Variant::FireAndForget };
+        let schedule = steps(&[CLIENT, HANDLER, HANDLER, HANDLER, HANDLER, CLIENT, CLIENT]);
+        let r = replay(&model, &Bounds::default(), &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "POST(/judge 1) … waits", // POST waits for the response
+                "judge(/judge) → 1",
+                "orchestrator.run → ok",
+                "_persist_judgment → ok", // the task is spawned
+                "return(200) → ok",
+                // No violation until here: the replay stops at the first one.
+                "POST(/judge 1) ⇐ HTTP 200",
+                "GET /judge(id=1) → none", // the INSERT has not run
+            ]
+        );
+        assert_eq!(r.violation.unwrap().invariant, "get-after-200-finds-judgment");
+        assert_eq!(violated(&model, &r.state, Phase::Step), ["get-after-200-finds-judgment"]);
     }
 
     /// The server process dies after the 200 and before the task's INSERT: the task dies too.
     #[test]
     fn fire_and_forget_server_crash_after_200_loses_the_judgment() {
-        let mut run = Run::new(Variant::FireAndForget);
-        run.step(CLIENT);
-        run.step(HANDLER);
-        run.step(HANDLER);
-        run.step(HANDLER);
-        run.step(HANDLER); // return 200
-        run.crash(HANDLER);
-        assert_eq!(run.status[PERSIST_TASK], Status::Crashed, "the task dies with its process");
-        assert_eq!(run.step(CLIENT), Some(Outcome::Status(200)));
-        run.step(CLIENT); // GET /judge/{id}
-        assert!(run.status.iter().all(|s| *s != Status::Running && *s != Status::Waiting), "a final state");
-        let errs = run.violations(Phase::Final);
-        assert!(errs.iter().any(|e| e.starts_with("judgment-with-200-is-stored")), "{errs:?}");
+        let model = JudgePersist { variant: Variant::FireAndForget };
+        let bounds = Bounds { crashes: 1, ..Bounds::default() };
+        let schedule = [
+            steps(&[CLIENT, HANDLER, HANDLER, HANDLER, HANDLER]),
+            // Only a live actor can be chosen to crash, and the handler has returned: the server
+            // process is crashed through its background task.
+            vec![crash(PERSIST_TASK)],
+            steps(&[CLIENT, CLIENT]),
+        ]
+        .concat();
+        let r = replay(&model, &bounds, &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "POST(/judge 1) … waits",
+                "judge(/judge) → 1",
+                "orchestrator.run → ok",
+                "_persist_judgment → ok",
+                "return(200) → ok",
+                "✗ crash",
+                "POST(/judge 1) ⇐ HTTP 200",
+                "GET /judge(id=1) → none",
+            ]
+        );
+        assert_eq!(r.events[5].also_crashed, [HANDLER], "the handler dies with the task's process");
+        assert_eq!(r.state.status[PERSIST_TASK], Status::Crashed);
+        assert!(r.state.status.iter().all(|s| *s != Status::Running && *s != Status::Waiting), "a final state");
+        assert_eq!(r.violation.unwrap().invariant, "get-after-200-finds-judgment");
+        assert!(violated(&model, &r.state, Phase::Final).contains(&"judgment-with-200-is-stored"));
     }
 
     /// Under the fix, a crash before the response resets the client's request: no 200.
     #[test]
     fn await_persist_crash_before_the_response_gives_no_200() {
-        let mut run = Run::new(Variant::AwaitPersist);
-        run.step(CLIENT);
-        run.step(HANDLER);
-        run.step(HANDLER);
-        run.step(HANDLER); // repo.save
-        run.crash(HANDLER);
-        assert_eq!(run.step(CLIENT), Some(Outcome::Err(ErrorCode::ECONNRESET)));
-        assert_eq!(run.violations(Phase::Final), Vec::<String>::new());
+        let model = JudgePersist { variant: Variant::AwaitPersist };
+        let bounds = Bounds { crashes: 1, ..Bounds::default() };
+        let schedule = [steps(&[CLIENT, HANDLER, HANDLER, HANDLER]), vec![crash(HANDLER)], steps(&[CLIENT])].concat();
+        let r = replay(&model, &bounds, &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "POST(/judge 1) … waits",
+                "judge(/judge) → 1",
+                "orchestrator.run → ok",
+                "repo.save(1, APPROVE) → [1, APPROVE]",
+                "✗ crash",
+                "POST(/judge 1) ⇐ ECONNRESET",
+            ]
+        );
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
     }
 
     /// Under the fix, a failed INSERT answers 500.
     #[test]
     fn await_persist_failed_save_answers_500() {
-        let mut run = Run::new(Variant::AwaitPersist);
-        run.step(CLIENT);
-        run.step(HANDLER);
-        run.step(HANDLER);
-        let op = run.actors[HANDLER].next_op().unwrap();
-        let failed = run.world.inject_error(HANDLER, &op);
-        run.actors[HANDLER].on_outcome(&failed);
-        run.step(HANDLER); // return 500
-        assert_eq!(run.step(CLIENT), Some(Outcome::Status(500)));
-        assert_eq!(run.violations(Phase::Final), Vec::<String>::new());
+        let model = JudgePersist { variant: Variant::AwaitPersist };
+        let bounds = Bounds { errors: 1, ..Bounds::default() };
+        let schedule = [steps(&[CLIENT, HANDLER, HANDLER]), vec![error(HANDLER)], steps(&[HANDLER, CLIENT])].concat();
+        let r = replay(&model, &bounds, &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "POST(/judge 1) … waits",
+                "judge(/judge) → 1",
+                "orchestrator.run → ok",
+                "repo.save(1, APPROVE) → 58030 io_error [injected]",
+                "return(500) → ok",
+                "POST(/judge 1) ⇐ HTTP 500",
+            ]
+        );
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
     }
 
     /// Needs the database simulator: with the stub, SELECT returns no rows.
     #[test]
     fn await_persist_get_after_200_finds_the_judgment() {
-        let mut run = Run::new(Variant::AwaitPersist);
-        run.step(CLIENT);
-        run.step(HANDLER);
-        run.step(HANDLER);
-        run.step(HANDLER); // repo.save
-        run.step(HANDLER); // return 200
-        assert_eq!(run.step(CLIENT), Some(Outcome::Status(200)));
-        run.step(CLIENT); // GET /judge/{id}
-        assert_eq!(run.violations(Phase::Final), Vec::<String>::new());
+        let model = JudgePersist { variant: Variant::AwaitPersist };
+        let schedule = steps(&[CLIENT, HANDLER, HANDLER, HANDLER, HANDLER, CLIENT, CLIENT]);
+        let r = replay(&model, &Bounds::default(), &schedule).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "POST(/judge 1) … waits",
+                "judge(/judge) → 1",
+                "orchestrator.run → ok",
+                "repo.save(1, APPROVE) → [1, APPROVE]",
+                "return(200) → ok",
+                "POST(/judge 1) ⇐ HTTP 200",
+                "GET /judge(id=1) → [1, APPROVE]",
+            ]
+        );
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
     }
 
     #[test]

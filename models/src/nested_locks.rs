@@ -316,115 +316,99 @@ pub fn race() -> RaceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use racelab_harness::op::Applied;
+    use racelab_harness::explore::shortest::replay;
+    use racelab_harness::explore::Bounds;
+    use racelab_harness::model::DEADLOCK;
+    use racelab_harness::testing::{steps, texts, violated};
 
-    /// Drives the world by hand, one chosen op at a time.
-    struct Run {
-        model: NestedLocks,
-        world: World,
-        actors: Vec<LockingTask>,
-    }
-
-    impl Run {
-        fn new(variant: Variant) -> Run {
-            let model = NestedLocks { variant, hooks: 2 };
-            let (world, actors) = model.init();
-            Run { model, world, actors }
-        }
-
-        /// Apply actor `i`'s next op, then collect every outcome that became ready. Returns
-        /// whether the op blocked.
-        fn step(&mut self, i: usize, expected_name: &str) -> bool {
-            let op = self.actors[i].next_op().expect("actor has finished");
-            assert_eq!(op.name, expected_name, "actor {i} runs another op than the schedule says");
-            let blocked = match self.world.apply(i, &op) {
-                Applied::Done(outcome) => {
-                    self.actors[i].on_outcome(&outcome);
-                    false
-                }
-                Applied::Blocked => true,
-            };
-            for a in 0..self.actors.len() {
-                if self.world.is_ready(a) {
-                    let outcome = self.world.take_ready(a).expect("ready outcome");
-                    self.actors[a].on_outcome(&outcome);
-                }
-            }
-            blocked
-        }
-
-        fn status(&self) -> Vec<Status> {
-            (0..self.actors.len())
-                .map(|i| match () {
-                    _ if self.actors[i].next_op().is_none() => Status::Finished,
-                    _ if self.world.is_waiting(i) => Status::Waiting,
-                    _ => Status::Running,
-                })
-                .collect()
-        }
-
-        fn check(&self, name: &str, phase: Phase) -> Result<(), String> {
-            let status = self.status();
-            let view = View { world: &self.world, actors: &self.actors, status: &status, phase };
-            let invariant = self.model.invariants().into_iter().find(|inv| inv.name == name).expect("invariant");
-            (invariant.check)(&view)
-        }
+    fn two_hooks(variant: Variant) -> NestedLocks {
+        NestedLocks { variant, hooks: 2 }
     }
 
     #[test]
     fn fine_grained_opposite_nesting_hangs_both_tasks() {
-        let mut run = Run::new(Variant::FineGrained);
-        assert!(!run.step(0, "advisory_lock_agent"));
-        assert!(!run.step(1, "advisory_lock_turn"));
-        assert!(run.step(0, "advisory_lock_turn"), "the hook must wait for the reconciler's TURN lock");
-        assert!(run.step(1, "advisory_lock_agent"), "the reconciler must wait for the hook's AGENT lock");
+        let model = two_hooks(Variant::FineGrained);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "advisory_lock_agent(4294967297) → ok",
+                "advisory_lock_turn(8589934594) → ok",
+                // The hook waits for the reconciler's TURN lock …
+                "advisory_lock_turn(8589934594) … waits",
+                // … and the reconciler for the hook's AGENT lock.
+                "advisory_lock_agent(4294967297) … waits",
+            ]
+        );
         // Each lock is on its own connection: PostgreSQL sees no cycle and raises nothing.
-        assert!(!run.world.is_ready(0) && !run.world.is_ready(1));
-        assert_eq!(run.status(), vec![Status::Waiting, Status::Waiting]);
-        assert_eq!(run.check(NO_HOOK_FAILS, Phase::Final), Ok(()));
-        assert!(run.check(EVERY_HOOK_COMPLETES, Phase::Final).is_err());
+        assert!(!r.state.world.is_ready(0) && !r.state.world.is_ready(1));
+        assert_eq!(r.state.status, [Status::Waiting, Status::Waiting]);
+        assert_eq!(r.violation.unwrap().invariant, DEADLOCK);
+        assert_eq!(violated(&model, &r.state, Phase::Final), [EVERY_HOOK_COMPLETES]);
     }
 
     #[test]
     fn fine_grained_on_one_connection_gets_deadlock_detected() {
-        let mut run = Run::new(Variant::FineGrainedOneConnection);
-        run.step(0, "advisory_lock_agent");
-        run.step(1, "advisory_lock_turn");
-        assert!(run.step(0, "advisory_lock_turn"));
-        run.step(1, "advisory_lock_agent");
-        // PostgreSQL picks the victim; either task may get 40P01.
-        let victims: Vec<_> = run.actors.iter().filter(|a| a.failure.is_some()).collect();
-        assert_eq!(victims.len(), 1, "exactly one task must be aborted: {:?}", run.actors);
-        assert_eq!(victims[0].failure, Some(ErrorCode::DEADLOCK_DETECTED));
-        assert!(run.check(NO_HOOK_FAILS, Phase::Step).is_err());
-        // The victim releases its outer lock; the survivor then finishes.
-        let victim = run.actors.iter().position(|a| a.failure.is_some()).expect("victim");
-        let survivor = 1 - victim;
-        let outer = run.actors[victim].locks[0].namespace.unlock_name();
-        run.step(victim, outer);
-        assert!(!run.world.is_waiting(survivor));
-        let work = run.actors[survivor].path.work_name();
-        run.step(survivor, work);
-        let inner = run.actors[survivor].locks[1].namespace.unlock_name();
-        run.step(survivor, inner);
-        let outer = run.actors[survivor].locks[0].namespace.unlock_name();
-        run.step(survivor, outer);
-        assert!(run.actors[survivor].completed());
-        assert_eq!(run.check(EVERY_HOOK_COMPLETES, Phase::Final), Ok(()));
+        let model = two_hooks(Variant::FineGrainedOneConnection);
+        let bounds = Bounds::default();
+        let r = replay(&model, &bounds, &steps(&[0, 1, 0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "advisory_lock_agent(4294967297) → ok",
+                "advisory_lock_turn(8589934594) → ok",
+                "advisory_lock_turn(8589934594) … waits",
+                // The simulator aborts the session that closes the cycle (a real server may pick
+                // either).
+                "advisory_lock_agent(4294967297) → 40P01 deadlock_detected",
+            ]
+        );
+        let victims: Vec<_> = r.state.actors.iter().filter(|a| a.failure.is_some()).collect();
+        assert_eq!(victims.len(), 1, "exactly one task must be aborted: {:?}", r.state.actors);
+        assert_eq!(r.state.actors[1].failure, Some(ErrorCode::DEADLOCK_DETECTED));
+        assert_eq!(r.violation.unwrap().invariant, NO_HOOK_FAILS);
+        // The replay stops at the violation; play on by hand. The victim releases its outer
+        // lock, and the survivor then collects the lock it waited for and finishes.
+        let mut state = r.state;
+        let mut cells = Vec::new();
+        for choice in steps(&[1, 0, 0, 0, 0]) {
+            assert!(state.choices(&bounds).contains(&choice), "{choice:?} is enabled");
+            cells.push(state.apply_described(choice, &bounds).0.text);
+        }
+        assert_eq!(
+            cells,
+            [
+                "advisory_unlock_turn(8589934594) → true",
+                "advisory_lock_turn(8589934594) ⇐ ok",
+                "capture_progress → ok",
+                "advisory_unlock_turn(8589934594) → true",
+                "advisory_unlock_agent(4294967297) → true",
+            ]
+        );
+        assert!(state.actors[0].completed());
+        // Every hook that was not aborted completed; the victim's failure stays a violation.
+        assert_eq!(violated(&model, &state, Phase::Final), [NO_HOOK_FAILS]);
     }
 
     #[test]
     fn single_namespace_serialises_the_tasks() {
-        let mut run = Run::new(Variant::SingleNamespace);
-        run.step(0, "advisory_lock_agent");
-        assert!(run.step(1, "advisory_lock_agent"));
-        run.step(0, "capture_progress");
-        run.step(0, "advisory_unlock_agent");
-        assert!(!run.world.is_waiting(1), "the unlock grants the waiting lock");
-        run.step(1, "reconcile_transcript");
-        run.step(1, "advisory_unlock_agent");
-        assert!(run.actors.iter().all(LockingTask::completed));
-        assert_eq!(run.check(NO_HOOK_FAILS, Phase::Final), Ok(()));
-        assert_eq!(run.check(EVERY_HOOK_COMPLETES, Phase::Final), Ok(()));
+        let model = two_hooks(Variant::SingleNamespace);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 0, 1, 1, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "advisory_lock_agent(4294967297) → ok",
+                "advisory_lock_agent(4294967297) … waits",
+                "capture_progress → ok",
+                // The unlock grants the waiting lock.
+                "advisory_unlock_agent(4294967297) → true",
+                "advisory_lock_agent(4294967297) ⇐ ok",
+                "reconcile_transcript → ok",
+                "advisory_unlock_agent(4294967297) → true",
+            ]
+        );
+        assert!(r.state.actors.iter().all(LockingTask::completed));
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
     }
 }

@@ -307,103 +307,85 @@ pub fn race() -> RaceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use racelab_harness::model::Status;
-    use racelab_harness::op::Applied;
+    use racelab_harness::explore::shortest::replay;
+    use racelab_harness::explore::Bounds;
+    use racelab_harness::testing::{steps, texts, violated};
 
-    /// Drives the world by hand, one chosen op at a time.
-    struct Run {
-        model: ProgressClearInsert,
-        world: World,
-        actors: Vec<CreateSession>,
-    }
-
-    impl Run {
-        fn new(variant: Variant) -> Run {
-            let model = ProgressClearInsert { variant, requests: 2 };
-            let (world, actors) = model.init();
-            Run { model, world, actors }
-        }
-
-        /// Apply actor `i`'s next op, then collect every outcome that became ready.
-        fn step(&mut self, i: usize, expected_name: &str) -> Option<Outcome> {
-            let op = self.actors[i].next_op().expect("actor has finished");
-            assert_eq!(op.name, expected_name, "actor {i} runs another op than the schedule says");
-            let done = match self.world.apply(i, &op) {
-                Applied::Done(outcome) => {
-                    self.actors[i].on_outcome(&outcome);
-                    Some(outcome)
-                }
-                Applied::Blocked => None,
-            };
-            for a in 0..self.actors.len() {
-                if self.world.is_ready(a) {
-                    let outcome = self.world.take_ready(a).expect("ready outcome");
-                    self.actors[a].on_outcome(&outcome);
-                }
-            }
-            done
-        }
-
-        fn check(&self, name: &str, phase: Phase) -> Result<(), String> {
-            let status: Vec<Status> = (0..self.actors.len())
-                .map(|i| match () {
-                    _ if self.actors[i].next_op().is_none() => Status::Finished,
-                    _ if self.world.is_waiting(i) => Status::Waiting,
-                    _ => Status::Running,
-                })
-                .collect();
-            let view = View { world: &self.world, actors: &self.actors, status: &status, phase };
-            let invariant = self.model.invariants().into_iter().find(|inv| inv.name == name).expect("invariant");
-            (invariant.check)(&view)
-        }
-
-        fn check_all_final(&self) -> Vec<&'static str> {
-            [ONE_ROW_PER_USER, NO_UNIQUE_VIOLATION, COUNTERS_RESET]
-                .into_iter()
-                .filter(|name| self.check(name, Phase::Final).is_err())
-                .collect()
-        }
+    fn two_requests(variant: Variant) -> ProgressClearInsert {
+        ProgressClearInsert { variant, requests: 2 }
     }
 
     #[test]
     fn clear_then_insert_both_clear_then_the_second_insert_violates_the_constraint() {
-        let mut run = Run::new(Variant::ClearThenInsert);
-        assert_eq!(run.step(0, "clear_session").map(|o| o.rows().len()), Some(1));
-        assert_eq!(run.step(1, "clear_session").map(|o| o.rows().len()), Some(0));
-        run.step(0, "insert_session");
-        let second = run.step(1, "insert_session");
-        assert_eq!(second, Some(Outcome::Err(ErrorCode::UNIQUE_VIOLATION)));
-        assert_eq!(run.check_all_final(), vec![NO_UNIQUE_VIOLATION]);
+        let model = two_requests(Variant::ClearThenInsert);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "clear_session(subcontractor_id=u1) → [10, u1, task-0, 3]",
+                "clear_session(subcontractor_id=u1) → none",
+                "insert_session(1, u1, task-1, 0) → [1, u1, task-1, 0]",
+                "insert_session(2, u1, task-2, 0) → 23505 unique_violation",
+            ]
+        );
+        assert_eq!(r.state.actors[1].response, Some(Response::Failure(ErrorCode::UNIQUE_VIOLATION)));
+        assert_eq!(r.violation.unwrap().invariant, NO_UNIQUE_VIOLATION);
+        assert_eq!(violated(&model, &r.state, Phase::Final), [NO_UNIQUE_VIOLATION]);
     }
 
     #[test]
     fn clear_then_insert_without_the_constraint_leaves_two_sessions() {
-        let mut run = Run::new(Variant::ClearThenInsertNoUnique);
-        run.step(0, "clear_session");
-        run.step(1, "clear_session");
-        run.step(0, "insert_session");
-        assert_eq!(run.check(ONE_ROW_PER_USER, Phase::Step), Ok(()));
-        run.step(1, "insert_session");
-        assert!(run.check(ONE_ROW_PER_USER, Phase::Step).is_err());
-        assert_eq!(run.check_all_final(), vec![ONE_ROW_PER_USER]);
+        let model = two_requests(Variant::ClearThenInsertNoUnique);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "clear_session(subcontractor_id=u1) → [10, u1, task-0, 3]",
+                "clear_session(subcontractor_id=u1) → none",
+                "insert_session(1, u1, task-1, 0) → [1, u1, task-1, 0]",
+                // The replay stops at the first violation: only this second insert is one.
+                "insert_session(2, u1, task-2, 0) → [2, u1, task-2, 0]",
+            ]
+        );
+        assert_eq!(r.violation.unwrap().invariant, ONE_ROW_PER_USER);
+        assert_eq!(violated(&model, &r.state, Phase::Final), [ONE_ROW_PER_USER]);
     }
 
     #[test]
     fn upsert_task_only_keeps_the_previous_sessions_counters() {
-        let mut run = Run::new(Variant::UpsertTaskOnly);
-        run.step(0, "upsert_session");
-        assert!(run.check(COUNTERS_RESET, Phase::Final).is_err());
-        run.step(1, "upsert_session");
-        assert_eq!(run.check_all_final(), vec![COUNTERS_RESET]);
+        let model = two_requests(Variant::UpsertTaskOnly);
+        // The first upsert alone already leaves the old counters under the new task.
+        let first = replay(&model, &Bounds::default(), &steps(&[0])).unwrap();
+        assert_eq!(
+            texts(&first.events),
+            ["upsert_session(1, u1, task-1, 0) on conflict set task_id=excluded.task_id → [10, u1, task-1, 3]"]
+        );
+        assert_eq!(violated(&model, &first.state, Phase::Final), [COUNTERS_RESET]);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events)[1],
+            "upsert_session(2, u1, task-2, 0) on conflict set task_id=excluded.task_id → [10, u1, task-2, 3]"
+        );
+        assert_eq!(r.violation.unwrap().invariant, COUNTERS_RESET);
+        assert_eq!(violated(&model, &r.state, Phase::Final), [COUNTERS_RESET]);
     }
 
     #[test]
     fn upsert_replaces_the_previous_session_and_resets_its_counters() {
-        let mut run = Run::new(Variant::Upsert);
-        run.step(1, "upsert_session");
-        run.step(0, "upsert_session");
-        assert!(run.check_all_final().is_empty());
-        let rows = run.world.db.committed_rows(SESSIONS);
+        let model = two_requests(Variant::Upsert);
+        let r = replay(&model, &Bounds::default(), &steps(&[1, 0])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "upsert_session(2, u1, task-2, 0) on conflict set task_id=excluded.task_id, \
+                 images_uploaded=excluded.images_uploaded → [10, u1, task-2, 0]",
+                "upsert_session(1, u1, task-1, 0) on conflict set task_id=excluded.task_id, \
+                 images_uploaded=excluded.images_uploaded → [10, u1, task-1, 0]",
+            ]
+        );
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
+        let rows = r.state.world.db.committed_rows(SESSIONS);
         assert_eq!(rows, vec![vec![Value::Int(PREVIOUS_ID), USER, Value::Str("task-1"), Value::Int(0)]]);
     }
 }

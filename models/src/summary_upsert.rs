@@ -382,122 +382,112 @@ pub fn race() -> RaceDef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use racelab_harness::model::{Phase, Status};
-    use racelab_harness::op::Applied;
+    use racelab_harness::explore::shortest::replay;
+    use racelab_harness::explore::Bounds;
+    use racelab_harness::model::Phase;
+    use racelab_harness::testing::{steps, texts, violated};
 
-    /// Drives the world by hand, one chosen op at a time.
-    struct Run {
-        model: SummaryUpsert,
-        world: World,
-        actors: Vec<SummaryRequest>,
-    }
-
-    impl Run {
-        fn new(variant: Variant) -> Run {
-            let model = SummaryUpsert { variant, requests: 2 };
-            let (world, actors) = model.init();
-            Run { model, world, actors }
-        }
-
-        /// Apply actor `i`'s next op, then collect every outcome that became ready. Returns
-        /// whether the op blocked.
-        fn step(&mut self, i: usize, expected_name: &str) -> bool {
-            let op = self.actors[i].next_op().expect("actor has finished");
-            assert_eq!(op.name, expected_name, "actor {i} runs another op than the schedule says");
-            let blocked = match self.world.apply(i, &op) {
-                Applied::Done(outcome) => {
-                    self.actors[i].on_outcome(&outcome);
-                    false
-                }
-                Applied::Blocked => true,
-            };
-            for a in 0..self.actors.len() {
-                if self.world.is_ready(a) {
-                    let outcome = self.world.take_ready(a).expect("ready outcome");
-                    self.actors[a].on_outcome(&outcome);
-                }
-            }
-            blocked
-        }
-
-        fn check(&self, name: &str, phase: Phase) -> Result<(), String> {
-            let status: Vec<Status> = (0..self.actors.len())
-                .map(|i| match () {
-                    _ if self.actors[i].next_op().is_none() => Status::Finished,
-                    _ if self.world.is_waiting(i) => Status::Waiting,
-                    _ => Status::Running,
-                })
-                .collect();
-            let view = View { world: &self.world, actors: &self.actors, status: &status, phase };
-            let invariant = self.model.invariants().into_iter().find(|inv| inv.name == name).expect("invariant");
-            (invariant.check)(&view)
-        }
+    fn two_requests(variant: Variant) -> SummaryUpsert {
+        SummaryUpsert { variant, requests: 2 }
     }
 
     #[test]
     fn check_then_insert_both_find_nothing_and_both_create() {
-        let mut run = Run::new(Variant::CheckThenInsert);
-        run.step(0, "find_document_by_tag");
-        run.step(1, "find_document_by_tag");
-        run.step(0, "add_document");
-        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Step), Ok(()));
-        run.step(1, "add_document");
-        assert!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Step).is_err());
-        assert_eq!(run.check(SUCCESS_MEANS_STORED, Phase::Final), Ok(()));
+        let model = two_requests(Variant::CheckThenInsert);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "find_document_by_tag(tag=s1) → none",
+                "find_document_by_tag(tag=s1) → none",
+                "add_document(1, s1, summary-1) → [1, s1, summary-1]",
+                // The replay stops at the first violation: only this second insert is one.
+                "add_document(2, s1, summary-2) → [2, s1, summary-2]",
+            ]
+        );
+        assert_eq!(r.violation.unwrap().invariant, NO_TWO_DOCUMENTS_PER_TAG);
+        assert_eq!(violated(&model, &r.state, Phase::Final), [NO_TWO_DOCUMENTS_PER_TAG]);
     }
 
     #[test]
     fn select_for_update_locks_nothing_while_no_summary_exists() {
-        let mut run = Run::new(Variant::SelectForUpdate);
-        run.step(0, "begin");
-        run.step(1, "begin");
-        run.step(0, "find_document_by_tag_for_update");
-        assert!(!run.step(1, "find_document_by_tag_for_update"), "FOR UPDATE on no row must not wait");
-        run.step(0, "add_document");
-        run.step(1, "add_document");
-        run.step(0, "commit");
-        run.step(1, "commit");
-        assert!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final).is_err());
+        let model = two_requests(Variant::SelectForUpdate);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1, 0, 1, 0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "begin → ok",
+                "begin → ok",
+                "find_document_by_tag_for_update(tag=s1) → none",
+                // FOR UPDATE on no row does not wait.
+                "find_document_by_tag_for_update(tag=s1) → none",
+                "add_document(1, s1, summary-1) → [1, s1, summary-1]",
+                "add_document(2, s1, summary-2) → [2, s1, summary-2]",
+                "commit → ok",
+                "commit → ok",
+            ]
+        );
+        assert!(!r.state.any_step(), "a final state");
+        assert_eq!(r.violation.unwrap().invariant, NO_TWO_DOCUMENTS_PER_TAG);
     }
 
     #[test]
     fn on_conflict_do_nothing_drops_the_second_summary_and_reports_success() {
-        let mut run = Run::new(Variant::OnConflictDoNothing);
-        run.step(0, "add_document_if_absent");
-        run.step(1, "add_document_if_absent");
-        assert_eq!(run.actors[1].response, Some(Response::Success));
-        assert!(run.check(SUCCESS_MEANS_STORED, Phase::Final).is_err());
-        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final), Ok(()));
+        let model = two_requests(Variant::OnConflictDoNothing);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "add_document_if_absent(1, s1, summary-1) on conflict do nothing → [1, s1, summary-1]",
+                "add_document_if_absent(2, s1, summary-2) on conflict do nothing → none",
+            ]
+        );
+        assert_eq!(r.state.actors[1].response, Some(Response::Success));
+        assert_eq!(r.violation.unwrap().invariant, SUCCESS_MEANS_STORED);
+        assert_eq!(violated(&model, &r.state, Phase::Final), [SUCCESS_MEANS_STORED]);
     }
 
     #[test]
     fn unique_on_conflict_second_request_updates_the_first_summary() {
-        let mut run = Run::new(Variant::UniqueOnConflict);
-        run.step(0, "upsert_document_by_tag");
-        run.step(1, "upsert_document_by_tag");
-        assert!(run.actors[1].met_existing);
-        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final), Ok(()));
-        assert_eq!(run.check(SUCCESS_MEANS_STORED, Phase::Final), Ok(()));
-        let rows = run.world.db.committed_rows(DOCUMENTS);
+        let model = two_requests(Variant::UniqueOnConflict);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "upsert_document_by_tag(1, s1, summary-1) on conflict set content=excluded.content → [1, s1, summary-1]",
+                "upsert_document_by_tag(2, s1, summary-2) on conflict set content=excluded.content → [1, s1, summary-2]",
+            ]
+        );
+        assert!(r.state.actors[1].met_existing);
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
+        let rows = r.state.world.db.committed_rows(DOCUMENTS);
         assert_eq!(rows, vec![vec![Value::Int(1), TAG, Value::Str("summary-2")]]);
     }
 
     #[test]
     fn advisory_xact_lock_serialises_the_check() {
-        let mut run = Run::new(Variant::AdvisoryXactLock);
-        run.step(0, "begin");
-        run.step(0, "pg_advisory_xact_lock");
-        run.step(1, "begin");
-        assert!(run.step(1, "pg_advisory_xact_lock"), "the second request must wait for the lock");
-        run.step(0, "find_document_by_tag");
-        run.step(0, "add_document");
-        run.step(0, "commit");
-        assert!(!run.world.is_waiting(1), "commit releases the xact lock");
-        run.step(1, "find_document_by_tag");
-        run.step(1, "update_document");
-        run.step(1, "commit");
-        assert_eq!(run.check(NO_TWO_DOCUMENTS_PER_TAG, Phase::Final), Ok(()));
-        assert_eq!(run.check(SUCCESS_MEANS_STORED, Phase::Final), Ok(()));
-        assert!(run.actors.iter().all(|a| a.response == Some(Response::Success)));
+        let model = two_requests(Variant::AdvisoryXactLock);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 1])).unwrap();
+        assert_eq!(
+            texts(&r.events),
+            [
+                "begin → ok",
+                "pg_advisory_xact_lock(139573449) → ok",
+                "begin → ok",
+                "pg_advisory_xact_lock(139573449) … waits",
+                "find_document_by_tag(tag=s1) → none",
+                "add_document(1, s1, summary-1) → [1, s1, summary-1]",
+                "commit → ok",
+                // The commit released the xact lock, so request 2 may collect it.
+                "pg_advisory_xact_lock(139573449) ⇐ ok",
+                "find_document_by_tag(tag=s1) → [1, s1, summary-1]",
+                "update_document(id=1; content=summary-2) → [1, s1, summary-2]",
+                "commit → ok",
+            ]
+        );
+        assert_eq!(r.violation, None);
+        assert!(violated(&model, &r.state, Phase::Final).is_empty());
+        assert!(r.state.actors.iter().all(|a| a.response == Some(Response::Success)));
     }
 }
