@@ -25,6 +25,10 @@ explain id:
 bench:
     cargo bench -p racelab-models --bench explore
 
+# Benchmarks of the PostgreSQL backend: schedules/s per database scenario, step overhead
+bench-pg:
+    cargo bench -p racelab-pg --bench pg
+
 # Write a report of every verdict to reports/
 report:
     mkdir -p reports

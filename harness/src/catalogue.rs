@@ -75,6 +75,9 @@ pub trait DynModel: Send + Sync {
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
+    /// Replay a schedule on the simulator, properties unchecked: the seed rows and the op each
+    /// choice issued, with its outcome; see [`crate::explore::shortest::trace`].
+    fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled>;
 }
 
 impl<M: Model> DynModel for M {
@@ -95,6 +98,9 @@ impl<M: Model> DynModel for M {
     }
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration {
         crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets }, self, bounds)
+    }
+    fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled> {
+        crate::explore::shortest::trace(self, bounds, schedule)
     }
 }
 

@@ -92,6 +92,20 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArg,
     },
+    /// Write a database scenario's schedule as a PostgreSQL isolation-test spec: its shortest
+    /// counterexample on the simulator, the schedule of --token, or, for a scenario that holds,
+    /// its first explored schedule.
+    ExportSpec {
+        id: String,
+        /// Write the spec to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Export this schedule token instead.
+        #[arg(long)]
+        token: Option<String>,
+        #[command(flatten)]
+        dir: ScenarioDir,
+    },
     /// Show the shortest counterexample, or what was explored for a variant that holds.
     Explain {
         id: String,
@@ -203,6 +217,9 @@ fn run(cli: Cli) -> Result<ExitCode, BadInput> {
             conform(&selected, schedules as usize, &backends, json)
         }
         Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
+        Command::ExportSpec { id, out, token, dir } => {
+            export_spec(&load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())
+        }
     }
 }
 
@@ -479,6 +496,30 @@ fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Resul
             }
             None => print!("{output}"),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write one scenario's schedule as an isolation spec, to `out` or standard output.
+fn export_spec(
+    scenarios: &[Scenario],
+    catalogue: &[RaceDef],
+    id: &str,
+    tok: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode, BadInput> {
+    let Some(s) = scenarios.iter().find(|s| s.id == id) else {
+        let selected = select(scenarios, catalogue, &[id.to_string()])?;
+        return Err(BadInput(format!(
+            "export-spec needs one scenario id (race/variant); `{id}` names {}",
+            selected.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let spec = racelab_pg::export::export_spec(id, s.model.as_ref(), &s.bounds, tok, env!("CARGO_PKG_VERSION"))
+        .map_err(|e| BadInput(format!("cannot export `{id}`: {e}")))?;
+    match out {
+        Some(path) => std::fs::write(path, spec).map_err(|e| BadInput(format!("{}: {e}", path.display())))?,
+        None => print!("{spec}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@
 pub mod backend;
 pub mod cluster;
 pub mod error;
+pub mod export;
 pub mod session;
 pub mod spec;
 pub mod sql;

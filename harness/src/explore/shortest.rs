@@ -8,11 +8,12 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 
-use crate::model::Model;
+use crate::model::{Actor, Model, Status};
+use crate::op::{Op, Row, TableId};
 use crate::sim::SharedDb;
 
 use super::state::{Properties, State};
-use super::{Bounds, Choice, Event, Violation};
+use super::{Bounds, Choice, ChoiceKind, Event, Violation};
 
 /// A schedule that was replayed step by step.
 pub struct Replayed<A> {
@@ -58,6 +59,45 @@ pub fn replay_on<M: Model>(
         violation = state.check(model, &props);
     }
     Ok(Replayed { events, violation, state })
+}
+
+/// A schedule replayed on the simulator with no property checked, for showing what it sends.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// The committed rows of every table before any actor moves, table by table.
+    pub seed: Vec<(TableId, Row)>,
+    /// Per choice: what it did, and the op it issued (`None` when it collected a granted wait,
+    /// timed one out or crashed).
+    pub steps: Vec<(Event, Option<Op>)>,
+    /// The choices enabled where the schedule ends; none in a final state.
+    pub enabled: Vec<Choice>,
+}
+
+/// Replay `choices` on the simulator to the end, whatever the properties say.
+pub fn trace<M: Model>(model: &M, bounds: &Bounds, choices: &[Choice]) -> Result<Trace, NotEnabled> {
+    let mut state = State::initial(model);
+    let schema = state.world.db.schema().clone();
+    let seed = schema
+        .tables
+        .iter()
+        .flat_map(|t| state.world.db.committed_rows(t.name).into_iter().map(move |r| (t.name, r)))
+        .collect();
+    let mut steps = Vec::with_capacity(choices.len());
+    for (step, &choice) in choices.iter().enumerate() {
+        if !state.choices(bounds).contains(&choice) {
+            return Err(NotEnabled { step, choice });
+        }
+        let i = usize::from(choice.actor);
+        let issues = match choice.kind {
+            ChoiceKind::Step => state.status[i] == Status::Running,
+            ChoiceKind::Error => true,
+            ChoiceKind::Timeout | ChoiceKind::Crash => false,
+        };
+        let op = if issues { state.actors[i].next_op() } else { None };
+        let (event, _) = state.apply_described(choice, bounds);
+        steps.push((event, op));
+    }
+    Ok(Trace { seed, steps, enabled: state.choices(bounds) })
 }
 
 /// The shortest schedule to any violation, by breadth-first search. `None` when no state

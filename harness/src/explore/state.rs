@@ -46,6 +46,8 @@ pub struct Event {
     pub text: String,
     /// Other actors that died with a crash.
     pub also_crashed: Vec<usize>,
+    /// What the actor got back; `None` when its op now waits, and for a crash.
+    pub outcome: Option<Outcome>,
 }
 
 impl<A: Actor> State<A> {
@@ -165,20 +167,25 @@ impl<A: Actor> State<A> {
             self.last = Some(choice.actor);
         }
         let mut also_crashed = Vec::new();
+        let mut delivered = None;
         let text = match choice.kind {
             ChoiceKind::Step if self.status[i] == Status::Waiting => {
                 let label = if describe { self.label(i) } else { String::new() };
                 let outcome = self.world.take_ready(i).expect("a waiting actor steps only once its wait is granted");
                 self.status[i] = Status::Running;
                 self.deliver(i, &outcome);
-                text(describe, || format!("{label} ⇐ {}", render::outcome(&outcome)))
+                let text = text(describe, || format!("{label} ⇐ {}", render::outcome(&outcome)));
+                delivered = Some(outcome);
+                text
             }
             ChoiceKind::Step => {
                 let op = self.actors[i].next_op().expect("a running actor has an op");
                 match self.world.apply(i, &op) {
                     Applied::Done(outcome) => {
                         self.deliver(i, &outcome);
-                        text(describe, || format!("{} → {}", op.label(), render::outcome(&outcome)))
+                        let text = text(describe, || format!("{} → {}", op.label(), render::outcome(&outcome)));
+                        delivered = Some(outcome);
+                        text
                     }
                     Applied::Blocked => {
                         self.status[i] = Status::Waiting;
@@ -192,7 +199,9 @@ impl<A: Actor> State<A> {
                 let outcome = self.world.inject_error(i, &op);
                 self.faults.errors += 1;
                 self.deliver(i, &outcome);
-                text(describe, || format!("{} → {} [injected]", op.label(), render::outcome(&outcome)))
+                let text = text(describe, || format!("{} → {} [injected]", op.label(), render::outcome(&outcome)));
+                delivered = Some(outcome);
+                text
             }
             ChoiceKind::Timeout => {
                 let label = if describe { self.label(i) } else { String::new() };
@@ -200,7 +209,9 @@ impl<A: Actor> State<A> {
                 self.status[i] = Status::Running;
                 self.faults.timeouts += 1;
                 self.deliver(i, &outcome);
-                text(describe, || format!("{label} ⇐ {} [timeout]", render::outcome(&outcome)))
+                let text = text(describe, || format!("{label} ⇐ {} [timeout]", render::outcome(&outcome)));
+                delivered = Some(outcome);
+                text
             }
             ChoiceKind::Crash => {
                 self.faults.crashes += 1;
@@ -224,7 +235,7 @@ impl<A: Actor> State<A> {
         if choice.kind != ChoiceKind::Step {
             footprint = Footprint::GLOBAL;
         }
-        (text.map(|text| Event { choice, text, also_crashed }), footprint)
+        (text.map(|text| Event { choice, text, also_crashed, outcome: delivered }), footprint)
     }
 
     fn label(&self, i: usize) -> String {
