@@ -42,3 +42,11 @@ pg *ids="summary-upsert progress-clear-insert nested-locks judge-persist":
 # The simulator against PostgreSQL, schedule by schedule
 conform:
     cargo run --release -p racelab -- conform
+
+# Many more random transaction programs, simulator against PostgreSQL (default in cargo test: 40)
+conform-prop cases="1000":
+    PROPTEST_CASES={{cases}} cargo test --release -p racelab-pg --test conform_prop -- --nocapture
+
+# Write a scenario as a PostgreSQL isolation spec: just export-spec summary-upsert/select-for-update
+export-spec id:
+    cargo run --release -p racelab -- export-spec {{id}}
