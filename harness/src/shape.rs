@@ -54,45 +54,41 @@ pub fn database_shape<M: Model>(model: &M, bounds: &Bounds) -> Option<DatabaseSh
     Some(DatabaseShape { schema, sessions: init.world.connections(), text_columns: text.into_iter().collect() })
 }
 
+/// Record the columns of `table` that receive a string value anywhere in `pairs`.
+fn note_text<'a>(
+    text: &mut BTreeSet<(TableId, Col)>,
+    table: TableId,
+    pairs: impl IntoIterator<Item = (Col, &'a Value)>,
+) {
+    text.extend(pairs.into_iter().filter(|(_, v)| matches!(v, Value::Str(_))).map(|(c, _)| (table, c)));
+}
+
 fn note_row(text: &mut BTreeSet<(TableId, Col)>, schema: &Schema, table: TableId, row: &[Value]) {
     let Some(t) = schema.tables.iter().find(|t| t.name == table) else { return };
-    for (c, v) in t.columns.iter().zip(row) {
-        if matches!(v, Value::Str(_)) {
-            text.insert((table, c));
-        }
-    }
+    note_text(text, table, t.columns.iter().copied().zip(row));
+}
+
+/// The constants of `SET col = value`; other expressions carry no new value.
+fn set_values(set: &[(Col, Expr)]) -> impl Iterator<Item = (Col, &Value)> {
+    set.iter().filter_map(|(c, e)| match e {
+        Expr::Value(v) => Some((*c, v)),
+        Expr::Add(..) | Expr::Excluded(_) => None,
+    })
 }
 
 fn note_stmt(text: &mut BTreeSet<(TableId, Col)>, schema: &Schema, stmt: &Sql) {
-    let mut note = |table: TableId, col: Col, v: &Value| {
-        if matches!(v, Value::Str(_)) {
-            text.insert((table, col));
-        }
-    };
-    let sets = |table, set: &[(Col, Expr)], note: &mut dyn FnMut(TableId, Col, &Value)| {
-        for (c, e) in set {
-            if let Expr::Value(v) = e {
-                note(table, c, v);
-            }
-        }
-    };
     match stmt {
         Sql::Select { table, filter, .. } | Sql::Delete { table, filter } => {
-            filter.iter().for_each(|(c, v)| note(table, c, v));
+            note_text(text, table, filter.iter().map(|(c, v)| (*c, v)));
         }
         Sql::Update { table, filter, set } => {
-            filter.iter().for_each(|(c, v)| note(table, c, v));
-            sets(table, set, &mut note);
+            note_text(text, table, filter.iter().map(|(c, v)| (*c, v)));
+            note_text(text, table, set_values(set));
         }
         Sql::Insert { table, row, on_conflict } => {
             note_row(text, schema, table, row);
             if let OnConflict::DoUpdate { set, .. } = on_conflict {
-                let mut note = |t: TableId, c: Col, v: &Value| {
-                    if matches!(v, Value::Str(_)) {
-                        text.insert((t, c));
-                    }
-                };
-                sets(table, set, &mut note);
+                note_text(text, table, set_values(set));
             }
         }
         _ => {}

@@ -164,32 +164,11 @@ fn check_json_is_deterministic() {
             assert!(v["token"].as_str().unwrap().starts_with("rl1."));
         }
     }
-    let r1 = racelab(&[
-        "check",
-        "all",
-        "--json",
-        "--mode",
-        "pct",
-        "--seed",
-        "7",
-        "--schedules",
-        "50",
-        "--scenarios",
-        &scenarios_dir(),
-    ]);
-    let r2 = racelab(&[
-        "check",
-        "all",
-        "--json",
-        "--mode",
-        "pct",
-        "--seed",
-        "7",
-        "--schedules",
-        "50",
-        "--scenarios",
-        &scenarios_dir(),
-    ]);
+    let dir = scenarios_dir();
+    let pct = || {
+        racelab(&["check", "all", "--json", "--mode", "pct", "--seed", "7", "--schedules", "50", "--scenarios", &dir])
+    };
+    let (r1, r2) = (pct(), pct());
     assert_eq!(strip(&r1), strip(&r2));
 }
 
