@@ -210,25 +210,21 @@ impl Model for ProgressClearInsert {
 
     fn invariants(&self) -> Vec<Invariant<CreateSession>> {
         vec![
-            Invariant { name: ONE_ROW_PER_USER, check: one_row_per_user },
-            Invariant { name: NO_UNIQUE_VIOLATION, check: no_unique_violation },
-            Invariant { name: COUNTERS_RESET, check: counters_reset },
+            Invariant::new(ONE_ROW_PER_USER, one_row_per_user),
+            Invariant::new(NO_UNIQUE_VIOLATION, no_unique_violation),
+            Invariant::new(COUNTERS_RESET, counters_reset),
         ]
     }
 
     fn targets(&self) -> Vec<Target<CreateSession>> {
         vec![
-            Target {
-                name: "every request reported success",
-                reached: |v| v.actors.iter().all(|a| a.response == Some(Response::Success)),
-            },
-            Target {
-                name: "the previous session was replaced",
-                reached: |v| {
-                    let rows = user_rows(v);
-                    !rows.is_empty() && rows.iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK))
-                },
-            },
+            Target::new("every request reported success", |v: &View<Self::Actor>| {
+                v.actors.iter().all(|a| a.response == Some(Response::Success))
+            }),
+            Target::new("the previous session was replaced", |v: &View<Self::Actor>| {
+                let rows = user_rows(v);
+                !rows.is_empty() && rows.iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK))
+            }),
         ]
     }
 }

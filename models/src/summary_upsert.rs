@@ -292,21 +292,19 @@ impl Model for SummaryUpsert {
 
     fn invariants(&self) -> Vec<Invariant<SummaryRequest>> {
         vec![
-            Invariant { name: NO_TWO_DOCUMENTS_PER_TAG, check: no_two_documents_per_tag },
-            Invariant { name: SUCCESS_MEANS_STORED, check: success_means_stored },
+            Invariant::new(NO_TWO_DOCUMENTS_PER_TAG, no_two_documents_per_tag),
+            Invariant::new(SUCCESS_MEANS_STORED, success_means_stored),
         ]
     }
 
     fn targets(&self) -> Vec<Target<SummaryRequest>> {
         vec![
-            Target {
-                name: "every request reported success",
-                reached: |v| v.actors.iter().all(|a| a.response == Some(Response::Success)),
-            },
-            Target {
-                name: "a request met a summary another request had stored",
-                reached: |v| v.actors.iter().any(|a| a.met_existing),
-            },
+            Target::new("every request reported success", |v: &View<Self::Actor>| {
+                v.actors.iter().all(|a| a.response == Some(Response::Success))
+            }),
+            Target::new("a request met a summary another request had stored", |v: &View<Self::Actor>| {
+                v.actors.iter().any(|a| a.met_existing)
+            }),
         ]
     }
 }
