@@ -365,7 +365,7 @@ fn pid_file_names_running_daemon(v: &View<'_, ObserverActor>) -> Result<(), Stri
 }
 
 fn build(variant: Variant, params: &Params) -> Result<DaemonSpawn, String> {
-    Ok(DaemonSpawn { variant, hooks: params.count("hooks", 2, 1, 3)? })
+    Ok(DaemonSpawn { variant, hooks: params.count("hooks", 2, 1, racelab_harness::op::MAX_ACTORS / 2)? })
 }
 
 pub fn race() -> RaceDef {

@@ -399,10 +399,11 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
         "steps": cx.map(|x| x.steps),
         "reason": c.reason,
         "complete": c.complete,
-        "bounds": s.bounds,
+        "bounds": c.bounds,
         "pct_guarantee": c.pct_guarantee,
         "stats": {
             "executions": c.stats.executions,
+            "final_states": c.stats.final_states,
             "states": c.stats.states,
             "transitions": c.stats.transitions,
             "pruned": c.stats.pruned,
@@ -426,21 +427,30 @@ fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
         }
         println!("replay:   racelab replay {} {}\n", s.id, cx.token);
     } else if explain || c.verdict != s.expected {
-        let b = &s.bounds;
+        let b = &c.bounds;
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
         println!(
-            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, preemptions {}, depth ≤ {}",
+            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, lost replies ≤ {}, preemptions {}, \
+             depth ≤ {}",
             mode.name(),
             s.model.actor_names().len(),
             b.crashes,
             b.errors,
             b.timeouts,
+            b.lost_replies,
             preemptions,
             b.max_depth
         );
         println!(
-            "  {} states, {} executions, {} transitions ({} skipped by sleep sets), longest {} steps; complete: {}",
-            c.stats.states, c.stats.executions, c.stats.transitions, c.stats.pruned, c.stats.depth, c.complete
+            "  {} states, {} executions, {} distinct final states, {} transitions ({} skipped by sleep sets), \
+             longest {} steps; complete: {}",
+            c.stats.states,
+            c.stats.executions,
+            c.stats.final_states,
+            c.stats.transitions,
+            c.stats.pruned,
+            c.stats.depth,
+            c.complete
         );
         if let Some(reason) = &c.reason {
             println!("  inconclusive: {reason}");

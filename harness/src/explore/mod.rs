@@ -84,11 +84,16 @@ impl Default for Bounds {
     }
 }
 
-/// How many schedules, states and steps an exploration covered.
+/// How many schedules, states and steps an exploration covered. Each counter counts one thing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Executions run to a final state (or, for stateless strategies, schedules run).
+    /// Complete executions covered: for a stateless strategy, the schedules it ran; for the
+    /// exhaustive search, the paths from the initial state to a final state in the explored
+    /// graph (counted through the state cache, so one visit of a state stands for every path
+    /// through it; saturates at `u64::MAX`).
     pub executions: u64,
+    /// Distinct final states (no actor can move) reached.
+    pub final_states: u64,
     /// Distinct states visited.
     pub states: u64,
     /// Transitions executed.
