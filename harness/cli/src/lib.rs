@@ -129,7 +129,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ScenarioDir {
-    /// Directory of scenario files (default: ./scenarios, else the workspace's).
+    /// Directory of scenario files (default: the catalogue's own, else ./scenarios).
     #[arg(long = "scenarios", value_name = "DIR")]
     path: Option<PathBuf>,
 }
@@ -179,7 +179,7 @@ pub struct App {
     pub name: &'static str,
     /// Builds the catalogue. A function, so that it is built once per run.
     pub catalogue: fn() -> Vec<RaceDef>,
-    /// Default scenario directory when `--scenarios` is absent and `./scenarios` does not exist.
+    /// Default scenario directory when `--scenarios` is absent (else `./scenarios`).
     pub scenarios: PathBuf,
 }
 
@@ -225,7 +225,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
             };
             let backends = Backends::new(backend, &db)?;
-            check(&selected, &mode, &backends, json)
+            check(app.name, &selected, &mode, &backends, json)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -240,7 +240,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 let Some(b) = backends.for_scenario(s)? else { continue };
                 let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
                 backends.healthy(&b)?;
-                print_text(s, &Mode::Exhaustive, &checked, true);
+                print_text(app.name, s, &Mode::Exhaustive, &checked, true);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -293,10 +293,12 @@ impl Backends {
 }
 
 fn load(dir: &ScenarioDir, catalogue: &[RaceDef], default: &Path) -> Result<Vec<Scenario>, BadInput> {
+    // The catalogue's own scenarios first: a `./scenarios` of another project would name races
+    // this catalogue does not have.
     let path = match &dir.path {
         Some(p) => p.clone(),
-        None if Path::new("scenarios").is_dir() => PathBuf::from("scenarios"),
-        None => default.to_path_buf(),
+        None if default.is_dir() => default.to_path_buf(),
+        None => PathBuf::from("scenarios"),
     };
     scenario::load_dir(&path, catalogue).map_err(|e| BadInput(e.to_string()))
 }
@@ -352,7 +354,13 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+fn check(
+    program: &str,
+    selected: &[&Scenario],
+    mode: &Mode,
+    backends: &Backends,
+    json: bool,
+) -> Result<ExitCode, BadInput> {
     let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
@@ -375,7 +383,7 @@ fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -
         if json {
             println!("{}", json_line(s, mode, backend.name(), &checked));
         } else {
-            bar.suspend(|| print_text(s, mode, &checked, false));
+            bar.suspend(|| print_text(program, s, mode, &checked, false));
         }
     }
     bar.finish_and_clear();
@@ -413,7 +421,7 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
     })
 }
 
-fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
+fn print_text(program: &str, s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
     let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
     println!(
         "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
@@ -425,7 +433,7 @@ fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
         for line in &cx.final_state {
             println!("  {line}");
         }
-        println!("replay:   racelab replay {} {}\n", s.id, cx.token);
+        println!("replay:   {program} replay {} {}\n", s.id, cx.token);
     } else if explain || c.verdict != s.expected {
         let b = &c.bounds;
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
