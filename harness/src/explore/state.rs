@@ -374,10 +374,28 @@ fn text(describe: bool, f: impl FnOnce() -> String) -> Option<String> {
 /// A `Hasher` that only records the bytes it is fed.
 struct ByteSink<'a>(&'a mut Vec<u8>);
 
+/// Fixed-size writes get their own methods so that each compiles to one small store instead of
+/// a call to a variable-length copy: derived `Hash` impls make a great many of them.
+macro_rules! fixed_writes {
+    ($($method:ident: $ty:ty),*) => {
+        $(
+            #[inline]
+            fn $method(&mut self, value: $ty) {
+                self.0.extend_from_slice(&value.to_le_bytes());
+            }
+        )*
+    };
+}
+
 impl std::hash::Hasher for ByteSink<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
     }
+    fixed_writes!(
+        write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128, write_usize: usize,
+        write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128, write_isize: isize
+    );
     fn finish(&self) -> u64 {
         unreachable!("fingerprints hash the recorded bytes")
     }

@@ -36,8 +36,9 @@ pub struct Database {
     /// The simulator; with a real server attached, only its schema and session count are used.
     sim: Db,
     real: Option<Real>,
-    /// The actor that owns each connection; its crash closes them.
-    conn_owner: Vec<ActorId>,
+    /// The actor that owns each connection; its crash closes them. Fixed once init is over, so
+    /// states share it and it is not hashed.
+    conn_owner: Arc<Vec<ActorId>>,
     /// The connection each actor's statement waits on, indexed by actor.
     waiting_on: Vec<Option<ConnId>>,
 }
@@ -65,14 +66,13 @@ impl Eq for Database {}
 impl Hash for Database {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.sim.hash(state);
-        self.conn_owner.hash(state);
         self.waiting_on.hash(state);
     }
 }
 
 impl Database {
     pub fn new(schema: Schema) -> Database {
-        Database { sim: Db::new(schema), real: None, conn_owner: Vec::new(), waiting_on: Vec::new() }
+        Database { sim: Db::new(schema), real: None, conn_owner: Arc::default(), waiting_on: Vec::new() }
     }
 
     /// Open a connection owned by `actor`; it closes when the actor's process crashes.
@@ -80,7 +80,7 @@ impl Database {
         assert!(actor < crate::op::MAX_ACTORS);
         let conn = self.open_session();
         assert_eq!(usize::from(conn), self.conn_owner.len());
-        self.conn_owner.push(actor);
+        Arc::make_mut(&mut self.conn_owner).push(actor);
         // Sized once, during init, so that equal states have equal vectors.
         if self.waiting_on.len() <= actor {
             self.waiting_on.resize(actor + 1, None);
