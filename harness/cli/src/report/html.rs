@@ -163,12 +163,8 @@ fn variant(s: &mut String, v: &VariantPage) {
             timeline(s, walk);
             s.push_str("<h3>World state after each step</h3>\n");
             state_table(s, walk);
-            let _ = write!(
-                s,
-                "<h3>Replay</h3><pre><code>racelab replay {} {}</code></pre>\n",
-                xml(&sc.id),
-                xml(&cx.token)
-            );
+            let _ =
+                write!(s, "<h3>Replay</h3><pre><code>racelab replay {} {}</code></pre>\n", xml(&sc.id), xml(&cx.token));
             if let Some(spec) = &v.spec {
                 let _ = write!(
                     s,
@@ -241,7 +237,12 @@ fn lines(items: &[String]) -> String {
 
 fn state_table(s: &mut String, walk: &crate::walk::Walk) {
     s.push_str("<div class=\"scroll\"><table class=\"state\"><thead><tr><th scope=\"col\">Time</th><th scope=\"col\">step</th><th scope=\"col\">world after it</th><th scope=\"col\">waiting</th></tr></thead><tbody>");
-    let _ = write!(s, "<tr><th scope=\"row\">start</th><td></td><td>{}</td><td>{}</td></tr>", lines(&walk.initial), lines(&[]));
+    let _ = write!(
+        s,
+        "<tr><th scope=\"row\">start</th><td></td><td>{}</td><td>{}</td></tr>",
+        lines(&walk.initial),
+        lines(&[])
+    );
     for (t, step) in walk.steps.iter().enumerate() {
         let _ = write!(
             s,

@@ -19,7 +19,7 @@ use racelab_harness::scenario::Scenario;
 use racelab_harness::token;
 
 use crate::walk::{self, Walk};
-use crate::{BadInput, Backends};
+use crate::{Backends, BadInput};
 
 /// Schedules per sampling engine (random and PCT), with seed 0: enough to find the shallow races
 /// here, and quick.
@@ -73,8 +73,11 @@ impl RacePage<'_> {
     pub fn two_sentences(&self) -> String {
         let Some(first) = self.variants.first() else { return String::new() };
         let actors = first.scenario.model.actor_names();
-        let first_sentence =
-            format!("As found ({}), the code does this: {}.", first.scenario.variant, first.summary.trim_end_matches('.'));
+        let first_sentence = format!(
+            "As found ({}), the code does this: {}.",
+            first.scenario.variant,
+            first.summary.trim_end_matches('.')
+        );
         let second = match &first.checked.counterexample {
             Some(cx) => format!(
                 "With {} actors ({}) running at once, the explorer breaks it in {} steps: {}.",
