@@ -48,6 +48,9 @@ pub struct Walk {
     pub violation: Option<(String, String)>,
 }
 
+/// The world after a prefix of the schedule, the violation there if any, and the steps replayed.
+type AfterPrefix = (Vec<String>, Option<(String, String)>, usize);
+
 /// `step`, `crash`, `error`, … as the JSON output names a choice kind.
 pub fn kind_name(kind: ChoiceKind) -> String {
     match serde_json::to_value(kind) {
@@ -88,7 +91,7 @@ pub fn walk(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice]) -> Resul
     assert!(schedule.len() <= MAX_STEPS, "a walk shows at most {MAX_STEPS} steps");
     let trace = model.trace(bounds, schedule)?;
     let actors = model.actor_names();
-    let world_after = |k: usize| -> Result<(Vec<String>, Option<(String, String)>, usize), NotEnabled> {
+    let world_after = |k: usize| -> Result<AfterPrefix, NotEnabled> {
         let r = model.replay(bounds, &schedule[..k], &Backend::Sim)?;
         let violation = match (r.verdict, r.invariant, r.detail) {
             (Verdict::Violated, Some(i), Some(d)) => Some((i, d)),

@@ -123,17 +123,17 @@ pub fn race(page: &RacePage) -> String {
 
 fn variant(s: &mut String, v: &VariantPage) {
     let sc = v.scenario;
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<section class=\"variant\" id=\"{variant}\" aria-labelledby=\"{variant}-h\"><h2 id=\"{variant}-h\">{variant} {badge}</h2>\n<p>{summary}</p>\n",
+        "<section class=\"variant\" id=\"{variant}\" aria-labelledby=\"{variant}-h\"><h2 id=\"{variant}-h\">{variant} {badge}</h2>\n<p>{summary}</p>",
         variant = xml(&sc.variant),
         badge = badge(v.checked.verdict),
         summary = xml(&v.summary),
     );
     if !v.as_expected() {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<p class=\"mismatch\"><strong>Not as expected:</strong> the scenario file expects {}.</p>\n",
+            "<p class=\"mismatch\"><strong>Not as expected:</strong> the scenario file expects {}.</p>",
             sc.expected
         );
     }
@@ -145,17 +145,17 @@ fn variant(s: &mut String, v: &VariantPage) {
     s.push_str("</ul>\n");
     match (&v.checked.counterexample, &v.walk) {
         (Some(cx), Some(walk)) => {
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "<h3>Shortest counterexample ({} steps)</h3>\n<p class=\"violation\"><strong>violated: {}</strong>: {}</p>\n",
+                "<h3>Shortest counterexample ({} steps)</h3>\n<p class=\"violation\"><strong>violated: {}</strong>: {}</p>",
                 cx.steps,
                 xml(&cx.invariant),
                 xml(&cx.detail)
             );
             let title = format!("Sequence diagram of the shortest counterexample of {}", sc.id);
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "<figure><div class=\"scroll\">{}</div><figcaption>{}: one lifeline per actor (rounded) and per shared resource (square).</figcaption></figure>\n",
+                "<figure><div class=\"scroll\">{}</div><figcaption>{}: one lifeline per actor (rounded) and per shared resource (square).</figcaption></figure>",
                 diagram::svg(walk, &format!("seq-{}", sc.variant), &title),
                 xml(&title)
             );
@@ -164,20 +164,20 @@ fn variant(s: &mut String, v: &VariantPage) {
             s.push_str("<h3>World state after each step</h3>\n");
             state_table(s, walk);
             let _ =
-                write!(s, "<h3>Replay</h3><pre><code>racelab replay {} {}</code></pre>\n", xml(&sc.id), xml(&cx.token));
+                writeln!(s, "<h3>Replay</h3><pre><code>racelab replay {} {}</code></pre>", xml(&sc.id), xml(&cx.token));
             if let Some(spec) = &v.spec {
-                let _ = write!(
+                let _ = writeln!(
                     s,
-                    "<details><summary>The counterexample as a PostgreSQL isolation spec</summary><pre><code>{}</code></pre></details>\n",
+                    "<details><summary>The counterexample as a PostgreSQL isolation spec</summary><pre><code>{}</code></pre></details>",
                     xml(spec)
                 );
             }
         }
         _ => {
             let st = &v.checked.stats;
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "<h3>What was explored</h3>\n<p>{} actors; bounds: {}.</p>\n<p>{} states, {} executions, {} transitions ({} skipped by sleep sets), longest execution {} steps; complete: <strong>{}</strong>.</p>\n",
+                "<h3>What was explored</h3>\n<p>{} actors; bounds: {}.</p>\n<p>{} states, {} executions, {} transitions ({} skipped by sleep sets), longest execution {} steps; complete: <strong>{}</strong>.</p>",
                 sc.model.actor_names().len(),
                 xml(&bounds_text(v)),
                 st.states,
@@ -188,7 +188,7 @@ fn variant(s: &mut String, v: &VariantPage) {
                 v.checked.complete
             );
             if let Some(reason) = &v.checked.reason {
-                let _ = write!(s, "<p>Inconclusive: {}</p>\n", xml(reason));
+                let _ = writeln!(s, "<p>Inconclusive: {}</p>", xml(reason));
             }
         }
     }
