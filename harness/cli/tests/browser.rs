@@ -30,8 +30,9 @@ fn find_in_path(names: &[&str]) -> Option<PathBuf> {
 
 /// Chromium's own binary: Debian's `/usr/bin/chromium` is a wrapper script around it.
 fn chromium() -> Option<PathBuf> {
+    // An explicit path that does not exist means "no Chromium here".
     if let Some(p) = std::env::var_os("RACELAB_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let real = Path::new("/usr/lib/chromium/chromium");
     if real.is_file() {
