@@ -216,3 +216,67 @@ pub fn mermaid(walk: &Walk) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk::WalkStep;
+
+    fn step(actor: usize, text: &str, op: Option<&str>, resource: Option<&str>) -> WalkStep {
+        WalkStep {
+            actor,
+            kind: "step".into(),
+            text: text.into(),
+            op: op.map(Into::into),
+            resource: resource.map(Into::into),
+            waits: false,
+            world: Vec::new(),
+            waiting: Vec::new(),
+        }
+    }
+
+    fn walk() -> Walk {
+        Walk {
+            actors: vec!["a <1>".into(), "b".into()],
+            initial: Vec::new(),
+            steps: vec![
+                step(0, "update(id=1; x=2) → ok", Some("update(id=1; x=2)"), Some("database")),
+                step(1, "lock(7) … waits", Some("lock(7)"), Some("advisory locks")),
+                step(1, "⇐ ok", None, Some("advisory locks")),
+                step(0, "✗ crash", None, None),
+            ],
+            enabled: Vec::new(),
+            violation: None,
+        }
+    }
+
+    #[test]
+    fn requests_answers_and_notes_land_on_their_lifelines() {
+        let seq = sequence(&walk());
+        let names: Vec<&str> = seq.participants.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a <1>", "b", "database", "advisory locks"]);
+        assert_eq!(seq.rows[0].1.len(), 2, "a request and its answer");
+        assert_eq!(seq.rows[1].1, [Mark::Arrow { from: 1, to: 3, label: "lock(7) … waits".into(), dashed: false }]);
+        assert_eq!(seq.rows[2].1, [Mark::Arrow { from: 3, to: 1, label: "⇐ ok".into(), dashed: true }]);
+        assert_eq!(seq.rows[3].1, [Mark::Note { at: 0, label: "✗ crash".into() }]);
+    }
+
+    #[test]
+    fn svg_escapes_text_and_mermaid_escapes_separators() {
+        let svg = svg(&walk(), "x", "title & <more>");
+        assert!(svg.contains("a &lt;1&gt;") && svg.contains("title &amp; &lt;more&gt;"), "{svg}");
+        assert!(!svg.contains("<1>"));
+        let m = mermaid(&walk());
+        assert!(m.contains("P0->>P2: T0 update(id=1#59; x=2)"), "{m}");
+        assert!(m.contains("P2-->>P0: T0 ok"), "{m}");
+        assert!(m.contains("Note over P0: T3 ✗ crash"), "{m}");
+    }
+
+    #[test]
+    fn long_labels_are_cut_with_the_full_text_kept() {
+        let long = "x".repeat(MAX_LABEL + 10);
+        assert_eq!(cut(&long).chars().count(), MAX_LABEL);
+        assert!(cut(&long).ends_with('…'));
+        assert_eq!(cut("short"), "short");
+    }
+}

@@ -151,3 +151,19 @@ pub fn render(suite: &str, cases: &[Case], width: u16) -> String {
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_drops_control_characters_that_xml_forbids() {
+        assert_eq!(text("a\u{1b}[1mb\tc\nd<e>"), "a[1mb\tc\nd&lt;e&gt;");
+    }
+
+    #[test]
+    fn seconds_have_three_decimals() {
+        assert_eq!(seconds(1234), "1.234");
+        assert_eq!(seconds(5), "0.005");
+    }
+}

@@ -150,7 +150,8 @@ pub fn walk(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice]) -> Resul
     Ok(Walk { actors, initial, steps, enabled, violation })
 }
 
-/// `request 1: insert(…)`, `crash request 2`: what an enabled choice would do, for a button.
+/// `request 1: insert(…)`, `request 2: ✗ crash (fault: crash)`: what an enabled choice would do,
+/// for a button.
 pub fn choice_label(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice], choice: Choice) -> String {
     let actors = model.actor_names();
     let who = actors.get(usize::from(choice.actor)).cloned().unwrap_or_else(|| format!("actor {}", choice.actor));
@@ -166,6 +167,6 @@ pub fn choice_label(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice], 
     };
     match kind_name(choice.kind).as_str() {
         "step" => format!("{who}: {what}"),
-        kind => format!("{kind} {who}: {what}"),
+        kind => format!("{who}: {what} (fault: {kind})"),
     }
 }
