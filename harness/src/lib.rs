@@ -3,6 +3,7 @@
 
 pub mod catalogue;
 pub mod explore;
+pub mod intern;
 pub mod model;
 pub mod op;
 pub mod render;
@@ -13,3 +14,5 @@ pub mod sim;
 pub mod testing;
 pub mod timeline;
 pub mod token;
+
+pub use intern::intern;

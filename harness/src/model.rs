@@ -56,17 +56,55 @@ pub struct View<'a, A> {
     pub phase: Phase,
 }
 
-/// A named safety property. `check` returns a one-line explanation when it is violated.
+type CheckFn<A> = dyn Fn(&View<'_, A>) -> Result<(), String> + Send + Sync;
+type ReachedFn<A> = dyn Fn(&View<'_, A>) -> bool + Send + Sync;
+
+/// A named safety property: a one-line explanation when it is violated. A closure, so that it
+/// can read the model's parameters (`move |v| … self.requests …`).
 pub struct Invariant<A> {
     pub name: &'static str,
-    pub check: fn(&View<'_, A>) -> Result<(), String>,
+    /// Checked only in final states (no actor can move), such as "every request was answered".
+    pub final_only: bool,
+    check: Box<CheckFn<A>>,
+}
+
+impl<A> Invariant<A> {
+    /// A property checked after every step and in the final state.
+    pub fn new(
+        name: &'static str,
+        check: impl Fn(&View<'_, A>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Invariant<A> {
+        Invariant { name, final_only: false, check: Box::new(check) }
+    }
+
+    /// A property checked only in final states.
+    pub fn final_only(
+        name: &'static str,
+        check: impl Fn(&View<'_, A>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Invariant<A> {
+        Invariant { name, final_only: true, check: Box::new(check) }
+    }
+
+    pub fn check(&self, view: &View<'_, A>) -> Result<(), String> {
+        (self.check)(view)
+    }
 }
 
 /// A named state that the exploration must reach, so that a fix cannot "hold" because it never
 /// gets to the critical section.
 pub struct Target<A> {
     pub name: &'static str,
-    pub reached: fn(&View<'_, A>) -> bool,
+    reached: Box<ReachedFn<A>>,
+}
+
+impl<A> Target<A> {
+    pub fn new(name: &'static str, reached: impl Fn(&View<'_, A>) -> bool + Send + Sync + 'static) -> Target<A> {
+        Target { name, reached: Box::new(reached) }
+    }
+
+    pub fn reached(&self, view: &View<'_, A>) -> bool {
+        (self.reached)(view)
+    }
 }
 
 /// A race variant, set up with its parameters: stateright's `Model` without the search.

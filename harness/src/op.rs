@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::sim::subsystem::{PartOp, PartOpBox};
+
 /// Index of an actor within a scenario (at most [`MAX_ACTORS`]).
 pub type ActorId = usize;
 /// Index of a database connection (session) within a scenario.
@@ -168,18 +170,67 @@ pub enum HttpOp {
     Respond { status: u16 },
 }
 
-/// What an operation does.
+/// A statement on one of the actor's database connections.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SqlOp {
+    pub conn: ConnId,
+    pub stmt: Sql,
+}
+
+/// What an operation does: which subsystem of the world runs it, and with what.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum OpKind {
-    /// A statement on one of the actor's database connections.
-    Sql {
-        conn: ConnId,
-        stmt: Sql,
-    },
+    /// For the database.
+    Sql(SqlOp),
+    /// For the operating system.
     Os(OsOp),
+    /// For the HTTP boundary.
     Http(HttpOp),
+    /// For a part the model added to its world ([`crate::sim::World::add_part`]).
+    Part(PartOpBox),
     /// A step with no effect on the world (a decision, a sleep). It still yields a schedule point.
     Local,
+}
+
+impl PartOp for SqlOp {
+    /// Transaction control and unlocking do not fail in the models; every other statement can.
+    fn is_fallible(&self) -> bool {
+        !matches!(
+            self.stmt,
+            Sql::Begin | Sql::Rollback | Sql::SetLockTimeout(_) | Sql::AdvisoryUnlock { .. } | Sql::AdvisoryUnlockAll
+        )
+    }
+}
+
+impl PartOp for OsOp {
+    fn is_fallible(&self) -> bool {
+        matches!(
+            self,
+            OsOp::ReadFile { .. } | OsOp::WriteFile { .. } | OsOp::SpawnProcess { .. } | OsOp::SpawnTask { .. }
+        )
+    }
+}
+
+impl PartOp for HttpOp {
+    fn is_fallible(&self) -> bool {
+        matches!(self, HttpOp::Request { .. })
+    }
+}
+
+impl fmt::Display for SqlOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::render::sql_args(&self.stmt))
+    }
+}
+impl fmt::Display for OsOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::render::os_args(self))
+    }
+}
+impl fmt::Display for HttpOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::render::http_args(self))
+    }
 }
 
 /// An operation together with the application-level name shown in timelines
@@ -192,7 +243,7 @@ pub struct Op {
 
 impl Op {
     pub fn sql(name: &'static str, conn: ConnId, stmt: Sql) -> Op {
-        Op { name, kind: OpKind::Sql { conn, stmt } }
+        Op { name, kind: OpKind::Sql(SqlOp { conn, stmt }) }
     }
     pub fn os(name: &'static str, op: OsOp) -> Op {
         Op { name, kind: OpKind::Os(op) }
@@ -204,30 +255,28 @@ impl Op {
         Op { name, kind: OpKind::Local }
     }
 
-    /// May an injected error replace this op's outcome? Transaction control, unlocking and
-    /// pure local steps do not fail in the models; everything that does I/O can.
+    /// May an injected error replace this op's outcome, or its reply be lost? Each subsystem's
+    /// op type says ([`PartOp::is_fallible`]); pure local steps never fail.
     pub fn is_fallible(&self) -> bool {
         match &self.kind {
-            OpKind::Sql { stmt, .. } => !matches!(
-                stmt,
-                Sql::Begin
-                    | Sql::Rollback
-                    | Sql::SetLockTimeout(_)
-                    | Sql::AdvisoryUnlock { .. }
-                    | Sql::AdvisoryUnlockAll
-            ),
-            OpKind::Os(op) => matches!(
-                op,
-                OsOp::ReadFile { .. } | OsOp::WriteFile { .. } | OsOp::SpawnProcess { .. } | OsOp::SpawnTask { .. }
-            ),
-            OpKind::Http(HttpOp::Request { .. }) => true,
-            OpKind::Http(_) | OpKind::Local => false,
+            OpKind::Sql(op) => op.is_fallible(),
+            OpKind::Os(op) => op.is_fallible(),
+            OpKind::Http(op) => op.is_fallible(),
+            OpKind::Part(op) => op.op.fallible(),
+            OpKind::Local => false,
         }
     }
 
     /// The label shown in a timeline cell, such as `find(tag=s1)`.
     pub fn label(&self) -> String {
-        format!("{}{}", self.name, crate::render::op_args(&self.kind))
+        let args = match &self.kind {
+            OpKind::Sql(op) => op.to_string(),
+            OpKind::Os(op) => op.to_string(),
+            OpKind::Http(op) => op.to_string(),
+            OpKind::Part(op) => op.op.args(),
+            OpKind::Local => String::new(),
+        };
+        format!("{}{args}", self.name)
     }
 }
 
@@ -251,6 +300,7 @@ impl ErrorCode {
     pub const EIO: ErrorCode = ErrorCode("EIO");
     pub const ETIMEDOUT: ErrorCode = ErrorCode("ETIMEDOUT");
     pub const ECONNRESET: ErrorCode = ErrorCode("ECONNRESET");
+    pub const EDEADLK: ErrorCode = ErrorCode("EDEADLK");
 
     /// PostgreSQL's condition name for a SQLSTATE, or the code itself.
     pub fn name(self) -> &'static str {
@@ -353,11 +403,13 @@ pub enum Resource {
     Flock(&'static str),
     Processes,
     Http,
+    /// Anything of a model-defined part, by a key the part chooses (a lock id, a cache key).
+    Custom(u64),
 }
 
 impl Resource {
     /// A fixed bit layout: 16 table bits, 1 commit bit, 16 advisory bits, 12 file bits,
-    /// 12 flock bits, 2 more. Same resource, same bit, in every run.
+    /// 12 flock bits, 2 more, and 5 for model-defined parts. Same resource, same bit, in every run.
     fn bit(self) -> u64 {
         let slot = match self {
             Resource::Table(t) => fnv(t) % 16,
@@ -367,6 +419,7 @@ impl Resource {
             Resource::Flock(p) => 45 + fnv(p) % 12,
             Resource::Processes => 57,
             Resource::Http => 58,
+            Resource::Custom(k) => 59 + k % 5,
         };
         1u64 << slot
     }

@@ -1,42 +1,47 @@
 //! Short human labels for ops and outcomes, as shown in timeline cells.
 
-use crate::op::{Expr, HttpOp, OnConflict, OpKind, OsOp, Outcome, Sql};
+use crate::op::{Expr, HttpOp, OnConflict, OsOp, Outcome, Sql};
 
-/// `(tag=s1)`-style arguments for an op.
-pub fn op_args(kind: &OpKind) -> String {
+/// `(tag=s1)`-style arguments for a statement.
+pub fn sql_args(stmt: &Sql) -> String {
     let pairs =
         |f: &[(&str, crate::op::Value)]| f.iter().map(|(c, v)| format!("{c}={v}")).collect::<Vec<_>>().join(", ");
-    match kind {
-        OpKind::Sql { stmt, .. } => match stmt {
-            Sql::Select { filter, .. } | Sql::Delete { filter, .. } => format!("({})", pairs(filter)),
-            Sql::Update { filter, set, .. } => format!("({}; {})", pairs(filter), sets(set)),
-            Sql::Insert { row, on_conflict, .. } => {
-                let vals = row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
-                match on_conflict {
-                    OnConflict::Error => format!("({vals})"),
-                    OnConflict::DoNothing { .. } => format!("({vals}) on conflict do nothing"),
-                    OnConflict::DoUpdate { set, .. } => format!("({vals}) on conflict set {}", sets(set)),
-                }
+    match stmt {
+        Sql::Select { filter, .. } | Sql::Delete { filter, .. } => format!("({})", pairs(filter)),
+        Sql::Update { filter, set, .. } => format!("({}; {})", pairs(filter), sets(set)),
+        Sql::Insert { row, on_conflict, .. } => {
+            let vals = row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ");
+            match on_conflict {
+                OnConflict::Error => format!("({vals})"),
+                OnConflict::DoNothing { .. } => format!("({vals}) on conflict do nothing"),
+                OnConflict::DoUpdate { set, .. } => format!("({vals}) on conflict set {}", sets(set)),
             }
-            Sql::AdvisoryLock { key, .. } | Sql::AdvisoryTryLock { key, .. } | Sql::AdvisoryUnlock { key } => {
-                format!("({key})")
-            }
-            Sql::SetLockTimeout(ms) => format!("({ms}ms)"),
-            Sql::Begin | Sql::Commit | Sql::Rollback | Sql::AdvisoryUnlockAll => String::new(),
-        },
-        OpKind::Os(op) => match op {
-            OsOp::SpawnProcess { .. } | OsOp::SpawnTask { .. } | OsOp::AwaitSpawn | OsOp::Exit => String::new(),
-            OsOp::ReadFile { path } | OsOp::RemoveFile { path } => format!("({path})"),
-            OsOp::WriteFile { path, content } => format!("({path}={content})"),
-            OsOp::IsAlive { pid } => format!("({pid})"),
-            OsOp::Flock { path, .. } | OsOp::Funlock { path } => format!("({path})"),
-        },
-        OpKind::Http(op) => match op {
-            HttpOp::Request { route, arg } => format!("({route} {arg})"),
-            HttpOp::Accept { route } => format!("({route})"),
-            HttpOp::Respond { status } => format!("({status})"),
-        },
-        OpKind::Local => String::new(),
+        }
+        Sql::AdvisoryLock { key, .. } | Sql::AdvisoryTryLock { key, .. } | Sql::AdvisoryUnlock { key } => {
+            format!("({key})")
+        }
+        Sql::SetLockTimeout(ms) => format!("({ms}ms)"),
+        Sql::Begin | Sql::Commit | Sql::Rollback | Sql::AdvisoryUnlockAll => String::new(),
+    }
+}
+
+/// `(path)`-style arguments for an OS call.
+pub fn os_args(op: &OsOp) -> String {
+    match op {
+        OsOp::SpawnProcess { .. } | OsOp::SpawnTask { .. } | OsOp::AwaitSpawn | OsOp::Exit => String::new(),
+        OsOp::ReadFile { path } | OsOp::RemoveFile { path } => format!("({path})"),
+        OsOp::WriteFile { path, content } => format!("({path}={content})"),
+        OsOp::IsAlive { pid } => format!("({pid})"),
+        OsOp::Flock { path, .. } | OsOp::Funlock { path } => format!("({path})"),
+    }
+}
+
+/// `(route arg)`-style arguments for an HTTP call.
+pub fn http_args(op: &HttpOp) -> String {
+    match op {
+        HttpOp::Request { route, arg } => format!("({route} {arg})"),
+        HttpOp::Accept { route } => format!("({route})"),
+        HttpOp::Respond { status } => format!("({status})"),
     }
 }
 

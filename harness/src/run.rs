@@ -70,6 +70,8 @@ pub struct Checked {
     pub reason: Option<String>,
     pub counterexample: Option<Counterexample>,
     pub stats: Stats,
+    /// The bounds it was checked under.
+    pub bounds: Bounds,
     pub complete: bool,
     /// PCT's per-schedule probability bound for bugs of the chosen depth.
     pub pct_guarantee: Option<f64>,
@@ -145,6 +147,7 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         reason,
         counterexample,
         stats: exploration.stats,
+        bounds: bounds.clone(),
         complete: exploration.complete,
         pct_guarantee,
         elapsed_ms: started.elapsed().as_millis() as u64,

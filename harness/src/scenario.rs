@@ -11,6 +11,7 @@
 //! crashes = 0
 //! errors = 0
 //! timeouts = 0
+//! lost_replies = 0
 //! max_depth = 200
 //! max_states = 2000000
 //! ```
@@ -80,6 +81,8 @@ struct RawBounds {
     errors: u8,
     #[serde(default)]
     timeouts: u8,
+    #[serde(default)]
+    lost_replies: u8,
     preemptions: Option<u8>,
     max_depth: Option<u32>,
     max_states: Option<u64>,
@@ -112,11 +115,12 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         crashes: b.crashes,
         errors: b.errors,
         timeouts: b.timeouts,
+        lost_replies: b.lost_replies,
         preemptions: b.preemptions,
         max_depth: b.max_depth.unwrap_or(Bounds::default().max_depth),
         max_states: b.max_states.unwrap_or(Bounds::default().max_states),
     };
-    if bounds.crashes > 3 || bounds.errors > 3 || bounds.timeouts > 3 {
+    if bounds.crashes > 3 || bounds.errors > 3 || bounds.timeouts > 3 || bounds.lost_replies > 3 {
         return Err(err(bounds_span, "fault budgets are at most 3 each".into()));
     }
     if !(1..=10_000).contains(&bounds.max_depth) || !(1..=100_000_000).contains(&bounds.max_states) {

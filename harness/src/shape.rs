@@ -7,7 +7,7 @@ use std::hash::BuildHasherDefault;
 
 use crate::explore::{Bounds, State};
 use crate::model::{Actor, Model};
-use crate::op::{Col, Expr, OnConflict, OpKind, Sql, TableId, Value};
+use crate::op::{Col, Expr, OnConflict, OpKind, Sql, SqlOp, TableId, Value};
 use crate::sim::Schema;
 
 /// States visited to find the text columns; models are far smaller than this.
@@ -39,7 +39,7 @@ pub fn database_shape<M: Model>(model: &M, bounds: &Bounds) -> Option<DatabaseSh
     seen.insert(init.fingerprint());
     while let Some(state) = queue.pop_front() {
         for a in &state.actors {
-            if let Some(OpKind::Sql { stmt, .. }) = a.next_op().map(|op| op.kind) {
+            if let Some(OpKind::Sql(SqlOp { stmt, .. })) = a.next_op().map(|op| op.kind) {
                 note_stmt(&mut text, &schema, &stmt);
             }
         }

@@ -40,5 +40,5 @@ pub fn texts(events: &[Event]) -> Vec<&str> {
 /// the deadlock check out.
 pub fn violated<M: Model>(model: &M, state: &State<M::Actor>, phase: Phase) -> Vec<&'static str> {
     let view = View { world: &state.world, actors: &state.actors, status: &state.status, phase };
-    model.invariants().into_iter().filter(|inv| (inv.check)(&view).is_err()).map(|inv| inv.name).collect()
+    model.invariants().into_iter().filter(|inv| inv.check(&view).is_err()).map(|inv| inv.name).collect()
 }

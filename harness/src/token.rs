@@ -100,6 +100,7 @@ fn encode_choice(c: Choice) -> u8 {
         ChoiceKind::Crash => 1,
         ChoiceKind::Error => 2,
         ChoiceKind::Timeout => 3,
+        ChoiceKind::LostReply => 4,
     };
     kind << 5 | c.actor
 }
@@ -110,6 +111,7 @@ fn decode_choice(b: u8) -> Result<Choice, TokenError> {
         1 => ChoiceKind::Crash,
         2 => ChoiceKind::Error,
         3 => ChoiceKind::Timeout,
+        4 => ChoiceKind::LostReply,
         k => return Err(TokenError::Malformed(format!("unknown choice kind {k}"))),
     };
     Ok(Choice { actor: b & 0x1f, kind })
@@ -126,6 +128,7 @@ mod tests {
             Choice { actor: 1, kind: ChoiceKind::Crash },
             Choice { actor: 31, kind: ChoiceKind::Timeout },
             Choice { actor: 2, kind: ChoiceKind::Error },
+            Choice { actor: 4, kind: ChoiceKind::LostReply },
         ]
     }
 

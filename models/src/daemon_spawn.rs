@@ -283,24 +283,21 @@ impl Model for DaemonSpawn {
 
     fn invariants(&self) -> Vec<Invariant<ObserverActor>> {
         vec![
-            Invariant { name: "one-daemon-after-hooks-return", check: one_daemon_after_hooks_return },
-            Invariant { name: "pid-file-names-running-daemon", check: pid_file_names_running_daemon },
+            Invariant::new("one-daemon-after-hooks-return", one_daemon_after_hooks_return),
+            Invariant::new("pid-file-names-running-daemon", pid_file_names_running_daemon),
         ]
     }
 
     fn targets(&self) -> Vec<Target<ObserverActor>> {
         let mut targets = vec![
-            Target { name: "a daemon was spawned", reached: daemon_spawned },
-            Target { name: "a daemon holds the singleton lock", reached: daemon_running },
-            Target {
-                name: "every hook returned while a daemon runs",
-                reached: |v| hooks_returned(v) && daemon_running(v),
-            },
+            Target::new("a daemon was spawned", daemon_spawned),
+            Target::new("a daemon holds the singleton lock", daemon_running),
+            Target::new("every hook returned while a daemon runs", |v| hooks_returned(v) && daemon_running(v)),
         ];
         if self.hooks >= 2 {
-            targets.push(Target { name: "a hook found the daemon already running", reached: hook_found_daemon });
+            targets.push(Target::new("a hook found the daemon already running", hook_found_daemon));
             if self.variant == Variant::FlockSpawn {
-                targets.push(Target { name: "a hook waited for the spawn lock", reached: hook_waits_for_spawn_lock });
+                targets.push(Target::new("a hook waited for the spawn lock", hook_waits_for_spawn_lock));
             }
         }
         targets
@@ -368,7 +365,7 @@ fn pid_file_names_running_daemon(v: &View<'_, ObserverActor>) -> Result<(), Stri
 }
 
 fn build(variant: Variant, params: &Params) -> Result<DaemonSpawn, String> {
-    Ok(DaemonSpawn { variant, hooks: params.count("hooks", 2, 1, 3)? })
+    Ok(DaemonSpawn { variant, hooks: params.count("hooks", 2, 1, racelab_harness::op::MAX_ACTORS / 2)? })
 }
 
 pub fn race() -> RaceDef {

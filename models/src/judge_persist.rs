@@ -312,16 +312,16 @@ impl Model for JudgePersist {
 
     fn invariants(&self) -> Vec<Invariant<JudgeActor>> {
         vec![
-            Invariant { name: "get-after-200-finds-judgment", check: get_after_200_finds_judgment },
-            Invariant { name: "judgment-with-200-is-stored", check: judgment_with_200_is_stored },
+            Invariant::new("get-after-200-finds-judgment", get_after_200_finds_judgment),
+            Invariant::new("judgment-with-200-is-stored", judgment_with_200_is_stored),
         ]
     }
 
     fn targets(&self) -> Vec<Target<JudgeActor>> {
         vec![
-            Target { name: "the client received 200", reached: |v| client(v).status == Some(200) },
-            Target { name: "the client looked the judgment up", reached: |v| client(v).found.is_some() },
-            Target { name: "the judgment row was written", reached: |v| judgment_stored(v) },
+            Target::new("the client received 200", |v| client(v).status == Some(200)),
+            Target::new("the client looked the judgment up", |v| client(v).found.is_some()),
+            Target::new("the judgment row was written", judgment_stored),
         ]
     }
 }

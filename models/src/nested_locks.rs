@@ -242,19 +242,15 @@ impl Model for NestedLocks {
     }
 
     fn invariants(&self) -> Vec<Invariant<LockingTask>> {
-        vec![
-            Invariant { name: NO_HOOK_FAILS, check: no_hook_fails },
-            Invariant { name: EVERY_HOOK_COMPLETES, check: every_hook_completes },
-        ]
+        vec![Invariant::new(NO_HOOK_FAILS, no_hook_fails), Invariant::new(EVERY_HOOK_COMPLETES, every_hook_completes)]
     }
 
     fn targets(&self) -> Vec<Target<LockingTask>> {
         vec![
-            Target {
-                name: "a task ran its work under every lock it nests",
-                reached: |v| v.actors.iter().any(|a| a.worked),
-            },
-            Target { name: "every task completed", reached: |v| v.actors.iter().all(LockingTask::completed) },
+            Target::new("a task ran its work under every lock it nests", |v: &View<Self::Actor>| {
+                v.actors.iter().any(|a| a.worked)
+            }),
+            Target::new("every task completed", |v: &View<Self::Actor>| v.actors.iter().all(LockingTask::completed)),
         ]
     }
 }
@@ -282,7 +278,7 @@ fn every_hook_completes(view: &View<'_, LockingTask>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.count("hooks", 2, 2, 4)?;
+    let hooks = params.count("hooks", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(NestedLocks { variant, hooks }))
 }
 

@@ -56,8 +56,6 @@ const USER: Value = Value::Str("u1");
 const PREVIOUS_ID: i64 = 10;
 const PREVIOUS_TASK: Value = Value::Str("task-0");
 const PREVIOUS_IMAGES: i64 = 3;
-/// Request `i` starts a session on `TASKS[i]`.
-const TASKS: [&str; 3] = ["task-1", "task-2", "task-3"];
 
 pub const ONE_ROW_PER_USER: &str = "one-row-per-user";
 pub const NO_UNIQUE_VIOLATION: &str = "no-unique-violation";
@@ -110,7 +108,7 @@ impl CreateSession {
         CreateSession {
             variant,
             id: index as i64 + 1,
-            task: TASKS[index],
+            task: racelab_harness::intern(format!("task-{}", index + 1)),
             conn,
             pc: if variant.clears_first() { Pc::Clear } else { Pc::Insert },
             response: None,
@@ -210,25 +208,21 @@ impl Model for ProgressClearInsert {
 
     fn invariants(&self) -> Vec<Invariant<CreateSession>> {
         vec![
-            Invariant { name: ONE_ROW_PER_USER, check: one_row_per_user },
-            Invariant { name: NO_UNIQUE_VIOLATION, check: no_unique_violation },
-            Invariant { name: COUNTERS_RESET, check: counters_reset },
+            Invariant::new(ONE_ROW_PER_USER, one_row_per_user),
+            Invariant::new(NO_UNIQUE_VIOLATION, no_unique_violation),
+            Invariant::new(COUNTERS_RESET, counters_reset),
         ]
     }
 
     fn targets(&self) -> Vec<Target<CreateSession>> {
         vec![
-            Target {
-                name: "every request reported success",
-                reached: |v| v.actors.iter().all(|a| a.response == Some(Response::Success)),
-            },
-            Target {
-                name: "the previous session was replaced",
-                reached: |v| {
-                    let rows = user_rows(v);
-                    !rows.is_empty() && rows.iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK))
-                },
-            },
+            Target::new("every request reported success", |v: &View<Self::Actor>| {
+                v.actors.iter().all(|a| a.response == Some(Response::Success))
+            }),
+            Target::new("the previous session was replaced", |v: &View<Self::Actor>| {
+                let rows = user_rows(v);
+                !rows.is_empty() && rows.iter().all(|r| r.get(TASK) != Some(&PREVIOUS_TASK))
+            }),
         ]
     }
 }
@@ -266,7 +260,7 @@ fn counters_reset(view: &View<'_, CreateSession>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let requests = params.count("requests", 2, 2, TASKS.len())?;
+    let requests = params.count("requests", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(ProgressClearInsert { variant, requests }))
 }
 

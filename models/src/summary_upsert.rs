@@ -46,7 +46,9 @@
 
 use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Target, View};
-use racelab_harness::op::{ConnId, ErrorCode, Expr, LockScope, OnConflict, Op, Outcome, Row, RowLock, Sql, Value};
+use racelab_harness::op::{
+    ConnId, ErrorCode, Expr, LockScope, OnConflict, Op, Outcome, Row, RowLock, Sql, Value, MAX_ACTORS,
+};
 use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
 
 const DOCUMENTS: &str = "documents";
@@ -55,8 +57,6 @@ const ID: usize = 0;
 const TAG_COL: usize = 1;
 /// The session every request summarises.
 const TAG: Value = Value::Str("s1");
-/// Request `i` stores `CONTENTS[i]`.
-const CONTENTS: [&str; 3] = ["summary-1", "summary-2", "summary-3"];
 /// `hashtext(tag)` for `pg_advisory_xact_lock`: a 32-bit hash of the tag (FNV-1a here).
 const TAG_LOCK_KEY: i64 = fnv1a_32(b"s1");
 
@@ -142,7 +142,7 @@ impl SummaryRequest {
         SummaryRequest {
             variant,
             id: index as i64 + 1,
-            content: CONTENTS[index],
+            content: racelab_harness::intern(format!("summary-{}", index + 1)),
             conn,
             pc: variant.first_pc(),
             written: None,
@@ -292,21 +292,19 @@ impl Model for SummaryUpsert {
 
     fn invariants(&self) -> Vec<Invariant<SummaryRequest>> {
         vec![
-            Invariant { name: NO_TWO_DOCUMENTS_PER_TAG, check: no_two_documents_per_tag },
-            Invariant { name: SUCCESS_MEANS_STORED, check: success_means_stored },
+            Invariant::new(NO_TWO_DOCUMENTS_PER_TAG, no_two_documents_per_tag),
+            Invariant::new(SUCCESS_MEANS_STORED, success_means_stored),
         ]
     }
 
     fn targets(&self) -> Vec<Target<SummaryRequest>> {
         vec![
-            Target {
-                name: "every request reported success",
-                reached: |v| v.actors.iter().all(|a| a.response == Some(Response::Success)),
-            },
-            Target {
-                name: "a request met a summary another request had stored",
-                reached: |v| v.actors.iter().any(|a| a.met_existing),
-            },
+            Target::new("every request reported success", |v: &View<Self::Actor>| {
+                v.actors.iter().all(|a| a.response == Some(Response::Success))
+            }),
+            Target::new("a request met a summary another request had stored", |v: &View<Self::Actor>| {
+                v.actors.iter().any(|a| a.met_existing)
+            }),
         ]
     }
 }
@@ -337,7 +335,7 @@ fn success_means_stored(view: &View<'_, SummaryRequest>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let requests = params.count("requests", 2, 2, CONTENTS.len())?;
+    let requests = params.count("requests", 2, 2, MAX_ACTORS)?;
     Ok(Box::new(SummaryUpsert { variant, requests }))
 }
 
@@ -489,5 +487,21 @@ mod tests {
         assert_eq!(r.violation, None);
         assert!(violated(&model, &r.state, Phase::Final).is_empty());
         assert!(r.state.actors.iter().all(|a| a.response == Some(Response::Success)));
+    }
+
+    #[test]
+    fn eight_requests_explored_completely() {
+        use racelab_harness::run::{check, Backend, Mode, Verdict};
+        let bounds = Bounds::default();
+        let upsert = SummaryUpsert { variant: Variant::UniqueOnConflict, requests: 8 };
+        let checked = check("summary-upsert/unique-on-conflict", &upsert, &Mode::Exhaustive, &bounds, &Backend::Sim);
+        assert_eq!(checked.verdict, Verdict::Holds);
+        assert!(checked.complete);
+        // Eight requests each insert-or-update once: every order of the eight is an execution.
+        assert_eq!(checked.stats.executions, 40_320);
+        let racy = SummaryUpsert { variant: Variant::CheckThenInsert, requests: 8 };
+        let checked = check("summary-upsert/check-then-insert", &racy, &Mode::Exhaustive, &bounds, &Backend::Sim);
+        assert_eq!(checked.verdict, Verdict::Violated);
+        assert_eq!(checked.counterexample.expect("a counterexample").steps, 4, "two of the eight suffice");
     }
 }

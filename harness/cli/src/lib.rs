@@ -164,7 +164,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ScenarioDir {
-    /// Directory of scenario files (default: ./scenarios, else the workspace's).
+    /// Directory of scenario files (default: the catalogue's own, else ./scenarios).
     #[arg(long = "scenarios", value_name = "DIR")]
     path: Option<PathBuf>,
 }
@@ -214,7 +214,7 @@ pub struct App {
     pub name: &'static str,
     /// Builds the catalogue. A function, so that it is built once per run.
     pub catalogue: fn() -> Vec<RaceDef>,
-    /// Default scenario directory when `--scenarios` is absent and `./scenarios` does not exist.
+    /// Default scenario directory when `--scenarios` is absent (else `./scenarios`).
     pub scenarios: PathBuf,
 }
 
@@ -261,7 +261,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             };
             let junit = junit.as_deref().map(junit::JunitFile::create).transpose()?;
             let backends = Backends::new(backend, &db)?;
-            check(&selected, &mode, &backends, json, junit)
+            check(app.name, &selected, &mode, &backends, json, junit)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -276,7 +276,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 let Some(b) = backends.for_scenario(s)? else { continue };
                 let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
                 backends.healthy(&b)?;
-                print_text(s, &Mode::Exhaustive, &checked, true);
+                print_text(app.name, s, &Mode::Exhaustive, &checked, true);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -346,10 +346,12 @@ impl Backends {
 }
 
 fn load(dir: &ScenarioDir, catalogue: &[RaceDef], default: &Path) -> Result<Vec<Scenario>, BadInput> {
+    // The catalogue's own scenarios first: a `./scenarios` of another project would name races
+    // this catalogue does not have.
     let path = match &dir.path {
         Some(p) => p.clone(),
-        None if Path::new("scenarios").is_dir() => PathBuf::from("scenarios"),
-        None => default.to_path_buf(),
+        None if default.is_dir() => default.to_path_buf(),
+        None => PathBuf::from("scenarios"),
     };
     scenario::load_dir(&path, catalogue).map_err(|e| BadInput(e.to_string()))
 }
@@ -406,6 +408,7 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
 }
 
 fn check(
+    program: &str,
     selected: &[&Scenario],
     mode: &Mode,
     backends: &Backends,
@@ -441,7 +444,7 @@ fn check(
         if json {
             println!("{}", json_line(s, mode, backend.name(), &checked));
         } else {
-            bar.suspend(|| print_text(s, mode, &checked, false));
+            bar.suspend(|| print_text(program, s, mode, &checked, false));
         }
     }
     bar.finish_and_clear();
@@ -468,10 +471,11 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
         "steps": cx.map(|x| x.steps),
         "reason": c.reason,
         "complete": c.complete,
-        "bounds": s.bounds,
+        "bounds": c.bounds,
         "pct_guarantee": c.pct_guarantee,
         "stats": {
             "executions": c.stats.executions,
+            "final_states": c.stats.final_states,
             "states": c.stats.states,
             "transitions": c.stats.transitions,
             "pruned": c.stats.pruned,
@@ -481,7 +485,7 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
     })
 }
 
-fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
+fn print_text(program: &str, s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
     let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
     println!(
         "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
@@ -493,23 +497,32 @@ fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
         for line in &cx.final_state {
             println!("  {line}");
         }
-        println!("replay:   racelab replay {} {}\n", s.id, cx.token);
+        println!("replay:   {program} replay {} {}\n", s.id, cx.token);
     } else if explain || c.verdict != s.expected {
-        let b = &s.bounds;
+        let b = &c.bounds;
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
         println!(
-            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, preemptions {}, depth ≤ {}",
+            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, lost replies ≤ {}, preemptions {}, \
+             depth ≤ {}",
             mode.name(),
             s.model.actor_names().len(),
             b.crashes,
             b.errors,
             b.timeouts,
+            b.lost_replies,
             preemptions,
             b.max_depth
         );
         println!(
-            "  {} states, {} executions, {} transitions ({} skipped by sleep sets), longest {} steps; complete: {}",
-            c.stats.states, c.stats.executions, c.stats.transitions, c.stats.pruned, c.stats.depth, c.complete
+            "  {} states, {} executions, {} distinct final states, {} transitions ({} skipped by sleep sets), \
+             longest {} steps; complete: {}",
+            c.stats.states,
+            c.stats.executions,
+            c.stats.final_states,
+            c.stats.transitions,
+            c.stats.pruned,
+            c.stats.depth,
+            c.complete
         );
         if let Some(reason) = &c.reason {
             println!("  inconclusive: {reason}");

@@ -64,7 +64,7 @@ pub fn kind_name(kind: ChoiceKind) -> String {
 #[allow(unreachable_patterns)]
 pub fn resource(op: &Op) -> Option<String> {
     Some(match &op.kind {
-        OpKind::Sql { stmt, .. } => match stmt {
+        OpKind::Sql(sql) => match sql.stmt {
             Sql::AdvisoryLock { .. }
             | Sql::AdvisoryTryLock { .. }
             | Sql::AdvisoryUnlock { .. }
@@ -80,6 +80,8 @@ pub fn resource(op: &Op) -> Option<String> {
         },
         OpKind::Http(HttpOp::Request { route, .. } | HttpOp::Accept { route }) => format!("http {route}"),
         OpKind::Http(_) => "http".to_string(),
+        // A part the model added; the op does not carry the part's name, only its index.
+        OpKind::Part(part) => format!("part {}", part.part),
         OpKind::Local => return None,
         _ => "world".to_string(),
     })

@@ -25,7 +25,7 @@ use std::fmt::{self, Write as _};
 use racelab_harness::catalogue::DynModel;
 use racelab_harness::explore::shortest::{NotEnabled, Trace};
 use racelab_harness::explore::{Bounds, Choice, ChoiceKind};
-use racelab_harness::op::{ActorId, ConnId, ErrorCode, Op, OpKind, Outcome, Sql};
+use racelab_harness::op::{ActorId, ConnId, ErrorCode, Op, OpKind, Outcome, Sql, SqlOp};
 use racelab_harness::run::{Backend, Mode, Verdict};
 use racelab_harness::token::{self, TokenError};
 
@@ -73,6 +73,7 @@ impl fmt::Display for ExportError {
                     ChoiceKind::Crash => "a crash",
                     ChoiceKind::Error => "an injected error",
                     ChoiceKind::Timeout => "a timeout",
+                    ChoiceKind::LostReply => "a lost reply",
                     ChoiceKind::Step => "a step",
                 }
             ),
@@ -243,7 +244,7 @@ fn statements(trace: &Trace) -> Vec<Sent> {
     for (event, op) in &trace.steps {
         let actor = event.choice.actor;
         match op {
-            Some(Op { name, kind: OpKind::Sql { conn, stmt } }) => {
+            Some(Op { name, kind: OpKind::Sql(SqlOp { conn, stmt }) }) => {
                 if event.outcome.is_none() {
                     waiting.insert(actor, sent.len());
                 }

@@ -30,14 +30,20 @@ impl Default for Exhaustive {
     }
 }
 
+struct Visited {
+    sleep: Vec<Choice>,
+    executions: Option<u64>,
+}
+
 struct Search<'m, M: Model> {
     model: &'m M,
     props: Properties<M::Actor>,
     bounds: &'m Bounds,
     sleep_sets: bool,
-    /// Fingerprint → the sleep set it was explored with.
+    /// Fingerprint → the sleep set it was explored with, and the complete executions found
+    /// through it so far (`None` while it is on the current path).
     /// Unkeyed hasher: nothing here depends on iteration order, but no randomness at all is simpler.
-    visited: HashMap<u128, Vec<Choice>, BuildHasherDefault<DefaultHasher>>,
+    visited: HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>,
     stats: Stats,
     path: Vec<Choice>,
     reached: u64,
@@ -77,7 +83,7 @@ impl Exhaustive {
         };
         let init = State::initial(model);
         assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
-        search.visit(init, Vec::new());
+        search.stats.executions = search.visit(init, Vec::new());
         let complete = search.violation.is_none() && search.incomplete.is_none();
         let exploration = Exploration {
             unreached: if complete { unreached_targets(model, search.reached) } else { Vec::new() },
@@ -95,37 +101,44 @@ impl<M: Model> Search<'_, M> {
         self.violation.is_some() || self.incomplete.is_some()
     }
 
-    /// Explore from `state`, reached by `self.path`, with `sleep` asleep.
-    fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) {
+    /// Explore from `state`, reached by `self.path`, with `sleep` asleep. Returns the complete
+    /// executions found through this state on this visit.
+    fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) -> u64 {
         let enabled = state.choices(self.bounds);
         let key = state.fingerprint();
         let asleep = |c: &Choice| sleep.iter().any(|(s, _)| s == c);
         // Choices whose subtrees an earlier visit of this state already covered.
         let mut done: Vec<Choice> = Vec::new();
+        let mut executions = 0u64;
         let todo: Vec<Choice> = match self.visited.get_mut(&key) {
             Some(stored) => {
-                let todo: Vec<Choice> = enabled.iter().copied().filter(|c| stored.contains(c) && !asleep(c)).collect();
-                done = enabled.iter().copied().filter(|c| !stored.contains(c)).collect();
-                stored.retain(|c| asleep(c));
-                if todo.is_empty() {
-                    return;
+                // A state on the current path (a cycle) contributes no complete execution.
+                let known = stored.executions.unwrap_or(0);
+                let todo: Vec<Choice> =
+                    enabled.iter().copied().filter(|c| stored.sleep.contains(c) && !asleep(c)).collect();
+                done = enabled.iter().copied().filter(|c| !stored.sleep.contains(c)).collect();
+                stored.sleep.retain(|c| asleep(c));
+                if todo.is_empty() || stored.executions.is_none() {
+                    return known;
                 }
+                executions = known;
                 todo
             }
             None => {
                 if self.visited.len() as u64 >= self.bounds.max_states {
                     self.incomplete = Some(format!("state bound reached: {} states", self.bounds.max_states));
-                    return;
+                    return 0;
                 }
-                self.visited.insert(key, sleep.iter().map(|(c, _)| *c).collect());
+                self.visited.insert(key, Visited { sleep: sleep.iter().map(|(c, _)| *c).collect(), executions: None });
                 self.stats.states += 1;
                 self.reached |= state.targets_reached(&self.props);
                 if let Some(v) = state.check(self.model, &self.props) {
                     self.violation = Some((v, self.path.clone()));
-                    return;
+                    return 0;
                 }
                 if !state.any_step() {
-                    self.stats.executions += 1;
+                    self.stats.final_states += 1;
+                    executions = 1;
                     if let Some(finals) = &mut self.finals {
                         finals.insert(key);
                     }
@@ -137,7 +150,8 @@ impl<M: Model> Search<'_, M> {
             if !todo.is_empty() {
                 self.incomplete = Some(format!("depth bound reached: {} steps", self.bounds.max_depth));
             }
-            return;
+            self.record(key, executions);
+            return executions;
         }
         self.stats.pruned += (enabled.len() - todo.len() - done.len()) as u64;
 
@@ -152,7 +166,7 @@ impl<M: Model> Search<'_, M> {
         }
         for choice in todo {
             if self.stopped() {
-                return;
+                return executions;
             }
             let mut next = state.clone();
             let fp = next.apply(choice, self.bounds);
@@ -169,9 +183,17 @@ impl<M: Model> Search<'_, M> {
             };
             self.path.push(choice);
             self.stats.depth = self.stats.depth.max(self.path.len() as u32);
-            self.visit(next, child_sleep);
+            executions = executions.saturating_add(self.visit(next, child_sleep));
             self.path.pop();
             explored.push((choice, fp));
+        }
+        self.record(key, executions);
+        executions
+    }
+
+    fn record(&mut self, key: u128, executions: u64) {
+        if let Some(v) = self.visited.get_mut(&key) {
+            v.executions = Some(executions);
         }
     }
 }

@@ -29,6 +29,19 @@ pub enum ChoiceKind {
     Error,
     /// Its waiting op times out.
     Timeout,
+    /// Its op takes effect, but the reply is lost: it sees an error or a timeout instead of the
+    /// outcome (a commit that committed while its client timed out).
+    LostReply,
+}
+
+impl ChoiceKind {
+    /// Every kind, in token order.
+    pub const ALL: [ChoiceKind; 5] =
+        [ChoiceKind::Step, ChoiceKind::Crash, ChoiceKind::Error, ChoiceKind::Timeout, ChoiceKind::LostReply];
+
+    pub fn is_fault(self) -> bool {
+        self != ChoiceKind::Step
+    }
 }
 
 /// One scheduling decision. A schedule is a sequence of them, and a token encodes one.
@@ -47,6 +60,8 @@ pub struct Bounds {
     pub errors: u8,
     /// Timeouts of waiting ops per execution.
     pub timeouts: u8,
+    /// Lost replies (the op took effect, the actor saw an error) per execution.
+    pub lost_replies: u8,
     /// At most this many preemptive context switches per execution (`None`: unbounded).
     pub preemptions: Option<u8>,
     /// Steps per execution.
@@ -57,15 +72,28 @@ pub struct Bounds {
 
 impl Default for Bounds {
     fn default() -> Self {
-        Bounds { crashes: 0, errors: 0, timeouts: 0, preemptions: None, max_depth: 200, max_states: 2_000_000 }
+        Bounds {
+            crashes: 0,
+            errors: 0,
+            timeouts: 0,
+            lost_replies: 0,
+            preemptions: None,
+            max_depth: 200,
+            max_states: 2_000_000,
+        }
     }
 }
 
-/// How many schedules, states and steps an exploration covered.
+/// How many schedules, states and steps an exploration covered. Each counter counts one thing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Executions run to a final state (or, for stateless strategies, schedules run).
+    /// Complete executions covered: for a stateless strategy, the schedules it ran; for the
+    /// exhaustive search, the paths from the initial state to a final state in the explored
+    /// graph (counted through the state cache, so one visit of a state stands for every path
+    /// through it; saturates at `u64::MAX`).
     pub executions: u64,
+    /// Distinct final states (no actor can move) reached.
+    pub final_states: u64,
     /// Distinct states visited.
     pub states: u64,
     /// Transitions executed.

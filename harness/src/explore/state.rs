@@ -17,6 +17,7 @@ pub struct FaultsUsed {
     pub crashes: u8,
     pub errors: u8,
     pub timeouts: u8,
+    pub lost_replies: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -92,7 +93,8 @@ impl<A: Actor> State<A> {
         }
     }
 
-    /// Every choice enabled here, in a fixed order: by actor, then step, error, timeout, crash.
+    /// Every choice enabled here, in a fixed order: by actor, then step, error, lost reply,
+    /// timeout, crash.
     pub fn choices(&self, bounds: &Bounds) -> Vec<Choice> {
         let mut out = Vec::with_capacity(self.actors.len() * 2);
         for i in 0..self.actors.len() {
@@ -104,15 +106,27 @@ impl<A: Actor> State<A> {
             match self.status[i] {
                 Status::Running => {
                     // `next_op` allocates: ask only when an error could be chosen at all.
-                    if self.faults.errors < bounds.errors && self.actors[i].next_op().is_some_and(|op| op.is_fallible())
-                    {
-                        out.push(Choice { actor, kind: ChoiceKind::Error });
+                    let may_err = self.faults.errors < bounds.errors;
+                    let may_lose = self.faults.lost_replies < bounds.lost_replies;
+                    if (may_err || may_lose) && self.actors[i].next_op().is_some_and(|op| op.is_fallible()) {
+                        if may_err {
+                            out.push(Choice { actor, kind: ChoiceKind::Error });
+                        }
+                        if may_lose {
+                            out.push(Choice { actor, kind: ChoiceKind::LostReply });
+                        }
                     }
                     if self.faults.crashes < bounds.crashes {
                         out.push(Choice { actor, kind: ChoiceKind::Crash });
                     }
                 }
                 Status::Waiting if !self.world.is_dormant(i) => {
+                    if step
+                        && self.faults.lost_replies < bounds.lost_replies
+                        && self.actors[i].next_op().is_some_and(|op| op.is_fallible())
+                    {
+                        out.push(Choice { actor, kind: ChoiceKind::LostReply });
+                    }
                     if !step && self.faults.timeouts < bounds.timeouts {
                         out.push(Choice { actor, kind: ChoiceKind::Timeout });
                     }
@@ -194,6 +208,45 @@ impl<A: Actor> State<A> {
                     }
                 }
             }
+            ChoiceKind::LostReply if self.status[i] == Status::Waiting => {
+                let op = self.actors[i].next_op().expect("a waiting actor has an op");
+                let outcome = self.world.take_ready(i).expect("a lost reply is chosen only for a granted wait");
+                let seen = self.world.lose_reply(i, &op, outcome.clone());
+                self.status[i] = Status::Running;
+                self.faults.lost_replies += 1;
+                self.deliver(i, &seen);
+                let text = text(describe, || {
+                    format!("{} ⇐ {} [reply lost: {}]", op.label(), render::outcome(&outcome), render::outcome(&seen))
+                });
+                delivered = Some(seen);
+                text
+            }
+            ChoiceKind::LostReply => {
+                let op = self.actors[i].next_op().expect("a running actor has an op");
+                match self.world.apply(i, &op) {
+                    Applied::Done(outcome) => {
+                        let seen = self.world.lose_reply(i, &op, outcome.clone());
+                        self.faults.lost_replies += 1;
+                        self.deliver(i, &seen);
+                        let text = text(describe, || {
+                            format!(
+                                "{} → {} [reply lost: {}]",
+                                op.label(),
+                                render::outcome(&outcome),
+                                render::outcome(&seen)
+                            )
+                        });
+                        delivered = Some(seen);
+                        text
+                    }
+                    // The op waits: no reply yet to lose. The fault is not spent; it can strike
+                    // when the wait is granted.
+                    Applied::Blocked => {
+                        self.status[i] = Status::Waiting;
+                        text(describe, || format!("{} … waits", op.label()))
+                    }
+                }
+            }
             ChoiceKind::Error => {
                 let op = self.actors[i].next_op().expect("a running actor has an op");
                 let outcome = self.world.inject_error(i, &op);
@@ -265,8 +318,8 @@ impl<A: Actor> State<A> {
         let phases: &[Phase] = if final_state { &[Phase::Step, Phase::Final] } else { &[Phase::Step] };
         for &phase in phases {
             let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase };
-            for inv in &props.invariants {
-                if let Err(detail) = (inv.check)(&view) {
+            for inv in props.invariants.iter().filter(|inv| phase == Phase::Final || !inv.final_only) {
+                if let Err(detail) = inv.check(&view) {
                     return Some(Violation { invariant: inv.name.to_string(), detail });
                 }
             }
@@ -289,7 +342,7 @@ impl<A: Actor> State<A> {
     /// Bitmask of the model's targets reached in this state.
     pub fn targets_reached(&self, props: &Properties<A>) -> u64 {
         let view = View { world: &self.world, actors: &self.actors, status: &self.status, phase: Phase::Step };
-        props.targets.iter().enumerate().filter(|(_, t)| (t.reached)(&view)).fold(0, |m, (k, _)| m | (1u64 << k))
+        props.targets.iter().enumerate().filter(|(_, t)| t.reached(&view)).fold(0, |m, (k, _)| m | (1u64 << k))
     }
 }
 

@@ -34,6 +34,7 @@ impl<S: Scheduler> Explorer for Stateless<S> {
         let props = Properties::of(model);
         let mut stats = Stats::default();
         let mut seen: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+        let mut finals: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
         let mut reached = 0u64;
         let mut violation = None;
         let mut index = 0;
@@ -54,6 +55,9 @@ impl<S: Scheduler> Explorer for Stateless<S> {
                 }
                 let enabled = state.choices(bounds);
                 if !state.any_step() || enabled.is_empty() {
+                    if finals.insert(state.fingerprint()) {
+                        stats.final_states += 1;
+                    }
                     break;
                 }
                 if step == bounds.max_depth {

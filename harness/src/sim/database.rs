@@ -7,9 +7,10 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use crate::op::{Applied, ConnId, Footprint, Outcome, Row, Sql, TableId};
+use crate::op::{ActorId, Applied, ConnId, ErrorCode, Footprint, Outcome, Row, Sql, SqlOp, TableId};
 
 use super::db::{Db, Schema};
+use super::subsystem::Subsystem;
 
 /// A real database server driven one statement at a time. Mirrors [`Db`]'s stepping API.
 pub trait RealDb: Send {
@@ -35,6 +36,10 @@ pub struct Database {
     /// The simulator; with a real server attached, only its schema and session count are used.
     sim: Db,
     real: Option<Real>,
+    /// The actor that owns each connection; its crash closes them.
+    conn_owner: Vec<ActorId>,
+    /// The connection each actor's statement waits on, indexed by actor.
+    waiting_on: Vec<Option<ConnId>>,
 }
 
 #[derive(Clone)]
@@ -50,19 +55,42 @@ impl std::fmt::Debug for Real {
 /// state only, and exhaustive search (which relies on equality) refuses them.
 impl PartialEq for Database {
     fn eq(&self, other: &Self) -> bool {
-        self.sim == other.sim && self.real.is_some() == other.real.is_some()
+        self.sim == other.sim
+            && self.real.is_some() == other.real.is_some()
+            && self.conn_owner == other.conn_owner
+            && self.waiting_on == other.waiting_on
     }
 }
 impl Eq for Database {}
 impl Hash for Database {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.sim.hash(state);
+        self.conn_owner.hash(state);
+        self.waiting_on.hash(state);
     }
 }
 
 impl Database {
     pub fn new(schema: Schema) -> Database {
-        Database { sim: Db::new(schema), real: None }
+        Database { sim: Db::new(schema), real: None, conn_owner: Vec::new(), waiting_on: Vec::new() }
+    }
+
+    /// Open a connection owned by `actor`; it closes when the actor's process crashes.
+    pub fn connect(&mut self, actor: ActorId) -> ConnId {
+        assert!(actor < crate::op::MAX_ACTORS);
+        let conn = self.open_session();
+        assert_eq!(usize::from(conn), self.conn_owner.len());
+        self.conn_owner.push(actor);
+        // Sized once, during init, so that equal states have equal vectors.
+        if self.waiting_on.len() <= actor {
+            self.waiting_on.resize(actor + 1, None);
+        }
+        conn
+    }
+
+    /// How many connections the model opened.
+    pub fn connections(&self) -> usize {
+        self.conn_owner.len()
     }
 
     /// Run every statement from now on against `real`, starting from the simulator's committed
@@ -90,7 +118,7 @@ impl Database {
     pub fn schema(&self) -> &Schema {
         self.sim.schema()
     }
-    pub fn open_session(&mut self) -> ConnId {
+    fn open_session(&mut self) -> ConnId {
         assert!(self.real.is_none(), "sessions are opened during init, before a server is attached");
         self.sim.open_session()
     }
@@ -98,40 +126,119 @@ impl Database {
         assert!(self.real.is_none(), "rows are seeded during init, before a server is attached");
         self.sim.seed_row(table, row);
     }
-    pub fn execute(&mut self, conn: ConnId, stmt: &Sql, fp: &mut Footprint) -> Applied {
+    fn execute(&mut self, conn: ConnId, stmt: &Sql, fp: &mut Footprint) -> Applied {
         match self.with_real(|r| r.execute(conn, stmt)) {
             Some(applied) => applied,
             None => self.sim.execute(conn, stmt, fp),
         }
     }
-    pub fn is_ready(&self, conn: ConnId) -> bool {
+    fn conn_is_ready(&self, conn: ConnId) -> bool {
         self.with_real(|r| r.is_ready(conn)).unwrap_or_else(|| self.sim.is_ready(conn))
     }
-    pub fn take_ready(&mut self, conn: ConnId, fp: &mut Footprint) -> Option<Outcome> {
-        match self.with_real(|r| r.take_ready(conn)) {
-            Some(outcome) => outcome,
-            None => self.sim.take_ready(conn, fp),
+    fn disconnect(&mut self, conn: ConnId, fp: &mut Footprint) {
+        if self.with_real(|r| r.disconnect(conn)).is_none() {
+            self.sim.disconnect(conn, fp);
         }
     }
-    pub fn cancel_wait(&mut self, conn: ConnId, fp: &mut Footprint) -> Outcome {
+    fn waiting_conn(&self, actor: ActorId) -> Option<ConnId> {
+        self.waiting_on.get(actor).copied().flatten()
+    }
+    fn take_waiting_conn(&mut self, actor: ActorId) -> ConnId {
+        self.waiting_on[actor].take().unwrap_or_else(|| panic!("actor {actor} waits on no connection"))
+    }
+    /// The rows of `table` as a new snapshot sees them.
+    pub fn committed_rows(&self, table: TableId) -> Vec<Row> {
+        self.with_real(|r| r.committed_rows(table)).unwrap_or_else(|| self.sim.committed_rows(table))
+    }
+}
+
+impl Subsystem for Database {
+    type Op = SqlOp;
+
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn apply(&mut self, actor: ActorId, op: &SqlOp, fp: &mut Footprint) -> Applied {
+        let owner = self.conn_owner.get(usize::from(op.conn)).copied();
+        assert_eq!(owner, Some(actor), "connection {} is not actor {actor}'s", op.conn);
+        let applied = self.execute(op.conn, &op.stmt, fp);
+        if applied == Applied::Blocked {
+            self.waiting_on[actor] = Some(op.conn);
+        }
+        applied
+    }
+
+    fn is_ready(&self, actor: ActorId) -> bool {
+        self.waiting_conn(actor).is_some_and(|c| self.conn_is_ready(c))
+    }
+
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+        let conn = self.waiting_conn(actor)?;
+        let outcome = match self.with_real(|r| r.take_ready(conn)) {
+            Some(outcome) => outcome,
+            None => self.sim.take_ready(conn, fp),
+        }?;
+        self.waiting_on[actor] = None;
+        Some(outcome)
+    }
+
+    fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+        let conn = self.take_waiting_conn(actor);
         match self.with_real(|r| r.cancel_wait(conn)) {
             Some(outcome) => outcome,
             None => self.sim.cancel_wait(conn, fp),
         }
     }
-    pub fn inject_error(&mut self, conn: ConnId, stmt: &Sql, fp: &mut Footprint) -> Outcome {
-        match self.with_real(|r| r.inject_error(conn, stmt)) {
+
+    fn inject_error(&mut self, _actor: ActorId, op: &SqlOp, fp: &mut Footprint) -> Outcome {
+        match self.with_real(|r| r.inject_error(op.conn, &op.stmt)) {
             Some(outcome) => outcome,
-            None => self.sim.inject_error(conn, stmt, fp),
+            None => self.sim.inject_error(op.conn, &op.stmt, fp),
         }
     }
-    pub fn disconnect(&mut self, conn: ConnId, fp: &mut Footprint) {
-        if self.with_real(|r| r.disconnect(conn)).is_none() {
-            self.sim.disconnect(conn, fp);
+
+    /// The statement ran to completion on the server, but the client gave up on it first: a
+    /// client-side `statement_timeout` or cancel that arrived too late (57014), or, for a lock,
+    /// `lock_timeout` firing after the grant (55P03, PostgreSQL bug #17686). The server keeps
+    /// what the statement did: a commit stays committed, a lock stays held.
+    fn lose_reply(&mut self, _actor: ActorId, op: &SqlOp, _outcome: Outcome, fp: &mut Footprint) -> Outcome {
+        fp.global();
+        match op.stmt {
+            Sql::AdvisoryLock { .. } => Outcome::Err(ErrorCode::LOCK_NOT_AVAILABLE),
+            _ => Outcome::Err(ErrorCode::QUERY_CANCELED),
         }
     }
-    /// The rows of `table` as a new snapshot sees them.
-    pub fn committed_rows(&self, table: TableId) -> Vec<Row> {
-        self.with_real(|r| r.committed_rows(table)).unwrap_or_else(|| self.sim.committed_rows(table))
+
+    fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
+        for &actor in dead {
+            if let Some(w) = self.waiting_on.get_mut(actor) {
+                *w = None;
+            }
+            for conn in 0..self.conn_owner.len() {
+                if self.conn_owner[conn] == actor {
+                    self.disconnect(conn as ConnId, fp);
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        self.schema()
+            .tables
+            .iter()
+            .map(|table| {
+                let shown: Vec<String> = self
+                    .committed_rows(table.name)
+                    .iter()
+                    .map(|r| {
+                        let cells: Vec<String> = table.columns.iter().zip(r).map(|(c, v)| format!("{c}={v}")).collect();
+                        format!("({})", cells.join(", "))
+                    })
+                    .collect();
+                let rows = if shown.is_empty() { "no rows".into() } else { shown.join(" ") };
+                format!("{}: {rows}", table.name)
+            })
+            .collect()
     }
 }

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, HttpOp, Outcome, Resource, Value};
 
+use super::subsystem::Subsystem;
+
 /// `connect()` to a port nobody listens on.
 pub const ECONNREFUSED: ErrorCode = ErrorCode("ECONNREFUSED");
 
@@ -74,8 +76,16 @@ impl Http {
     pub fn listen(&mut self, route: &'static str, server: ActorId) {
         self.listeners.entry(route).or_default().push(server);
     }
+}
 
-    pub fn apply(&mut self, actor: ActorId, op: &HttpOp, fp: &mut Footprint) -> Applied {
+impl Subsystem for Http {
+    type Op = HttpOp;
+
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn apply(&mut self, actor: ActorId, op: &HttpOp, fp: &mut Footprint) -> Applied {
         fp.write(Resource::Http);
         match *op {
             HttpOp::Request { route, arg } => {
@@ -112,12 +122,12 @@ impl Http {
         }
     }
 
-    pub fn is_ready(&self, actor: ActorId) -> bool {
+    fn is_ready(&self, actor: ActorId) -> bool {
         matches!(self.requests[actor], Some(Request { state: Exchange::Answered(_), .. }))
             || matches!(self.accepting[actor], Some(Accepting::Got(_)))
     }
 
-    pub fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
         if let Some(Request { state: Exchange::Answered(outcome), .. }) = &self.requests[actor] {
             let outcome = outcome.clone();
             self.requests[actor] = None;
@@ -134,7 +144,7 @@ impl Http {
 
     /// A timeout fires: a client abandons its request, or a server stops accepting (a request
     /// it was matched with but had not collected goes back to the head of the queue).
-    pub fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+    fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
         fp.write(Resource::Http);
         if self.requests[actor].take().is_some() {
             self.queued.retain(|&c| c != actor);
@@ -152,6 +162,18 @@ impl Http {
         Outcome::Err(ErrorCode::ETIMEDOUT)
     }
 
+    fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
+        for &actor in dead {
+            self.crash(actor, fp);
+        }
+    }
+
+    fn is_idle(&self, actor: ActorId) -> bool {
+        Http::is_idle(self, actor)
+    }
+}
+
+impl Http {
     /// `actor` died: requests it was serving fail with ECONNRESET for their clients, and so do
     /// queued requests on a route that has no live server left. Its own request disappears.
     pub fn crash(&mut self, actor: ActorId, fp: &mut Footprint) {

@@ -10,20 +10,27 @@ pub mod database;
 pub mod db;
 pub mod http;
 pub mod os;
+pub mod parts;
+pub mod subsystem;
 
-use crate::op::{ActorId, Applied, ConnId, ErrorCode, Footprint, Op, OpKind, Outcome};
+use crate::op::{ActorId, Applied, ConnId, Footprint, Op, OpKind, Outcome};
 
 pub use database::{Database, RealDb, SharedDb};
 pub use db::{Db, Schema, TableDef, UniqueIndex};
 pub use http::Http;
 pub use os::Os;
+pub use subsystem::{Part, PartId, PartOp, Parts, Subsystem, MAX_PARTS};
+
+use subsystem::AnyOp;
 
 /// Which subsystem holds an actor's waiting op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum WaitsIn {
-    Db(ConnId),
+enum Where {
+    Db,
     Os,
     Http,
+    /// A model-defined part, by index.
+    Part(u8),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,10 +38,10 @@ pub struct World {
     pub db: Database,
     pub os: Os,
     pub http: Http,
-    /// Owner actor of each database connection.
-    conn_owner: Vec<ActorId>,
+    /// The parts the model added, in order.
+    parts: Parts,
     /// Where each actor's op waits, if it does.
-    waits_in: Vec<Option<WaitsIn>>,
+    waits_in: Vec<Option<Where>>,
     /// What the transition being applied has touched. Not part of the state proper.
     touched: Footprint,
 }
@@ -48,7 +55,7 @@ impl World {
             db: Database::new(schema),
             os: Os::new(actors),
             http: Http::new(actors),
-            conn_owner: Vec::new(),
+            parts: Parts::default(),
             waits_in: vec![None; actors],
             touched: Footprint::default(),
         }
@@ -57,40 +64,86 @@ impl World {
     /// Open a database connection owned by `actor`; it closes when the actor's process crashes.
     pub fn connect(&mut self, actor: ActorId) -> ConnId {
         assert!(actor < self.waits_in.len());
-        let conn = self.db.open_session();
-        assert_eq!(usize::from(conn), self.conn_owner.len());
-        self.conn_owner.push(actor);
-        conn
+        self.db.connect(actor)
+    }
+
+    /// Add a subsystem of the model's own (a mutex, a cache, an API) next to the built-in ones.
+    /// The handle builds its ops and reads its state.
+    pub fn add_part<S: Subsystem>(&mut self, part: S) -> PartId<S> {
+        assert!(self.parts.0.len() < MAX_PARTS, "at most {MAX_PARTS} parts");
+        self.parts.0.push(Box::new(part));
+        PartId::new((self.parts.0.len() - 1) as u8)
+    }
+
+    /// The state of a part the model added.
+    pub fn part<S: Subsystem>(&self, id: PartId<S>) -> &S {
+        self.parts.0[usize::from(id.index)].as_any().downcast_ref::<S>().expect("a part handle of this world")
+    }
+
+    /// Change a part during init (seed its data).
+    pub fn part_mut<S: Subsystem>(&mut self, id: PartId<S>) -> &mut S {
+        self.parts.0[usize::from(id.index)].as_any_mut().downcast_mut::<S>().expect("a part handle of this world")
     }
 
     /// Run the database part of this world on a real server from now on (stateless explorers only).
     pub fn attach_real_db(&mut self, real: SharedDb) {
-        self.db.attach(real, self.conn_owner.len());
+        let sessions = self.db.connections();
+        self.db.attach(real, sessions);
     }
 
     /// How many database connections the model opened.
     pub fn connections(&self) -> usize {
-        self.conn_owner.len()
+        self.db.connections()
     }
 
     pub fn actor_count(&self) -> usize {
         self.waits_in.len()
     }
 
+    fn subsystem(&self, at: Where) -> &dyn Part {
+        match at {
+            Where::Db => &self.db,
+            Where::Os => &self.os,
+            Where::Http => &self.http,
+            Where::Part(i) => &*self.parts.0[usize::from(i)],
+        }
+    }
+
+    fn subsystem_mut(&mut self, at: Where) -> &mut dyn Part {
+        match at {
+            Where::Db => &mut self.db,
+            Where::Os => &mut self.os,
+            Where::Http => &mut self.http,
+            Where::Part(i) => &mut *self.parts.0[usize::from(i)],
+        }
+    }
+
+    /// Which subsystem runs `op`, and the op as that subsystem takes it.
+    fn route(op: &Op) -> Option<(Where, &dyn AnyOp)> {
+        match &op.kind {
+            OpKind::Sql(o) => Some((Where::Db, o)),
+            OpKind::Os(o) => Some((Where::Os, o)),
+            OpKind::Http(o) => Some((Where::Http, o)),
+            OpKind::Part(o) => Some((Where::Part(o.part), &*o.op)),
+            OpKind::Local => None,
+        }
+    }
+
+    /// Every subsystem, built-in ones first.
+    fn all(&mut self) -> impl Iterator<Item = &mut dyn Part> {
+        let builtin: [&mut dyn Part; 3] = [&mut self.db, &mut self.os, &mut self.http];
+        builtin.into_iter().chain(self.parts.0.iter_mut().map(|p| &mut **p))
+    }
+
     /// Apply `actor`'s op atomically.
     pub fn apply(&mut self, actor: ActorId, op: &Op) -> Applied {
         assert!(self.waits_in[actor].is_none(), "actor {actor} applies an op while waiting");
-        let (applied, waits_in) = match &op.kind {
-            OpKind::Sql { conn, stmt } => {
-                assert_eq!(self.conn_owner[usize::from(*conn)], actor, "connection {conn} is not actor {actor}'s");
-                (self.db.execute(*conn, stmt, &mut self.touched), WaitsIn::Db(*conn))
-            }
-            OpKind::Os(o) => (self.os.apply(actor, o, &mut self.touched), WaitsIn::Os),
-            OpKind::Http(h) => (self.http.apply(actor, h, &mut self.touched), WaitsIn::Http),
-            OpKind::Local => return Applied::Done(Outcome::Ok),
-        };
+        let Some((at, inner)) = Self::route(op) else { return Applied::Done(Outcome::Ok) };
+        let mut fp = std::mem::take(&mut self.touched);
+        let applied = self.subsystem_mut(at).apply_dyn(actor, inner, &mut fp);
+        self.touched = fp;
         if applied == Applied::Blocked {
-            self.waits_in[actor] = Some(waits_in);
+            self.waits_in[actor] = Some(at);
         }
         applied
     }
@@ -102,77 +155,78 @@ impl World {
 
     /// Has `actor`'s queued op been granted, so that its outcome can be collected?
     pub fn is_ready(&self, actor: ActorId) -> bool {
-        match self.waits_in[actor] {
-            None => false,
-            Some(WaitsIn::Db(c)) => self.db.is_ready(c),
-            Some(WaitsIn::Os) => self.os.is_ready(actor),
-            Some(WaitsIn::Http) => self.http.is_ready(actor),
-        }
+        self.waits_in[actor].is_some_and(|at| self.subsystem(at).is_ready_dyn(actor))
     }
 
     /// Is `actor` a not-yet-spawned process or task? Dormant actors never count as deadlocked.
     pub fn is_dormant(&self, actor: ActorId) -> bool {
-        self.waits_in[actor] == Some(WaitsIn::Os) && self.os.is_dormant(actor)
+        self.waits_in[actor] == Some(Where::Os) && self.os.is_dormant(actor)
     }
 
-    /// Is `actor` not stuck even though it waits: not spawned yet, or a server idle in `accept`?
-    /// Idle actors never count towards a deadlock.
+    /// Is `actor` not stuck even though it waits: not spawned yet, or idle in its subsystem (a
+    /// server in `accept`)? Idle actors never count towards a deadlock.
     pub fn is_idle(&self, actor: ActorId) -> bool {
-        self.is_dormant(actor) || (self.waits_in[actor] == Some(WaitsIn::Http) && self.http.is_idle(actor))
+        self.is_dormant(actor) || self.waits_in[actor].is_some_and(|at| self.subsystem(at).is_idle_dyn(actor))
     }
 
     /// Collect the outcome of `actor`'s granted op.
     pub fn take_ready(&mut self, actor: ActorId) -> Option<Outcome> {
-        let outcome = match self.waits_in[actor]? {
-            WaitsIn::Db(c) => self.db.take_ready(c, &mut self.touched),
-            WaitsIn::Os => self.os.take_ready(actor, &mut self.touched),
-            WaitsIn::Http => self.http.take_ready(actor, &mut self.touched),
-        }?;
+        let at = self.waits_in[actor]?;
+        let mut fp = std::mem::take(&mut self.touched);
+        let outcome = self.subsystem_mut(at).take_ready_dyn(actor, &mut fp);
+        self.touched = fp;
+        let outcome = outcome?;
         self.waits_in[actor] = None;
         Some(outcome)
     }
 
     /// A timeout fires on `actor`'s waiting op: it is dequeued and fails.
     pub fn cancel_wait(&mut self, actor: ActorId) -> Outcome {
-        self.touched.global();
-        let outcome = match self.waits_in[actor].take().expect("cancel_wait on an actor that does not wait") {
-            WaitsIn::Db(c) => self.db.cancel_wait(c, &mut self.touched),
-            WaitsIn::Os => self.os.cancel_wait(actor, &mut self.touched),
-            WaitsIn::Http => self.http.cancel_wait(actor, &mut self.touched),
-        };
+        let at = self.waits_in[actor].take().expect("cancel_wait on an actor that does not wait");
+        let mut fp = Footprint::GLOBAL;
+        let outcome = self.subsystem_mut(at).cancel_wait_dyn(actor, &mut fp);
+        self.touched = fp;
         assert!(outcome.is_err());
         outcome
     }
 
     /// `actor`'s op fails with an injected error instead of running. Errors inside a
     /// transaction abort it, as any PostgreSQL error does.
-    pub fn inject_error(&mut self, _actor: ActorId, op: &Op) -> Outcome {
+    pub fn inject_error(&mut self, actor: ActorId, op: &Op) -> Outcome {
         assert!(op.is_fallible());
-        self.touched.global();
-        match &op.kind {
-            OpKind::Sql { conn, stmt } => self.db.inject_error(*conn, stmt, &mut self.touched),
-            OpKind::Os(_) => Outcome::Err(ErrorCode::EIO),
-            OpKind::Http(_) => Outcome::Err(ErrorCode::ECONNRESET),
-            OpKind::Local => unreachable!("local ops are not fallible"),
-        }
+        let (at, inner) = Self::route(op).expect("local ops are not fallible");
+        let mut fp = Footprint::GLOBAL;
+        let outcome = self.subsystem_mut(at).inject_error_dyn(actor, inner, &mut fp);
+        self.touched = fp;
+        outcome
+    }
+
+    /// `actor`'s op took effect with `outcome`, but the reply is lost: the actor sees what its
+    /// subsystem says instead (a timeout, a cancelled statement), and the effect stays.
+    pub fn lose_reply(&mut self, actor: ActorId, op: &Op, outcome: Outcome) -> Outcome {
+        assert!(op.is_fallible());
+        let (at, inner) = Self::route(op).expect("local ops are not fallible");
+        let mut fp = Footprint::GLOBAL;
+        let seen = self.subsystem_mut(at).lose_reply_dyn(actor, inner, outcome, &mut fp);
+        self.touched = fp;
+        assert!(seen.is_err(), "a lost reply is seen as an error");
+        seen
     }
 
     /// `actor`'s process crashes. Returns every actor that dies with it (itself included): the
-    /// other tasks of its process. Their connections close, their locks and flocks are released,
-    /// and requests they were serving fail.
+    /// other tasks of its process. Every subsystem then forgets their waits and releases what
+    /// they held: connections close, locks and flocks are released, requests they served fail.
     pub fn crash(&mut self, actor: ActorId) -> Vec<ActorId> {
-        self.touched.global();
-        let dead = self.os.crash(actor);
+        let dead = self.os.process_mates(actor);
         assert!(dead.contains(&actor));
+        let mut fp = Footprint::GLOBAL;
         for &a in &dead {
             self.waits_in[a] = None;
-            for conn in 0..self.conn_owner.len() {
-                if self.conn_owner[conn] == a {
-                    self.db.disconnect(conn as ConnId, &mut self.touched);
-                }
-            }
-            self.http.crash(a, &mut self.touched);
         }
+        for part in self.all() {
+            part.on_crash_dyn(&dead, &mut fp);
+        }
+        self.touched = fp;
         dead
     }
 
@@ -183,24 +237,14 @@ impl World {
 }
 
 impl World {
-    /// The parts of the state a reader of a counterexample needs: committed table contents,
-    /// files, flocks and live processes.
+    /// The parts of the state a reader of a counterexample needs: files, flocks and live
+    /// processes, committed table contents, and what each model-defined part shows.
     pub fn describe(&self) -> Vec<String> {
-        let mut lines = self.os.describe();
-        for table in &self.db.schema().tables {
-            let rows = self.db.committed_rows(table.name);
-            let shown: Vec<String> = rows
-                .iter()
-                .map(|r| {
-                    let cells: Vec<String> = table.columns.iter().zip(r).map(|(c, v)| format!("{c}={v}")).collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
-            lines.push(format!(
-                "{}: {}",
-                table.name,
-                if shown.is_empty() { "no rows".into() } else { shown.join(" ") }
-            ));
+        let mut lines = self.os.describe_dyn();
+        lines.extend(self.db.describe_dyn());
+        lines.extend(self.http.describe_dyn());
+        for part in &self.parts.0 {
+            lines.extend(part.describe_dyn());
         }
         lines
     }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
 
+use super::subsystem::Subsystem;
+
 /// The pid of the first process; later ones count up from it.
 const FIRST_PID: Pid = 100;
 
@@ -131,8 +133,16 @@ impl Os {
         }
         lines
     }
+}
 
-    pub fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
+impl Subsystem for Os {
+    type Op = OsOp;
+
+    fn name(&self) -> &'static str {
+        "os"
+    }
+
+    fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
         assert!(self.waits[actor].is_none(), "actor {actor} already waits");
         let done = Applied::Done;
         match *op {
@@ -214,16 +224,11 @@ impl Os {
         }
     }
 
-    pub fn is_ready(&self, actor: ActorId) -> bool {
+    fn is_ready(&self, actor: ActorId) -> bool {
         self.waits[actor].as_ref().is_some_and(|w| w.outcome.is_some())
     }
 
-    /// Does `actor` wait for someone to spawn it?
-    pub fn is_dormant(&self, actor: ActorId) -> bool {
-        self.waits[actor].as_ref().is_some_and(|w| w.on == WaitFor::Spawn && w.outcome.is_none())
-    }
-
-    pub fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
         let wait = self.waits[actor].as_ref()?;
         let outcome = wait.outcome.clone()?;
         match wait.on {
@@ -236,7 +241,7 @@ impl Os {
 
     /// A timeout fires on `actor`'s wait. A `flock` not yet granted leaves the queue; one already
     /// granted stays held, as when the alarm fires just after the syscall returned.
-    pub fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+    fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
         let wait = self.waits[actor].take().expect("cancel_wait on an actor that does not wait in the OS");
         match wait.on {
             WaitFor::Spawn => fp.read(Resource::Processes),
@@ -250,27 +255,41 @@ impl Os {
         Outcome::Err(ErrorCode::ETIMEDOUT)
     }
 
-    /// Kill `actor`'s process; returns all actors that ran in it. Its flocks are released and its
-    /// tasks' queued waits dropped. An actor outside any process dies alone.
-    pub fn crash(&mut self, actor: ActorId) -> Vec<ActorId> {
-        let pid = self.process_of[actor];
-        let dead = match pid {
-            Some(pid) => self.process_mut(pid).actors.clone(),
-            None => {
-                if self.dormant[actor] {
-                    self.stillborn[actor] = true;
-                }
-                vec![actor]
-            }
-        };
+    /// The dead actors' process dies: its flocks are released and its tasks' queued waits
+    /// dropped. An actor not spawned yet is stillborn: a later spawn starts a dead process.
+    fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
         // Dead waiters leave their queues first, so that no flock is handed to them.
-        for &a in &dead {
+        for &a in dead {
+            if self.process_of[a].is_none() && self.dormant[a] {
+                self.stillborn[a] = true;
+            }
             self.drop_wait(a);
         }
-        if let Some(pid) = pid {
-            self.kill(pid, &mut Footprint::default());
+        let mut pids: Vec<Pid> = dead.iter().filter_map(|&a| self.process_of[a]).collect();
+        pids.dedup();
+        for pid in pids {
+            self.kill(pid, fp);
         }
-        dead
+    }
+
+    fn describe(&self) -> Vec<String> {
+        Os::describe(self)
+    }
+}
+
+impl Os {
+    /// Does `actor` wait for someone to spawn it?
+    pub fn is_dormant(&self, actor: ActorId) -> bool {
+        self.waits[actor].as_ref().is_some_and(|w| w.on == WaitFor::Spawn && w.outcome.is_none())
+    }
+
+    /// Everyone who dies when `actor`'s process crashes: the tasks of its process, or the actor
+    /// alone when it runs in none.
+    pub fn process_mates(&self, actor: ActorId) -> Vec<ActorId> {
+        match self.process_of[actor] {
+            Some(pid) => self.process(pid).expect("a started process").actors.clone(),
+            None => vec![actor],
+        }
     }
 
     fn new_process(&mut self, actors: &[ActorId], alive: bool) -> Pid {
@@ -365,6 +384,12 @@ mod tests {
         os.take_ready(actor, &mut Footprint::default())
     }
 
+    fn crash(os: &mut Os, actor: ActorId) -> Vec<ActorId> {
+        let dead = os.process_mates(actor);
+        os.on_crash(&dead, &mut Footprint::default());
+        dead
+    }
+
     fn flock(nonblocking: bool) -> OsOp {
         OsOp::Flock { path: LOCK, nonblocking }
     }
@@ -401,7 +426,7 @@ mod tests {
         apply(&mut os, 1, OsOp::AwaitSpawn);
         assert_eq!(done(&mut os, 0, OsOp::SpawnTask { actor: 1 }), Outcome::Ok);
         assert_eq!(take(&mut os, 1), Some(Outcome::Pid(server)));
-        assert_eq!(os.crash(0), vec![0, 1]);
+        assert_eq!(crash(&mut os, 0), vec![0, 1]);
         assert!(!os.is_alive(server));
     }
 
@@ -438,7 +463,7 @@ mod tests {
         assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: 4242 }), Outcome::Bool(false));
         assert_eq!(done(&mut os, 1, OsOp::Exit), Outcome::Ok);
         assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: b }), Outcome::Bool(false));
-        os.crash(0);
+        crash(&mut os, 0);
         assert!(!os.is_alive(a));
     }
 
@@ -507,10 +532,10 @@ mod tests {
         apply(&mut os, 1, flock(false));
         apply(&mut os, 2, flock(false));
         // The waiter dies first: it leaves the queue.
-        assert_eq!(os.crash(1), vec![1]);
+        assert_eq!(crash(&mut os, 1), vec![1]);
         assert_eq!(os.flock_holder(LOCK), Some(a));
         // The holder dies: the lock passes over the dead waiter to the live one.
-        assert_eq!(os.crash(0), vec![0]);
+        assert_eq!(crash(&mut os, 0), vec![0]);
         assert_eq!(os.flock_holder(LOCK), Some(c));
         assert_eq!(take(&mut os, 2), Some(Outcome::Ok));
         assert!(!os.is_alive(a));
@@ -537,7 +562,7 @@ mod tests {
         os.start_process(&[0]);
         os.add_dormant(1);
         apply(&mut os, 1, OsOp::AwaitSpawn);
-        assert_eq!(os.crash(1), vec![1]);
+        assert_eq!(crash(&mut os, 1), vec![1]);
         assert!(!os.is_dormant(1));
         let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
         assert!(!os.is_alive(child));
