@@ -29,11 +29,20 @@ bench:
 bench-pg:
     cargo bench -p racelab-pg --bench pg
 
-# Write a report of every verdict to reports/
+# Write the report site and Markdown to reports/site/, and every verdict to reports/ (JSON Lines, text, JUnit XML)
 report:
     mkdir -p reports
+    cargo run --release -p racelab -- report --out reports/site
     cargo run --release -p racelab -- check all --json > reports/verdicts.jsonl
-    cargo run --release -p racelab -- check all > reports/verdicts.txt
+    cargo run --release -p racelab -- check all --junit reports/junit.xml > reports/verdicts.txt
+
+# Be the scheduler: a local page to play a scenario (just play summary-upsert/check-then-insert)
+play id="summary-upsert/check-then-insert":
+    cargo run --release -p racelab -- play {{id}}
+
+# The browser test alone (headless Chromium; apt-get install chromium chromium-driver)
+browser:
+    cargo test -p racelab --test browser -- --nocapture
 
 # Every database scenario on a real PostgreSQL server (a throwaway cluster unless DATABASE_URL is set)
 pg *ids="summary-upsert progress-clear-insert nested-locks judge-persist":

@@ -21,6 +21,12 @@ use racelab_harness::scenario::{self, Scenario};
 use racelab_harness::token;
 use serde_json::json;
 
+mod diagram;
+mod junit;
+mod play;
+mod report;
+mod walk;
+
 #[derive(Parser)]
 #[command(name = "racelab", version, about = "Explore production races as buggy and fixed state machines")]
 struct Cli {
@@ -57,6 +63,9 @@ enum Command {
         depth: u32,
         #[arg(long)]
         json: bool,
+        /// Also write the verdicts as JUnit XML to FILE, one test case per scenario.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
         #[command(flatten)]
         dir: ScenarioDir,
         #[command(flatten)]
@@ -115,6 +124,32 @@ enum Command {
         #[command(flatten)]
         dir: ScenarioDir,
     },
+    /// Write a static site (offline) and Markdown: every race, its seed, its verdicts, and per
+    /// variant the shortest counterexample as a sequence diagram or what was explored.
+    Report {
+        #[arg(default_value = "all")]
+        ids: Vec<String>,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR", default_value = "reports/site")]
+        out: PathBuf,
+        /// Also explore the database scenarios on PostgreSQL and show that verdict.
+        #[arg(long, value_enum, default_value_t = Backend::Sim)]
+        backend: Backend,
+        #[command(flatten)]
+        dir: ScenarioDir,
+        #[command(flatten)]
+        db: DatabaseArg,
+    },
+    /// Be the scheduler: a local page where you pick who moves next and which fault strikes.
+    Play {
+        /// The scenario to start on (`race/variant`, or a race for its first variant).
+        id: Option<String>,
+        /// Port on 127.0.0.1 (default: any free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[command(flatten)]
+        dir: ScenarioDir,
+    },
     /// Show the shortest counterexample, or what was explored for a variant that holds.
     Explain {
         id: String,
@@ -169,7 +204,7 @@ enum ModeArg {
 }
 
 /// A failure to report: exit 2 for bad input.
-struct BadInput(String);
+pub(crate) struct BadInput(String);
 
 /// What a racelab command line serves: a name for messages, the catalogue, and where its
 /// scenario files live when `--scenarios` is not given.
@@ -216,7 +251,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
         Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
-        Command::Check { ids, backend, mode, seed, schedules, depth, json, dir, db } => {
+        Command::Check { ids, backend, mode, seed, schedules, depth, json, junit, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
             let mode = match mode {
@@ -224,8 +259,9 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 ModeArg::Random => Mode::Random { seed, schedules },
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
             };
+            let junit = junit.as_deref().map(junit::JunitFile::create).transpose()?;
             let backends = Backends::new(backend, &db)?;
-            check(app.name, &selected, &mode, &backends, json)
+            check(app.name, &selected, &mode, &backends, json, junit)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -249,6 +285,23 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             let selected = select(&scenarios, &catalogue, &ids)?;
             let backends = Backends::new(Backend::Postgres, &db)?;
             conform(&selected, schedules as usize, &backends, json)
+        }
+        Command::Report { ids, out, backend, dir, db } => {
+            let scenarios = load(&dir, &catalogue)?;
+            let selected = select(&scenarios, &catalogue, &ids)?;
+            let backends = Backends::new(backend, &db)?;
+            report::run(&catalogue, &selected, &backends, &out)
+        }
+        Command::Play { id, port, dir } => {
+            let scenarios = load(&dir, &catalogue)?;
+            let start = match &id {
+                Some(id) => {
+                    let first = select(&scenarios, &catalogue, std::slice::from_ref(id))?[0].id.clone();
+                    scenarios.iter().position(|s| s.id == first).expect("selected from these scenarios")
+                }
+                None => 0,
+            };
+            play::serve(scenarios, &catalogue, start, port, app.name)
         }
         Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
         Command::ExportSpec { id, out, token, dir } => {
@@ -360,6 +413,7 @@ fn check(
     mode: &Mode,
     backends: &Backends,
     json: bool,
+    junit: Option<junit::JunitFile>,
 ) -> Result<ExitCode, BadInput> {
     let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
         let bar = ProgressBar::new(selected.len() as u64);
@@ -370,11 +424,18 @@ fn check(
     };
     let mut mismatches = 0;
     let mut ran = 0;
+    let mut cases = Vec::new();
+    let mut backend_name = "sim";
     for s in selected {
         bar.set_message(s.id.clone());
-        let Some(backend) = backends.for_scenario(s)? else { continue };
+        let Some(backend) = backends.for_scenario(s)? else {
+            cases.push(junit::Case::skipped(s));
+            continue;
+        };
         let checked = s.model.check(&s.id, mode, &s.bounds, &backend);
         backends.healthy(&backend)?;
+        backend_name = backend.name();
+        cases.push(junit::Case::ran(s, &checked));
         bar.inc(1);
         ran += 1;
         if checked.verdict != s.expected {
@@ -387,6 +448,9 @@ fn check(
         }
     }
     bar.finish_and_clear();
+    if let Some(file) = junit {
+        file.write(&format!("racelab check ({backend_name}, {})", mode.name()), &cases, terminal_width())?;
+    }
     if !json {
         println!("{ran} scenarios, {} as expected, {mismatches} not", ran - mismatches);
     }
