@@ -224,6 +224,7 @@ impl Subsystem for Database {
     }
 
     fn describe(&self) -> Vec<String> {
+        let locks = if self.is_simulated() { self.sim.describe_locks() } else { Vec::new() };
         self.schema()
             .tables
             .iter()
@@ -239,6 +240,7 @@ impl Subsystem for Database {
                 let rows = if shown.is_empty() { "no rows".into() } else { shown.join(" ") };
                 format!("{}: {rows}", table.name)
             })
+            .chain(locks)
             .collect()
     }
 }

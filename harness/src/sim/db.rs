@@ -874,6 +874,33 @@ impl Db {
         }
     }
 
+    /// Who holds which lock and who waits for whom, for a reader of a counterexample:
+    /// `advisory lock 42 held by conn 0`, `conn 1 waits for conn 0 (advisory lock 42)`.
+    pub fn describe_locks(&self) -> Vec<String> {
+        let mut lines: Vec<String> =
+            self.advisory.iter().map(|(key, h)| format!("advisory lock {key} held by conn {}", h.conn)).collect();
+        for (t, rows) in self.tables.iter().enumerate() {
+            for r in rows {
+                if let (Some(locker), Some(v)) = (r.locker, r.versions.last()) {
+                    let values: Vec<String> = v.values.iter().map(|x| x.to_string()).collect();
+                    lines.push(format!("row {}({}) locked by conn {locker}", self.name(t), values.join(", ")));
+                }
+            }
+        }
+        for &w in &self.wait_queue {
+            let Some(p) = self.sessions[usize::from(w)].pending.as_ref() else { continue };
+            let what = match p.wait {
+                Wait::Tx(_) => "its transaction".to_string(),
+                Wait::Advisory(key) => format!("advisory lock {key}"),
+            };
+            match self.blocker(p.wait, w) {
+                Some(b) => lines.push(format!("conn {w} waits for conn {b} ({what})")),
+                None => lines.push(format!("conn {w} is granted ({what})")),
+            }
+        }
+        lines
+    }
+
     /// Would `conn` waiting for `wait` close a cycle in the wait-for graph? With exclusive
     /// locks only, each waiter waits for exactly one session (edges to waiters queued ahead on
     /// the same key add no cycle that the holder edge does not already close).
