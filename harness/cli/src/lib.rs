@@ -9,7 +9,7 @@
 //! }
 //! ```
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -171,6 +171,23 @@ enum ModeArg {
 /// A failure to report: exit 2 for bad input.
 struct BadInput(String);
 
+/// Standard output could not be written (a full disk, a closed file): a failure to report,
+/// not a panic as `println!` would make it.
+fn stdout_failed(e: std::io::Error) -> BadInput {
+    BadInput(format!("writing to standard output: {e}"))
+}
+
+/// `writeln!` to standard output, returning [`BadInput`] from the enclosing function when the
+/// write fails.
+macro_rules! say {
+    ($w:expr) => {
+        writeln!($w).map_err(stdout_failed)?
+    };
+    ($w:expr, $($arg:tt)*) => {
+        writeln!($w, $($arg)*).map_err(stdout_failed)?
+    };
+}
+
 /// What a racelab command line serves: a name for messages, the catalogue, and where its
 /// scenario files live when `--scenarios` is not given.
 #[derive(Clone)]
@@ -212,10 +229,18 @@ pub fn main(app: App) -> ExitCode {
 }
 
 fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
+    let stdout = std::io::stdout();
+    let w = &mut stdout.lock();
+    let code = run_command(cli, app, w)?;
+    w.flush().map_err(stdout_failed)?;
+    Ok(code)
+}
+
+fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadInput> {
     let catalogue = (app.catalogue)();
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
-        Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
+        Command::List { json, dir } => list(w, &catalogue, &load(&dir, &catalogue)?, json),
         Command::Check { ids, backend, mode, seed, schedules, depth, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
@@ -225,12 +250,12 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
             };
             let backends = Backends::new(backend, &db)?;
-            check(&selected, &mode, &backends, json)
+            check(w, &selected, &mode, &backends, json)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let backends = Backends::new(backend, &db)?;
-            replay(&scenarios, &catalogue, &id, &token, &backends, json)
+            replay(w, &scenarios, &catalogue, &id, &token, &backends, json)
         }
         Command::Explain { id, backend, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -240,7 +265,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 let Some(b) = backends.for_scenario(s)? else { continue };
                 let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
                 backends.healthy(&b)?;
-                print_text(s, &Mode::Exhaustive, &checked, true);
+                print_text(w, s, &Mode::Exhaustive, &checked, true)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -248,11 +273,11 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
             let backends = Backends::new(Backend::Postgres, &db)?;
-            conform(&selected, schedules as usize, &backends, json)
+            conform(w, &selected, schedules as usize, &backends, json)
         }
-        Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
+        Command::PgSpec { files, out_dir, db } => pg_spec(w, &files, out_dir.as_deref(), &db),
         Command::ExportSpec { id, out, token, dir } => {
-            export_spec(&load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())
+            export_spec(w, &load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())
         }
     }
 }
@@ -326,7 +351,7 @@ fn select<'s>(scenarios: &'s [Scenario], catalogue: &[RaceDef], ids: &[String]) 
     Ok(chosen)
 }
 
-fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<ExitCode, BadInput> {
+fn list(w: &mut dyn Write, catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<ExitCode, BadInput> {
     for race in catalogue {
         for variant in &race.variants {
             let id = format!("{}/{}", race.id, variant.id);
@@ -342,17 +367,23 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
                     "scenario": file.map(|s| s.path.display().to_string()),
                     "expected": file.map(|s| s.expected),
                 });
-                println!("{line}");
+                say!(w, "{line}");
             } else {
                 let expected = file.map(|s| s.expected.to_string()).unwrap_or_else(|| "no scenario".into());
-                println!("{id:<48} {expected:<12} {}", variant.summary);
+                say!(w, "{id:<48} {expected:<12} {}", variant.summary);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+fn check(
+    w: &mut dyn Write,
+    selected: &[&Scenario],
+    mode: &Mode,
+    backends: &Backends,
+    json: bool,
+) -> Result<ExitCode, BadInput> {
     let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
@@ -373,14 +404,14 @@ fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -
             mismatches += 1;
         }
         if json {
-            println!("{}", json_line(s, mode, backend.name(), &checked));
+            say!(w, "{}", json_line(s, mode, backend.name(), &checked));
         } else {
-            bar.suspend(|| print_text(s, mode, &checked, false));
+            bar.suspend(|| print_text(w, s, mode, &checked, false))?;
         }
     }
     bar.finish_and_clear();
     if !json {
-        println!("{ran} scenarios, {} as expected, {mismatches} not", ran - mismatches);
+        say!(w, "{ran} scenarios, {} as expected, {mismatches} not", ran - mismatches);
     }
     Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -412,23 +443,30 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
     })
 }
 
-fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
+fn print_text(w: &mut dyn Write, s: &Scenario, mode: &Mode, c: &Checked, explain: bool) -> Result<(), BadInput> {
     let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
-    println!(
+    say!(
+        w,
         "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
-        s.id, c.verdict, s.expected, c.stats.states, c.stats.executions, c.elapsed_ms
+        s.id,
+        c.verdict,
+        s.expected,
+        c.stats.states,
+        c.stats.executions,
+        c.elapsed_ms
     );
     if let Some(cx) = &c.counterexample {
-        println!("\n{}\n", cx.timeline.render(terminal_width()));
-        println!("violated: {}: {}", cx.invariant, cx.detail);
+        say!(w, "\n{}\n", cx.timeline.render(terminal_width()));
+        say!(w, "violated: {}: {}", cx.invariant, cx.detail);
         for line in &cx.final_state {
-            println!("  {line}");
+            say!(w, "  {line}");
         }
-        println!("replay:   racelab replay {} {}\n", s.id, cx.token);
+        say!(w, "replay:   racelab replay {} {}\n", s.id, cx.token);
     } else if explain || c.verdict != s.expected {
         let b = &s.bounds;
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
-        println!(
+        say!(
+            w,
             "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, preemptions {}, depth ≤ {}",
             mode.name(),
             s.model.actor_names().len(),
@@ -438,21 +476,29 @@ fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
             preemptions,
             b.max_depth
         );
-        println!(
+        say!(
+            w,
             "  {} states, {} executions, {} transitions ({} skipped by sleep sets), longest {} steps; complete: {}",
-            c.stats.states, c.stats.executions, c.stats.transitions, c.stats.pruned, c.stats.depth, c.complete
+            c.stats.states,
+            c.stats.executions,
+            c.stats.transitions,
+            c.stats.pruned,
+            c.stats.depth,
+            c.complete
         );
         if let Some(reason) = &c.reason {
-            println!("  inconclusive: {reason}");
+            say!(w, "  inconclusive: {reason}");
         }
         if let Some(g) = c.pct_guarantee {
-            println!("  PCT: each schedule finds a bug of the chosen depth with probability ≥ {g:.2e}");
+            say!(w, "  PCT: each schedule finds a bug of the chosen depth with probability ≥ {g:.2e}");
         }
-        println!();
+        say!(w);
     }
+    Ok(())
 }
 
 fn replay(
+    w: &mut dyn Write,
     scenarios: &[Scenario],
     catalogue: &[RaceDef],
     id: &str,
@@ -493,15 +539,15 @@ fn replay(
             "steps": r.steps,
             "final_state": r.final_state,
         });
-        println!("{line}");
+        say!(w, "{line}");
     } else {
-        println!("{}\n", r.timeline.render(terminal_width()));
+        say!(w, "{}\n", r.timeline.render(terminal_width()));
         match (&r.invariant, &r.detail) {
-            (Some(inv), Some(detail)) => println!("violated: {inv}: {detail}"),
-            _ => println!("no invariant was violated by this schedule"),
+            (Some(inv), Some(detail)) => say!(w, "violated: {inv}: {detail}"),
+            _ => say!(w, "no invariant was violated by this schedule"),
         }
         for line in &r.final_state {
-            println!("  {line}");
+            say!(w, "  {line}");
         }
     }
     Ok(if r.verdict == Verdict::Violated { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -511,7 +557,12 @@ fn terminal_width() -> u16 {
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(140)
 }
 
-fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Result<ExitCode, BadInput> {
+fn pg_spec(
+    w: &mut dyn Write,
+    files: &[PathBuf],
+    out_dir: Option<&Path>,
+    db: &DatabaseArg,
+) -> Result<ExitCode, BadInput> {
     // Parse everything first: a bad spec is reported before any server starts.
     for f in files {
         racelab_pg::spec::parse_file(f).map_err(|e| BadInput(e.to_string()))?;
@@ -528,7 +579,7 @@ fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Resul
                 let out = dir.join(format!("{name}.out"));
                 std::fs::write(&out, output).map_err(|e| BadInput(format!("{}: {e}", out.display())))?;
             }
-            None => print!("{output}"),
+            None => write!(w, "{output}").map_err(stdout_failed)?,
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -536,6 +587,7 @@ fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Resul
 
 /// Write one scenario's schedule as an isolation spec, to `out` or standard output.
 fn export_spec(
+    w: &mut dyn Write,
     scenarios: &[Scenario],
     catalogue: &[RaceDef],
     id: &str,
@@ -553,13 +605,19 @@ fn export_spec(
         .map_err(|e| BadInput(format!("cannot export `{id}`: {e}")))?;
     match out {
         Some(path) => std::fs::write(path, spec).map_err(|e| BadInput(format!("{}: {e}", path.display())))?,
-        None => print!("{spec}"),
+        None => write!(w, "{spec}").map_err(stdout_failed)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Replay the simulator's explored schedules on PostgreSQL and compare the step logs.
-fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+fn conform(
+    w: &mut dyn Write,
+    selected: &[&Scenario],
+    limit: usize,
+    backends: &Backends,
+    json: bool,
+) -> Result<ExitCode, BadInput> {
     let mut total_mismatches = 0;
     for s in selected {
         let Some(pg) = backends.for_scenario(s)? else { continue };
@@ -583,7 +641,7 @@ fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool
             }
             mismatches += 1;
             if !json {
-                println!("{}: schedule {} differs", s.id, token::encode(&s.id, schedule));
+                say!(w, "{}: schedule {} differs", s.id, token::encode(&s.id, schedule));
                 let first = sim
                     .log
                     .iter()
@@ -594,15 +652,15 @@ fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool
                     let mark = if k == first { ">>" } else { "  " };
                     let a = sim.log.get(k).map_or("", String::as_str);
                     let b = real_log.get(k).map_or("", String::as_str);
-                    println!("{mark} T{k:<3} sim: {a:<60} postgres: {b}");
+                    say!(w, "{mark} T{k:<3} sim: {a:<60} postgres: {b}");
                 }
             }
         }
         total_mismatches += mismatches;
         if json {
-            println!("{}", json!({ "id": s.id, "schedules": schedules.len(), "mismatches": mismatches }));
+            say!(w, "{}", json!({ "id": s.id, "schedules": schedules.len(), "mismatches": mismatches }));
         } else {
-            println!("{:<48} {} schedules, {} mismatches", s.id, schedules.len(), mismatches);
+            say!(w, "{:<48} {} schedules, {} mismatches", s.id, schedules.len(), mismatches);
         }
     }
     Ok(if total_mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
