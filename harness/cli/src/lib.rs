@@ -146,7 +146,7 @@ impl DatabaseArg {
     fn cluster(&self) -> Result<racelab_pg::Cluster, BadInput> {
         racelab_pg::install_interrupt_cleanup().map_err(|e| BadInput(e.to_string()))?;
         let cluster = match &self.database_url {
-            Some(url) => racelab_pg::Cluster::external(url),
+            Some(url) => racelab_pg::Cluster::external_from("--database-url", url),
             None => racelab_pg::Cluster::from_env(),
         };
         cluster.map_err(|e| BadInput(e.to_string()))
@@ -214,17 +214,57 @@ pub fn main(app: App) -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    quiet_panics_when_the_server_is_gone();
     let matches = Cli::command().name(app.name).bin_name(app.name).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match run(cli, &app) {
+    let result = run(cli, &app);
+    // An interrupt's cleanup may have made this run fail; it ends the process with 130.
+    wait_for_interrupt_exit();
+    match result {
         Ok(code) => code,
         Err(BadInput(message)) => {
             eprintln!("{}: {message}", app.name);
             ExitCode::from(2)
         }
+    }
+}
+
+/// While the SIGINT/SIGTERM handler cleans up, servers vanish under the running command,
+/// which may then fail or panic: this thread waits for the handler's exit instead (bounded,
+/// in case the handler itself is stuck).
+fn wait_for_interrupt_exit() {
+    for _ in 0..6000 {
+        if !racelab_pg::interrupted() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A panic caused by a lost server (the models meet outcomes they were never meant to see) or
+/// by an interrupt's cleanup is not a bug of racelab: it is reported as the failure it is
+/// (exit 2) or ends with the interrupt (130), without a panic trace. Other panics print as
+/// usual.
+fn quiet_panics_when_the_server_is_gone() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        wait_for_interrupt_exit();
+        if !racelab_pg::server_lost() {
+            default(info);
+        }
+    }));
+}
+
+/// Run `f` on a backend; a panic while the server is lost is that failure (exit 2).
+fn guarded<T>(backends: &Backends, backend: &RunBackend, f: impl FnOnce() -> T) -> Result<T, BadInput> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    backends.healthy(backend)?;
+    match r {
+        Ok(v) => Ok(v),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 
@@ -254,8 +294,11 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
+            // Bad input is rejected before any server starts.
+            let s = replay_scenario(&scenarios, &catalogue, &id)?;
+            let schedule = token::decode(&id, &token).map_err(|e| BadInput(e.to_string()))?;
             let backends = Backends::new(backend, &db)?;
-            replay(w, &scenarios, &catalogue, &id, &token, &backends, json)
+            replay(w, s, &schedule, &token, &backends, json)
         }
         Command::Explain { id, backend, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -263,8 +306,7 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
             let backends = Backends::new(backend, &db)?;
             for s in &selected {
                 let Some(b) = backends.for_scenario(s)? else { continue };
-                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
-                backends.healthy(&b)?;
+                let checked = guarded(&backends, &b, || s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b))?;
                 print_text(w, s, &Mode::Exhaustive, &checked, true)?;
             }
             Ok(ExitCode::SUCCESS)
@@ -308,8 +350,8 @@ impl Backends {
     /// A run on a server that failed underneath is no verdict.
     fn healthy(&self, backend: &RunBackend) -> Result<(), BadInput> {
         if let RunBackend::Real { db, .. } = backend {
-            if let Some(failure) = db.lock().map_err(|_| BadInput("the database controller panicked".into()))?.failure()
-            {
+            // A panic while the server was lost may have poisoned the lock; the failure is still there.
+            if let Some(failure) = db.lock().unwrap_or_else(|p| p.into_inner()).failure() {
                 return Err(BadInput(format!("postgres: {failure}")));
             }
         }
@@ -396,8 +438,7 @@ fn check(
     for s in selected {
         bar.set_message(s.id.clone());
         let Some(backend) = backends.for_scenario(s)? else { continue };
-        let checked = s.model.check(&s.id, mode, &s.bounds, &backend);
-        backends.healthy(&backend)?;
+        let checked = guarded(backends, &backend, || s.model.check(&s.id, mode, &s.bounds, &backend))?;
         bar.inc(1);
         ran += 1;
         if checked.verdict != s.expected {
@@ -497,36 +538,38 @@ fn print_text(w: &mut dyn Write, s: &Scenario, mode: &Mode, c: &Checked, explain
     Ok(())
 }
 
+/// The one scenario `id` names, for `replay`.
+fn replay_scenario<'s>(scenarios: &'s [Scenario], catalogue: &[RaceDef], id: &str) -> Result<&'s Scenario, BadInput> {
+    match scenarios.iter().find(|s| s.id == id) {
+        Some(s) => Ok(s),
+        None => {
+            let selected = select(scenarios, catalogue, &[id.to_string()])?;
+            Err(BadInput(format!(
+                "replay needs one scenario id (race/variant); `{id}` names {}",
+                selected.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            )))
+        }
+    }
+}
+
 fn replay(
     w: &mut dyn Write,
-    scenarios: &[Scenario],
-    catalogue: &[RaceDef],
-    id: &str,
+    s: &Scenario,
+    schedule: &[racelab_harness::explore::Choice],
     tok: &str,
     backends: &Backends,
     json: bool,
 ) -> Result<ExitCode, BadInput> {
-    let s = match scenarios.iter().find(|s| s.id == id) {
-        Some(s) => s,
-        None => {
-            let selected = select(scenarios, catalogue, &[id.to_string()])?;
-            return Err(BadInput(format!(
-                "replay needs one scenario id (race/variant); `{id}` names {}",
-                selected.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-    };
-    let schedule = token::decode(id, tok).map_err(|e| BadInput(e.to_string()))?;
+    let id = s.id.as_str();
     let Some(backend) = backends.for_scenario(s)? else {
         return Err(BadInput(format!("`{id}` has no database to replay on postgres")));
     };
-    let r = s.model.replay(&s.bounds, &schedule, &backend).map_err(|e| {
+    let r = guarded(backends, &backend, || s.model.replay(&s.bounds, &schedule, &backend))?.map_err(|e| {
         BadInput(format!(
             "the token does not replay on `{id}`: step {} picks actor {} ({:?}), which cannot move there; was the scenario file changed?",
             e.step, e.choice.actor, e.choice.kind
         ))
     })?;
-    backends.healthy(&backend)?;
     if json {
         let line = json!({
             "id": id,
@@ -626,8 +669,7 @@ fn conform(
         for schedule in &schedules {
             let sim =
                 s.model.replay(&s.bounds, schedule, &RunBackend::Sim).expect("the simulator's own schedule replays");
-            let real = s.model.replay(&s.bounds, schedule, &pg);
-            backends.healthy(&pg)?;
+            let real = guarded(backends, &pg, || s.model.replay(&s.bounds, schedule, &pg))?;
             let real_log = match &real {
                 Ok(r) => r.log.clone(),
                 Err(e) => {

@@ -108,3 +108,178 @@ fn unwritable_stdout_exits_2() {
         assert!(stderr(&out).contains("standard output"), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// The signals racelab cleans up after, at several moments: while `initdb` runs, while the
+/// server starts, and while scenarios run. Each ends with status 130, no panic trace, and
+/// nothing left.
+#[test]
+fn interrupts_at_any_moment_leave_nothing_and_exit_130() {
+    for (signal, delay_ms) in
+        [(libc::SIGINT, 30), (libc::SIGTERM, 150), (libc::SIGINT, 400), (libc::SIGTERM, 900), (libc::SIGINT, 1800)]
+    {
+        let tmp = open_tmp();
+        let child = Command::new(env!("CARGO_BIN_EXE_racelab"))
+            .args(["check", "summary-upsert/advisory-xact-lock", "--backend", "postgres"])
+            .args(["--scenarios", &scenarios_dir()])
+            .env_remove("DATABASE_URL")
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "signal {signal} after {delay_ms} ms: {}", stderr(&out));
+        assert_no_panic(&out);
+        assert_nothing_left(tmp.path());
+    }
+}
+
+/// `SIGKILL` cannot be caught: the server dies with racelab, and the next run removes the
+/// directory left behind, and only directories of racelab processes that are gone.
+#[test]
+fn the_next_run_removes_what_a_killed_run_left() {
+    let tmp = open_tmp();
+    let foreign = tmp.path().join("racelab-pg-not-ours");
+    std::fs::create_dir(&foreign).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(["check", "summary-upsert/advisory-xact-lock", "--backend", "postgres"])
+        .args(["--scenarios", &scenarios_dir()])
+        .env_remove("DATABASE_URL")
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let count = || std::fs::read_dir(tmp.path()).unwrap().count();
+    // Give the server a moment to follow its parent.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count(), 2, "the killed run's directory and the foreign one");
+    let out = racelab_in(tmp.path(), &["check", "summary-upsert/check-then-insert", "--backend", "postgres"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::remove_dir(&foreign).expect("the foreign directory is untouched");
+    assert_nothing_left(tmp.path());
+}
+
+/// A server for the `--database-url` tests: an embedded cluster of the test process.
+fn host() -> (racelab_pg::Cluster, String) {
+    let cluster = racelab_pg::Cluster::embedded().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("host={} port=5432 user=racelab dbname=postgres", cluster.dir().unwrap().display());
+    (cluster, url)
+}
+
+fn query(config: &tokio_postgres::Config, sql: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        let rows = client.simple_query(sql).await.expect("query");
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+fn scratch_databases(host: &racelab_pg::Cluster) -> Vec<String> {
+    query(&host.config(), "SELECT datname FROM pg_database WHERE datname LIKE 'racelab\\_%' ORDER BY 1")
+}
+
+/// Defect 6: with `--database-url`, a `SIGKILL` leaves the scratch database until the next
+/// run; an interrupt during `CREATE DATABASE` leaves nothing; a database of another owner is
+/// never dropped.
+#[test]
+fn scratch_databases_of_killed_runs_are_dropped_by_the_next_run() {
+    let (host, url) = host();
+    query(&host.config(), "CREATE DATABASE racelab_1_0");
+    for (signal, delay_ms) in [(libc::SIGKILL, 800), (libc::SIGINT, 10), (libc::SIGINT, 60), (libc::SIGTERM, 120)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_racelab"))
+            .args(["check", "summary-upsert/advisory-xact-lock", "--backend", "postgres", "--database-url", &url])
+            .args(["--scenarios", &scenarios_dir()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        child.wait().unwrap();
+        if signal != libc::SIGKILL {
+            assert_eq!(scratch_databases(&host), ["racelab_1_0"], "after signal {signal} at {delay_ms} ms");
+        } else {
+            assert_eq!(scratch_databases(&host).len(), 2, "the killed run's database and the foreign one");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_racelab"))
+            .args(["check", "summary-upsert/check-then-insert", "--backend", "postgres", "--database-url", &url])
+            .args(["--scenarios", &scenarios_dir()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(scratch_databases(&host), ["racelab_1_0"]);
+    }
+}
+
+/// Defect 6: the server terminates racelab's connections in the middle of a run: exit 2 with
+/// the server's message, no panic.
+#[test]
+fn terminated_connections_exit_2() {
+    let (host, url) = host();
+    let child = Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(["check", "summary-upsert/advisory-xact-lock", "--backend", "postgres", "--database-url", &url])
+        .args(["--scenarios", &scenarios_dir()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    query(
+        &host.config(),
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname LIKE 'racelab\\_%' AND pid <> pg_backend_pid()",
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgres:"), "{}", stderr(&out));
+}
+
+/// Defect 7: a malformed token is rejected before any server is involved; a bad
+/// `--database-url` names the flag; a private `TMPDIR` (mode 0700) does not stop a root run.
+#[test]
+fn bad_input_is_rejected_before_a_server_starts_and_private_tmpdir_works() {
+    let tmp = open_tmp();
+    let unreachable = "postgres://racelab@127.0.0.1:1/none";
+    let out = racelab_in(
+        tmp.path(),
+        &[
+            "replay",
+            "summary-upsert/check-then-insert",
+            "rl1.junk",
+            "--backend",
+            "postgres",
+            "--database-url",
+            unreachable,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("malformed token"), "{}", stderr(&out));
+
+    let out = racelab_in(
+        tmp.path(),
+        &["check", "summary-upsert/check-then-insert", "--backend", "postgres", "--database-url", "postgres://x:@@:::"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--database-url"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("DATABASE_URL"), "{}", stderr(&out));
+
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = racelab_in(private.path(), &["check", "summary-upsert/check-then-insert", "--backend", "postgres"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_nothing_left(private.path());
+}
