@@ -9,6 +9,8 @@
 //! }
 //! ```
 
+mod pg_spec;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,13 +93,18 @@ enum Command {
         db: DatabaseArg,
     },
     /// Run PostgreSQL isolation-test specs (the format of PostgreSQL's src/test/isolation) and
-    /// print their output as PostgreSQL's isolation tester does.
+    /// print their output as PostgreSQL's isolation tester does. Every spec runs, even after
+    /// one fails; exit 1 if one errs or differs from its expected output.
     PgSpec {
         #[arg(required = true, value_name = "FILE.spec")]
         files: Vec<PathBuf>,
         /// Write each output to DIR/<name>.out instead of standard output.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Compare each output with DIR/<name>.out (or an alternative DIR/<name>_N.out, as
+        /// PostgreSQL's regression driver accepts).
+        #[arg(long, value_name = "DIR")]
+        expected_dir: Option<PathBuf>,
         #[command(flatten)]
         db: DatabaseArg,
     },
@@ -317,7 +324,9 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
             let backends = Backends::new(Backend::Postgres, &db)?;
             conform(w, &selected, schedules as usize, &backends, json)
         }
-        Command::PgSpec { files, out_dir, db } => pg_spec(w, &files, out_dir.as_deref(), &db),
+        Command::PgSpec { files, out_dir, expected_dir, db } => {
+            pg_spec::run(w, &files, out_dir.as_deref(), expected_dir.as_deref(), &db)
+        }
         Command::ExportSpec { id, out, token, dir } => {
             export_spec(w, &load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())
         }
@@ -598,34 +607,6 @@ fn replay(
 
 fn terminal_width() -> u16 {
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(140)
-}
-
-fn pg_spec(
-    w: &mut dyn Write,
-    files: &[PathBuf],
-    out_dir: Option<&Path>,
-    db: &DatabaseArg,
-) -> Result<ExitCode, BadInput> {
-    // Parse everything first: a bad spec is reported before any server starts.
-    for f in files {
-        racelab_pg::spec::parse_file(f).map_err(|e| BadInput(e.to_string()))?;
-    }
-    if let Some(dir) = out_dir {
-        std::fs::create_dir_all(dir).map_err(|e| BadInput(format!("{}: {e}", dir.display())))?;
-    }
-    let cluster = db.cluster()?;
-    for f in files {
-        let output = racelab_pg::spec::run_spec_file(&cluster.config(), f).map_err(|e| BadInput(e.to_string()))?;
-        match out_dir {
-            Some(dir) => {
-                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "spec".into());
-                let out = dir.join(format!("{name}.out"));
-                std::fs::write(&out, output).map_err(|e| BadInput(format!("{}: {e}", out.display())))?;
-            }
-            None => write!(w, "{output}").map_err(stdout_failed)?,
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Write one scenario's schedule as an isolation spec, to `out` or standard output.

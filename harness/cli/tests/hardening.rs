@@ -283,3 +283,107 @@ fn bad_input_is_rejected_before_a_server_starts_and_private_tmpdir_works() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_nothing_left(private.path());
 }
+
+fn pg_fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pg/tests/fixtures/isolation")
+}
+
+/// Defects 3 and 4: a spec whose setup fails, a spec whose session terminates its own
+/// backend, and a spec that matches: every spec runs, the terminated session is reported as
+/// PostgreSQL's tester reports it, a summary counts them, and the exit status is 1.
+#[test]
+fn pg_spec_runs_every_spec_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = tempfile::tempdir().unwrap();
+    let failing = dir.path().join("failing-setup.spec");
+    std::fs::write(&failing, "setup { SELECT no_such_function(); }\nsession s1\nstep s1a { SELECT 1; }\n").unwrap();
+    let exits = dir.path().join("session-exits.spec");
+    std::fs::write(
+        &exits,
+        "session s1\nstep s1_exit { SELECT pg_terminate_backend(pg_backend_pid()); }\n\
+         session s2\nstep s2_alive { SELECT 2 AS two; }\npermutation s1_exit s2_alive\n",
+    )
+    .unwrap();
+    std::fs::write(
+        expected.path().join("session-exits.out"),
+        "Parsed test spec with 2 sessions\n\nstarting permutation: s1_exit s2_alive\n\
+         step s1_exit: SELECT pg_terminate_backend(pg_backend_pid());\n\
+         FATAL:  terminating connection due to administrator command\n\
+         server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally\n\
+         \tbefore or while processing the request.\n\n\
+         step s2_alive: SELECT 2 AS two;\ntwo\n---\n  2\n(1 row)\n\n",
+    )
+    .unwrap();
+    let nowait = pg_fixtures().join("specs/nowait.spec");
+    std::fs::copy(pg_fixtures().join("expected/nowait.out"), expected.path().join("nowait.out")).unwrap();
+    let tmp = open_tmp();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = racelab_in(
+        tmp.path(),
+        &[
+            "pg-spec",
+            failing.to_str().unwrap(),
+            exits.to_str().unwrap(),
+            nowait.to_str().unwrap(),
+            "--expected-dir",
+            expected.path().to_str().unwrap(),
+            "--out-dir",
+            out_dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_no_panic(&out);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(text.contains("ERROR    failing-setup: setup failed"), "{text}");
+    let got = std::fs::read_to_string(out_dir.path().join("session-exits.out")).unwrap();
+    assert!(text.contains("ok       session-exits"), "{text}\n{got}");
+    assert!(text.contains("ok       nowait"), "{text}");
+    assert!(text.contains("3 specs: 2 matched, 0 differ, 1 failed, 0 without expected output"), "{text}");
+    assert_nothing_left(tmp.path());
+}
+
+/// Defect 3: a spec without permutation lines runs every interleaving; 24 steps in 8
+/// sessions have about 10^17 of them. They stream: output comes at once, memory stays
+/// flat, and an interrupt leaves nothing.
+#[test]
+fn pg_spec_streams_astronomically_many_permutations() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("many.spec");
+    let mut text = String::new();
+    for s in 0..8 {
+        text.push_str(&format!(
+            "session s{s}\nstep s{s}a {{ SELECT 1; }}\nstep s{s}b {{ SELECT 2; }}\nstep s{s}c {{ SELECT 3; }}\n"
+        ));
+    }
+    std::fs::write(&spec, text).unwrap();
+    let tmp = open_tmp();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(["pg-spec", spec.to_str().unwrap()])
+        .env_remove("DATABASE_URL")
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until a few permutations have come out (bounded by the read count).
+    for _ in 0..10_000 {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "output ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&seen).matches("starting permutation").count() >= 3 {
+            break;
+        }
+    }
+    assert!(String::from_utf8_lossy(&seen)
+        .starts_with("Parsed test spec with 8 sessions\n\nstarting permutation: s0a s0b s0c s1a"));
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    // Kept open until the end: a closed pipe would end racelab by SIGPIPE instead.
+    let status = child.wait().unwrap();
+    drop(stdout);
+    assert_eq!(status.code(), Some(130));
+    assert_nothing_left(tmp.path());
+}
