@@ -239,6 +239,14 @@ pub fn main(app: App) -> ExitCode {
     }
 }
 
+/// Parse a command line (the program name first) without running it: `Err` with clap's
+/// message for one that `main` would reject. For property tests of the argument parser.
+pub fn parse_args(app: &App, args: &[String]) -> Result<(), String> {
+    let matches =
+        Cli::command().name(app.name).bin_name(app.name).try_get_matches_from(args).map_err(|e| e.to_string())?;
+    Cli::from_arg_matches(&matches).map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// While the SIGINT/SIGTERM handler cleans up, servers vanish under the running command,
 /// which may then fail or panic: this thread waits for the handler's exit instead (bounded,
 /// in case the handler itself is stuck).
