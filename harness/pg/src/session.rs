@@ -177,7 +177,25 @@ impl Sessions {
     /// transaction, session setting or advisory lock survives.
     pub fn reset(&mut self, seed_rows: &[(&str, Row)]) -> Result<(), PgError> {
         let n = self.conns.len();
-        self.end_all()?;
+        // Sessions with nothing in flight are recycled (ROLLBACK, DISCARD ALL: no transaction,
+        // setting, advisory lock or temporary object survives), which costs two round trips
+        // instead of a reconnection; otherwise, or if that fails, they are ended and replaced.
+        let recycled = self.conns.iter().all(|c| c.running.is_none()) && {
+            let clients: Vec<Arc<Client>> = self.conns.iter().map(|c| c.client.clone()).collect();
+            self.rt
+                .block_on(try_join_all(clients.iter().map(|client| async move {
+                    bounded("rolling back", client.simple_query("ROLLBACK")).await?;
+                    bounded("discarding session state", client.simple_query("DISCARD ALL")).await
+                })))
+                .is_ok()
+        };
+        if recycled {
+            for c in &mut self.conns {
+                c.ready = None;
+            }
+        } else {
+            self.end_all()?;
+        }
         let mut batch = String::new();
         let tables: Vec<&str> = self.schema.tables.iter().map(|t| t.name).collect();
         if !tables.is_empty() {
@@ -188,10 +206,17 @@ impl Sessions {
             batch.push_str(&format!("INSERT INTO {table} VALUES ({});\n", values.join(", ")));
         }
         let (control, config, target) = (&self.control, &self.config, &self.target);
-        self.conns = self.rt.block_on(async {
+        let fresh = self.rt.block_on(async {
             bounded("emptying and seeding the tables", control.batch_execute(&batch)).await?;
-            open_conns(config, target, 0..n).await
+            if recycled {
+                Ok(Vec::new())
+            } else {
+                open_conns(config, target, 0..n).await
+            }
         })?;
+        if !recycled {
+            self.conns = fresh;
+        }
         Ok(())
     }
 
