@@ -581,7 +581,7 @@ fn replay(
     let Some(backend) = backends.for_scenario(s)? else {
         return Err(BadInput(format!("`{id}` has no database to replay on postgres")));
     };
-    let r = guarded(backends, &backend, || s.model.replay(&s.bounds, &schedule, &backend))?.map_err(|e| {
+    let r = guarded(backends, &backend, || s.model.replay(&s.bounds, schedule, &backend))?.map_err(|e| {
         BadInput(format!(
             "the token does not replay on `{id}`: step {} picks actor {} ({:?}), which cannot move there; was the scenario file changed?",
             e.step, e.choice.actor, e.choice.kind

@@ -121,7 +121,7 @@ pub(super) fn run(
         let spec_started = Instant::now();
         // As PostgreSQL's driver names its sessions (some specs look for them by name).
         let mut config = base.clone();
-        config.application_name(&format!("isolation/{name}"));
+        config.application_name(format!("isolation/{name}"));
         let result = spec::run_spec_streaming(&config, parsed, &options, &mut |chunk| {
             if let Some(c) = comparison.as_mut() {
                 c.feed(chunk.as_bytes());
