@@ -59,3 +59,15 @@ conform-prop cases="1000":
 # Write a scenario as a PostgreSQL isolation spec: just export-spec summary-upsert/select-for-update
 export-spec id:
     cargo run --release -p racelab -- export-spec {{id}}
+
+# Property-based fuzzing of every parser of outside input (tokens, scenarios, specs, command lines)
+fuzz cases="100000":
+    PROPTEST_CASES={{cases}} cargo test --release -p racelab --test fuzz
+
+# PostgreSQL's whole isolation schedule from its source tree (`apt-get source postgresql-15`), in
+# one pg-spec run, compared with its expected outputs: just pg-isolation ~/postgresql-15.18
+pg-isolation src:
+    cargo build --release -p racelab
+    cd {{src}}/src/test/isolation && PGDATESTYLE="Postgres, MDY" PGTZ=PST8PDT \
+        {{justfile_directory()}}/target/release/racelab pg-spec \
+        $(awk '/^test:/{for(i=2;i<=NF;i++) print "specs/"$i".spec"}' isolation_schedule) --expected-dir expected

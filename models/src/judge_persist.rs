@@ -151,6 +151,8 @@ impl Actor for Handler {
                 self.judgment_id = Some(*id);
                 HandlerPc::RunJudgment
             }
+            // A timed-out accept (no request yet) is retried, as a server's accept loop does.
+            (HandlerPc::Accept, Outcome::Err(_)) => HandlerPc::Accept,
             (HandlerPc::RunJudgment, _) => HandlerPc::Persist,
             (HandlerPc::Persist, outcome) => {
                 // A failed spawn, or (await-persist) a failed save, raises: FastAPI answers 500.
@@ -192,6 +194,8 @@ impl Actor for PersistTask {
 
     fn on_outcome(&mut self, outcome: &Outcome) {
         self.pc = match (self.pc, outcome) {
+            // A timed-out wait to be spawned leaves the task unspawned, still waiting.
+            (PersistPc::Start, Outcome::Err(_)) => PersistPc::Start,
             (PersistPc::Start, _) => PersistPc::Save,
             (PersistPc::Save, Outcome::Err(e)) => {
                 self.dropped_error = Some(*e);

@@ -9,7 +9,9 @@
 //! }
 //! ```
 
-use std::io::IsTerminal;
+mod pg_spec;
+
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -100,13 +102,18 @@ enum Command {
         db: DatabaseArg,
     },
     /// Run PostgreSQL isolation-test specs (the format of PostgreSQL's src/test/isolation) and
-    /// print their output as PostgreSQL's isolation tester does.
+    /// print their output as PostgreSQL's isolation tester does. Every spec runs, even after
+    /// one fails; exit 1 if one errs or differs from its expected output.
     PgSpec {
         #[arg(required = true, value_name = "FILE.spec")]
         files: Vec<PathBuf>,
         /// Write each output to DIR/<name>.out instead of standard output.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Compare each output with DIR/<name>.out (or an alternative DIR/<name>_N.out, as
+        /// PostgreSQL's regression driver accepts).
+        #[arg(long, value_name = "DIR")]
+        expected_dir: Option<PathBuf>,
         #[command(flatten)]
         db: DatabaseArg,
     },
@@ -181,7 +188,7 @@ impl DatabaseArg {
     fn cluster(&self) -> Result<racelab_pg::Cluster, BadInput> {
         racelab_pg::install_interrupt_cleanup().map_err(|e| BadInput(e.to_string()))?;
         let cluster = match &self.database_url {
-            Some(url) => racelab_pg::Cluster::external(url),
+            Some(url) => racelab_pg::Cluster::external_from("--database-url", url),
             None => racelab_pg::Cluster::from_env(),
         };
         cluster.map_err(|e| BadInput(e.to_string()))
@@ -205,6 +212,23 @@ enum ModeArg {
 
 /// A failure to report: exit 2 for bad input.
 pub(crate) struct BadInput(String);
+
+/// Standard output could not be written (a full disk, a closed file): a failure to report,
+/// not a panic as `println!` would make it.
+fn stdout_failed(e: std::io::Error) -> BadInput {
+    BadInput(format!("writing to standard output: {e}"))
+}
+
+/// `writeln!` to standard output, returning [`BadInput`] from the enclosing function when the
+/// write fails.
+macro_rules! say {
+    ($w:expr) => {
+        writeln!($w).map_err(stdout_failed)?
+    };
+    ($w:expr, $($arg:tt)*) => {
+        writeln!($w, $($arg)*).map_err(stdout_failed)?
+    };
+}
 
 /// What a racelab command line serves: a name for messages, the catalogue, and where its
 /// scenario files live when `--scenarios` is not given.
@@ -232,12 +256,16 @@ pub fn main(app: App) -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    quiet_panics_when_the_server_is_gone();
     let matches = Cli::command().name(app.name).bin_name(app.name).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match run(cli, &app) {
+    let result = run(cli, &app);
+    // An interrupt's cleanup may have made this run fail; it ends the process with 130.
+    wait_for_interrupt_exit();
+    match result {
         Ok(code) => code,
         Err(BadInput(message)) => {
             eprintln!("{}: {message}", app.name);
@@ -246,11 +274,63 @@ pub fn main(app: App) -> ExitCode {
     }
 }
 
+/// Parse a command line (the program name first) without running it: `Err` with clap's
+/// message for one that `main` would reject. For property tests of the argument parser.
+pub fn parse_args(app: &App, args: &[String]) -> Result<(), String> {
+    let matches =
+        Cli::command().name(app.name).bin_name(app.name).try_get_matches_from(args).map_err(|e| e.to_string())?;
+    Cli::from_arg_matches(&matches).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// While the SIGINT/SIGTERM handler cleans up, servers vanish under the running command,
+/// which may then fail or panic: this thread waits for the handler's exit instead (bounded,
+/// in case the handler itself is stuck).
+fn wait_for_interrupt_exit() {
+    for _ in 0..6000 {
+        if !racelab_pg::interrupted() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A panic caused by a lost server (the models meet outcomes they were never meant to see) or
+/// by an interrupt's cleanup is not a bug of racelab: it is reported as the failure it is
+/// (exit 2) or ends with the interrupt (130), without a panic trace. Other panics print as
+/// usual.
+fn quiet_panics_when_the_server_is_gone() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        wait_for_interrupt_exit();
+        if !racelab_pg::server_lost() {
+            default(info);
+        }
+    }));
+}
+
+/// Run `f` on a backend; a panic while the server is lost is that failure (exit 2).
+fn guarded<T>(backends: &Backends, backend: &RunBackend, f: impl FnOnce() -> T) -> Result<T, BadInput> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    backends.healthy(backend)?;
+    match r {
+        Ok(v) => Ok(v),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
+    let stdout = std::io::stdout();
+    let w = &mut stdout.lock();
+    let code = run_command(cli, app, w)?;
+    w.flush().map_err(stdout_failed)?;
+    Ok(code)
+}
+
+fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadInput> {
     let catalogue = (app.catalogue)();
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
-        Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
+        Command::List { json, dir } => list(w, &catalogue, &load(&dir, &catalogue)?, json),
         Command::Check { ids, backend, mode, seed, schedules, depth, json, junit, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
@@ -261,12 +341,15 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             };
             let junit = junit.as_deref().map(junit::JunitFile::create).transpose()?;
             let backends = Backends::new(backend, &db)?;
-            check(app.name, &selected, &mode, &backends, json, junit)
+            check(w, app.name, &selected, &mode, &backends, json, junit)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
+            // Bad input is rejected before any server starts.
+            let s = replay_scenario(&scenarios, &catalogue, &id)?;
+            let schedule = token::decode(&id, &token).map_err(|e| BadInput(e.to_string()))?;
             let backends = Backends::new(backend, &db)?;
-            replay(&scenarios, &catalogue, &id, &token, &backends, json)
+            replay(w, s, &schedule, &token, &backends, json)
         }
         Command::Explain { id, backend, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -274,9 +357,8 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             let backends = Backends::new(backend, &db)?;
             for s in &selected {
                 let Some(b) = backends.for_scenario(s)? else { continue };
-                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
-                backends.healthy(&b)?;
-                print_text(app.name, s, &Mode::Exhaustive, &checked, true);
+                let checked = guarded(&backends, &b, || s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b))?;
+                print_text(w, app.name, s, &Mode::Exhaustive, &checked, true)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -284,7 +366,10 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
             let backends = Backends::new(Backend::Postgres, &db)?;
-            conform(&selected, schedules as usize, &backends, json)
+            conform(w, &selected, schedules as usize, &backends, json)
+        }
+        Command::PgSpec { files, out_dir, expected_dir, db } => {
+            pg_spec::run(w, &files, out_dir.as_deref(), expected_dir.as_deref(), &db)
         }
         Command::Report { ids, out, backend, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -303,9 +388,8 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             };
             play::serve(scenarios, &catalogue, start, port, app.name)
         }
-        Command::PgSpec { files, out_dir, db } => pg_spec(&files, out_dir.as_deref(), &db),
         Command::ExportSpec { id, out, token, dir } => {
-            export_spec(&load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())
+            export_spec(w, &load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())
         }
     }
 }
@@ -336,8 +420,8 @@ impl Backends {
     /// A run on a server that failed underneath is no verdict.
     fn healthy(&self, backend: &RunBackend) -> Result<(), BadInput> {
         if let RunBackend::Real { db, .. } = backend {
-            if let Some(failure) = db.lock().map_err(|_| BadInput("the database controller panicked".into()))?.failure()
-            {
+            // A panic while the server was lost may have poisoned the lock; the failure is still there.
+            if let Some(failure) = db.lock().unwrap_or_else(|p| p.into_inner()).failure() {
                 return Err(BadInput(format!("postgres: {failure}")));
             }
         }
@@ -381,7 +465,7 @@ fn select<'s>(scenarios: &'s [Scenario], catalogue: &[RaceDef], ids: &[String]) 
     Ok(chosen)
 }
 
-fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<ExitCode, BadInput> {
+fn list(w: &mut dyn Write, catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<ExitCode, BadInput> {
     for race in catalogue {
         for variant in &race.variants {
             let id = format!("{}/{}", race.id, variant.id);
@@ -397,10 +481,10 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
                     "scenario": file.map(|s| s.path.display().to_string()),
                     "expected": file.map(|s| s.expected),
                 });
-                println!("{line}");
+                say!(w, "{line}");
             } else {
                 let expected = file.map(|s| s.expected.to_string()).unwrap_or_else(|| "no scenario".into());
-                println!("{id:<48} {expected:<12} {}", variant.summary);
+                say!(w, "{id:<48} {expected:<12} {}", variant.summary);
             }
         }
     }
@@ -408,6 +492,7 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
 }
 
 fn check(
+    w: &mut dyn Write,
     program: &str,
     selected: &[&Scenario],
     mode: &Mode,
@@ -432,8 +517,7 @@ fn check(
             cases.push(junit::Case::skipped(s));
             continue;
         };
-        let checked = s.model.check(&s.id, mode, &s.bounds, &backend);
-        backends.healthy(&backend)?;
+        let checked = guarded(backends, &backend, || s.model.check(&s.id, mode, &s.bounds, &backend))?;
         backend_name = backend.name();
         cases.push(junit::Case::ran(s, &checked));
         bar.inc(1);
@@ -442,9 +526,9 @@ fn check(
             mismatches += 1;
         }
         if json {
-            println!("{}", json_line(s, mode, backend.name(), &checked));
+            say!(w, "{}", json_line(s, mode, backend.name(), &checked));
         } else {
-            bar.suspend(|| print_text(program, s, mode, &checked, false));
+            bar.suspend(|| print_text(w, program, s, mode, &checked, false))?;
         }
     }
     bar.finish_and_clear();
@@ -452,7 +536,7 @@ fn check(
         file.write(&format!("racelab check ({backend_name}, {})", mode.name()), &cases, terminal_width())?;
     }
     if !json {
-        println!("{ran} scenarios, {} as expected, {mismatches} not", ran - mismatches);
+        say!(w, "{ran} scenarios, {} as expected, {mismatches} not", ran - mismatches);
     }
     Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -485,23 +569,37 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
     })
 }
 
-fn print_text(program: &str, s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
+fn print_text(
+    w: &mut dyn Write,
+    program: &str,
+    s: &Scenario,
+    mode: &Mode,
+    c: &Checked,
+    explain: bool,
+) -> Result<(), BadInput> {
     let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
-    println!(
+    say!(
+        w,
         "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
-        s.id, c.verdict, s.expected, c.stats.states, c.stats.executions, c.elapsed_ms
+        s.id,
+        c.verdict,
+        s.expected,
+        c.stats.states,
+        c.stats.executions,
+        c.elapsed_ms
     );
     if let Some(cx) = &c.counterexample {
-        println!("\n{}\n", cx.timeline.render(terminal_width()));
-        println!("violated: {}: {}", cx.invariant, cx.detail);
+        say!(w, "\n{}\n", cx.timeline.render(terminal_width()));
+        say!(w, "violated: {}: {}", cx.invariant, cx.detail);
         for line in &cx.final_state {
-            println!("  {line}");
+            say!(w, "  {line}");
         }
-        println!("replay:   {program} replay {} {}\n", s.id, cx.token);
+        say!(w, "replay:   {program} replay {} {}\n", s.id, cx.token);
     } else if explain || c.verdict != s.expected {
         let b = &c.bounds;
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
-        println!(
+        say!(
+            w,
             "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, lost replies ≤ {}, preemptions {}, \
              depth ≤ {}",
             mode.name(),
@@ -513,7 +611,8 @@ fn print_text(program: &str, s: &Scenario, mode: &Mode, c: &Checked, explain: bo
             preemptions,
             b.max_depth
         );
-        println!(
+        say!(
+            w,
             "  {} states, {} executions, {} distinct final states, {} transitions ({} skipped by sleep sets), \
              longest {} steps; complete: {}",
             c.stats.states,
@@ -525,44 +624,48 @@ fn print_text(program: &str, s: &Scenario, mode: &Mode, c: &Checked, explain: bo
             c.complete
         );
         if let Some(reason) = &c.reason {
-            println!("  inconclusive: {reason}");
+            say!(w, "  inconclusive: {reason}");
         }
         if let Some(g) = c.pct_guarantee {
-            println!("  PCT: each schedule finds a bug of the chosen depth with probability ≥ {g:.2e}");
+            say!(w, "  PCT: each schedule finds a bug of the chosen depth with probability ≥ {g:.2e}");
         }
-        println!();
+        say!(w);
+    }
+    Ok(())
+}
+
+/// The one scenario `id` names, for `replay`.
+fn replay_scenario<'s>(scenarios: &'s [Scenario], catalogue: &[RaceDef], id: &str) -> Result<&'s Scenario, BadInput> {
+    match scenarios.iter().find(|s| s.id == id) {
+        Some(s) => Ok(s),
+        None => {
+            let selected = select(scenarios, catalogue, &[id.to_string()])?;
+            Err(BadInput(format!(
+                "replay needs one scenario id (race/variant); `{id}` names {}",
+                selected.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            )))
+        }
     }
 }
 
 fn replay(
-    scenarios: &[Scenario],
-    catalogue: &[RaceDef],
-    id: &str,
+    w: &mut dyn Write,
+    s: &Scenario,
+    schedule: &[racelab_harness::explore::Choice],
     tok: &str,
     backends: &Backends,
     json: bool,
 ) -> Result<ExitCode, BadInput> {
-    let s = match scenarios.iter().find(|s| s.id == id) {
-        Some(s) => s,
-        None => {
-            let selected = select(scenarios, catalogue, &[id.to_string()])?;
-            return Err(BadInput(format!(
-                "replay needs one scenario id (race/variant); `{id}` names {}",
-                selected.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-    };
-    let schedule = token::decode(id, tok).map_err(|e| BadInput(e.to_string()))?;
+    let id = s.id.as_str();
     let Some(backend) = backends.for_scenario(s)? else {
         return Err(BadInput(format!("`{id}` has no database to replay on postgres")));
     };
-    let r = s.model.replay(&s.bounds, &schedule, &backend).map_err(|e| {
+    let r = guarded(backends, &backend, || s.model.replay(&s.bounds, schedule, &backend))?.map_err(|e| {
         BadInput(format!(
             "the token does not replay on `{id}`: step {} picks actor {} ({:?}), which cannot move there; was the scenario file changed?",
             e.step, e.choice.actor, e.choice.kind
         ))
     })?;
-    backends.healthy(&backend)?;
     if json {
         let line = json!({
             "id": id,
@@ -575,15 +678,15 @@ fn replay(
             "steps": r.steps,
             "final_state": r.final_state,
         });
-        println!("{line}");
+        say!(w, "{line}");
     } else {
-        println!("{}\n", r.timeline.render(terminal_width()));
+        say!(w, "{}\n", r.timeline.render(terminal_width()));
         match (&r.invariant, &r.detail) {
-            (Some(inv), Some(detail)) => println!("violated: {inv}: {detail}"),
-            _ => println!("no invariant was violated by this schedule"),
+            (Some(inv), Some(detail)) => say!(w, "violated: {inv}: {detail}"),
+            _ => say!(w, "no invariant was violated by this schedule"),
         }
         for line in &r.final_state {
-            println!("  {line}");
+            say!(w, "  {line}");
         }
     }
     Ok(if r.verdict == Verdict::Violated { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -593,31 +696,9 @@ fn terminal_width() -> u16 {
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(140)
 }
 
-fn pg_spec(files: &[PathBuf], out_dir: Option<&Path>, db: &DatabaseArg) -> Result<ExitCode, BadInput> {
-    // Parse everything first: a bad spec is reported before any server starts.
-    for f in files {
-        racelab_pg::spec::parse_file(f).map_err(|e| BadInput(e.to_string()))?;
-    }
-    if let Some(dir) = out_dir {
-        std::fs::create_dir_all(dir).map_err(|e| BadInput(format!("{}: {e}", dir.display())))?;
-    }
-    let cluster = db.cluster()?;
-    for f in files {
-        let output = racelab_pg::spec::run_spec_file(&cluster.config(), f).map_err(|e| BadInput(e.to_string()))?;
-        match out_dir {
-            Some(dir) => {
-                let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "spec".into());
-                let out = dir.join(format!("{name}.out"));
-                std::fs::write(&out, output).map_err(|e| BadInput(format!("{}: {e}", out.display())))?;
-            }
-            None => print!("{output}"),
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Write one scenario's schedule as an isolation spec, to `out` or standard output.
 fn export_spec(
+    w: &mut dyn Write,
     scenarios: &[Scenario],
     catalogue: &[RaceDef],
     id: &str,
@@ -635,13 +716,19 @@ fn export_spec(
         .map_err(|e| BadInput(format!("cannot export `{id}`: {e}")))?;
     match out {
         Some(path) => std::fs::write(path, spec).map_err(|e| BadInput(format!("{}: {e}", path.display())))?,
-        None => print!("{spec}"),
+        None => write!(w, "{spec}").map_err(stdout_failed)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Replay the simulator's explored schedules on PostgreSQL and compare the step logs.
-fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+fn conform(
+    w: &mut dyn Write,
+    selected: &[&Scenario],
+    limit: usize,
+    backends: &Backends,
+    json: bool,
+) -> Result<ExitCode, BadInput> {
     let mut total_mismatches = 0;
     for s in selected {
         let Some(pg) = backends.for_scenario(s)? else { continue };
@@ -650,8 +737,7 @@ fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool
         for schedule in &schedules {
             let sim =
                 s.model.replay(&s.bounds, schedule, &RunBackend::Sim).expect("the simulator's own schedule replays");
-            let real = s.model.replay(&s.bounds, schedule, &pg);
-            backends.healthy(&pg)?;
+            let real = guarded(backends, &pg, || s.model.replay(&s.bounds, schedule, &pg))?;
             let real_log = match &real {
                 Ok(r) => r.log.clone(),
                 Err(e) => {
@@ -665,7 +751,7 @@ fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool
             }
             mismatches += 1;
             if !json {
-                println!("{}: schedule {} differs", s.id, token::encode(&s.id, schedule));
+                say!(w, "{}: schedule {} differs", s.id, token::encode(&s.id, schedule));
                 let first = sim
                     .log
                     .iter()
@@ -676,15 +762,15 @@ fn conform(selected: &[&Scenario], limit: usize, backends: &Backends, json: bool
                     let mark = if k == first { ">>" } else { "  " };
                     let a = sim.log.get(k).map_or("", String::as_str);
                     let b = real_log.get(k).map_or("", String::as_str);
-                    println!("{mark} T{k:<3} sim: {a:<60} postgres: {b}");
+                    say!(w, "{mark} T{k:<3} sim: {a:<60} postgres: {b}");
                 }
             }
         }
         total_mismatches += mismatches;
         if json {
-            println!("{}", json!({ "id": s.id, "schedules": schedules.len(), "mismatches": mismatches }));
+            say!(w, "{}", json!({ "id": s.id, "schedules": schedules.len(), "mismatches": mismatches }));
         } else {
-            println!("{:<48} {} schedules, {} mismatches", s.id, schedules.len(), mismatches);
+            say!(w, "{:<48} {} schedules, {} mismatches", s.id, schedules.len(), mismatches);
         }
     }
     Ok(if total_mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

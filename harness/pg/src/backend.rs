@@ -1,6 +1,7 @@
 //! The step-by-step controller as the world's database ([`RealDb`]), so that the explorers,
 //! replay and conformance drive a real server exactly as they drive the simulator.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use racelab_harness::op::{Applied, ConnId, ErrorCode, Outcome, Row, Sql, TableId};
@@ -29,6 +30,7 @@ impl PgDb {
             Ok(v) => v,
             Err(e) => {
                 self.failure = Some(e);
+                SERVER_LOST.store(true, Ordering::SeqCst);
                 lost
             }
         }
@@ -67,6 +69,15 @@ impl RealDb for PgDb {
     fn failure(&self) -> Option<String> {
         self.failure.as_ref().map(|e| e.to_string())
     }
+}
+
+static SERVER_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Has some controller of this process lost its server (a connection terminated, the server
+/// gone)? Models and explorers may then panic on the outcomes they were never meant to see;
+/// the caller reports the failure instead of the panic.
+pub fn server_lost() -> bool {
+    SERVER_LOST.load(Ordering::SeqCst)
 }
 
 /// A `postgres` backend for a world with this schema and this many connections.

@@ -33,7 +33,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{error_text, PgError};
+use crate::owner::{self, Owner};
 
 /// The port number only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
 const SOCKET_PORT: u16 = 5432;
@@ -74,20 +75,41 @@ impl Cluster {
     /// `DATABASE_URL` if it is set (and not empty), else a new embedded cluster.
     pub fn from_env() -> Result<Cluster, PgError> {
         match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => Cluster::external(&url),
+            Ok(url) if !url.trim().is_empty() => Cluster::external_from("DATABASE_URL", &url),
             _ => Cluster::embedded(),
         }
     }
 
-    /// Start a throwaway cluster in a new temporary directory.
+    /// Start a throwaway cluster in a new temporary directory. First removes the cluster
+    /// directories that killed racelab runs left behind (see [`crate::owner`]).
     pub fn embedded() -> Result<Cluster, PgError> {
         let bin = find_binaries()?;
         let run_as = if unsafe { libc::geteuid() } == 0 { Some(unprivileged_user()?) } else { None };
-        let dir = tempfile::Builder::new()
-            .prefix("racelab-pg-")
-            .tempdir()
-            .map_err(|e| PgError::io("creating a temporary directory for the cluster", e))?;
+        let parent = cluster_parent(run_as.as_ref())?;
+        owner::remove_stale_dirs(&parent);
+        if parent != std::env::temp_dir() {
+            owner::remove_stale_dirs(&std::env::temp_dir());
+        }
+        let owner = Owner::current().ok_or_else(|| {
+            PgError::io("reading this process's start time and boot id", std::io::Error::other("/proc unreadable"))
+        })?;
+        let id = next_id();
+        // Until the cluster is built, an early return unregisters what is registered.
+        let registered = Registered(id);
+        let dir = {
+            // Registered under the lock, so that an interrupt either sees the directory or
+            // comes before it exists.
+            let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
+            let dir = tempfile::Builder::new()
+                .prefix(owner::DIR_PREFIX)
+                .tempdir_in(&parent)
+                .map_err(|e| PgError::io(format!("creating a directory for the cluster in {}", parent.display()), e))?;
+            live.push(Live::Dir { id, dir: dir.path().to_path_buf() });
+            dir
+        };
         let root = dir.path().to_path_buf();
+        fs::write(root.join(owner::OWNER_FILE), owner.tag())
+            .map_err(|e| PgError::io(format!("writing {}", root.join(owner::OWNER_FILE).display()), e))?;
         if let Some(u) = &run_as {
             chown(&root, u)?;
         }
@@ -106,7 +128,15 @@ impl Cluster {
             cmd.uid(u.uid).gid(u.gid);
         }
         let shown = format!("{:?}", cmd);
-        let out = cmd.output().map_err(|e| PgError::io(format!("running {}", bin.join("initdb").display()), e))?;
+        // Its own process group, so that an interrupt ends it and the backend it runs alike;
+        // dying with racelab, like the server.
+        cmd.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+        die_with_parent(&mut cmd, libc::SIGKILL);
+        let out = spawn_registered(cmd, id, true)
+            .and_then(|child| child.wait_with_output())
+            .map_err(|e| PgError::io(format!("running {}", bin.join("initdb").display()), e));
+        unregister_process(id);
+        let out = out?;
         if !out.status.success() {
             let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             if stderr.trim().is_empty() {
@@ -140,32 +170,15 @@ impl Cluster {
         if let Some(u) = &run_as {
             cmd.uid(u.uid).gid(u.gid);
         }
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before the prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("racelab exited while starting the server"));
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_from_keeper(cmd)
+        die_with_parent(&mut cmd, libc::SIGQUIT);
+        let child = spawn_registered(cmd, id, false)
             .map_err(|e| PgError::io(format!("starting {}", bin.join("postgres").display()), e))?;
-        let id = next_id();
-        registry().lock().unwrap_or_else(|p| p.into_inner()).push(Live::Server {
-            id,
-            pid: child.id() as libc::pid_t,
-            dir: root.clone(),
-        });
         let mut config = Config::new();
         config.host_path(&root).port(SOCKET_PORT).user(SUPERUSER).dbname("postgres");
         config.application_name("racelab").connect_timeout(Duration::from_secs(5));
         let target = format!("{}/.s.PGSQL.{SOCKET_PORT}", root.display());
+        // From here on the cluster's own drop unregisters.
+        std::mem::forget(registered);
         let mut cluster = Cluster { kind: Kind::Embedded(Embedded { child, dir: Some(dir), id }), config, target };
         cluster.wait_until_ready(&log)?;
         Ok(cluster)
@@ -175,23 +188,47 @@ impl Cluster {
     /// `key=value` string), create a scratch database `racelab_<pid>_<n>`, and drop it again
     /// (`WITH (FORCE)`) when the cluster is dropped. Nothing is written anywhere else.
     /// Only unencrypted connections are supported (Unix sockets, or TCP without TLS).
+    ///
+    /// The scratch database carries racelab's owner tag as its comment; scratch databases
+    /// whose owner (on this machine) is gone are dropped first, and only those.
     pub fn external(url: &str) -> Result<Cluster, PgError> {
-        let admin: Config = url
-            .parse()
-            .map_err(|e| PgError::Unreachable { target: "DATABASE_URL".into(), message: format!("bad URL: {e}") })?;
+        Cluster::external_from("the database URL", url)
+    }
+
+    /// [`Cluster::external`], naming where the URL came from (`--database-url`,
+    /// `DATABASE_URL`) in the message when it cannot be parsed.
+    pub fn external_from(source: &str, url: &str) -> Result<Cluster, PgError> {
+        let admin: Config = url.parse().map_err(|e: tokio_postgres::Error| PgError::BadUrl {
+            source: source.to_string(),
+            message: e.to_string(),
+        })?;
         let target = describe(&admin);
+        let owner = Owner::current().ok_or_else(|| {
+            PgError::io("reading this process's start time and boot id", std::io::Error::other("/proc unreadable"))
+        })?;
         let n = next_id();
         let dbname = format!("racelab_{}_{n}", std::process::id());
-        let sql = format!("CREATE DATABASE {dbname}");
-        block_on(async {
-            let client = connect(&admin, &target).await?;
-            client.batch_execute(&sql).await.map_err(|e| PgError::sql(format!("{sql} on {target}"), &e))
-        })??;
-        registry().lock().unwrap_or_else(|p| p.into_inner()).push(Live::Database {
-            id: n,
-            admin: Box::new(admin.clone()),
-            dbname: dbname.clone(),
-        });
+        let create = format!("CREATE DATABASE {dbname}");
+        let comment = format!("COMMENT ON DATABASE {dbname} IS '{}'", owner.tag());
+        {
+            // Registered (under the lock) before it is created: an interrupt waits for the
+            // creation to end and then drops whatever exists.
+            let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
+            live.push(Live::Database { id: n, admin: Box::new(admin.clone()), dbname: dbname.clone() });
+            let made = block_on(async {
+                let client = connect(&admin, &target).await?;
+                drop_stale_databases(&client).await;
+                client.batch_execute(&create).await.map_err(|e| PgError::sql(format!("{create} on {target}"), &e))?;
+                client.batch_execute(&comment).await.map_err(|e| PgError::sql(format!("{comment} on {target}"), &e))
+            })
+            .and_then(|r| r);
+            if let Err(e) = made {
+                live.retain(|l| l.id() != n);
+                drop(live);
+                let _ = drop_database(&admin, &dbname);
+                return Err(e);
+            }
+        }
         let mut config = admin.clone();
         config.dbname(&dbname);
         let target = describe(&config);
@@ -267,16 +304,17 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         match &mut self.kind {
+            // Unregistered only once done: an interrupt meanwhile finishes the job.
             Kind::Embedded(e) => {
-                unregister(e.id);
                 stop_server(&mut e.child);
                 if let Some(dir) = e.dir.take() {
                     let _ = dir.close();
                 }
+                unregister(e.id);
             }
             Kind::External { admin, dbname, id } => {
-                unregister(*id);
                 let _ = drop_database(admin, dbname);
+                unregister(*id);
             }
         }
     }
@@ -284,13 +322,20 @@ impl Drop for Cluster {
 
 /// Stop every live cluster and remove its directory when racelab gets SIGINT or SIGTERM,
 /// then exit with status 130. Call once, early; later calls do nothing. SIGKILL cannot be
-/// caught: servers then die through `PR_SET_PDEATHSIG`, and their directories stay.
+/// caught: servers then die through `PR_SET_PDEATHSIG`, and their directories and scratch
+/// databases stay until the next run removes them (see [`crate::owner`]).
+///
+/// While the handler cleans up, the rest of the program may see its server vanish; callers
+/// check [`interrupted`] before reporting such a failure, and wait for the exit instead.
 pub fn install_interrupt_cleanup() -> Result<(), PgError> {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
             ctrlc::set_handler(|| {
-                cleanup_all();
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                // Hold the registry until the exit: nothing new is made meanwhile.
+                let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
+                clean(std::mem::take(&mut *live));
                 std::process::exit(130);
             })
             .map_err(|e| e.to_string())
@@ -299,27 +344,72 @@ pub fn install_interrupt_cleanup() -> Result<(), PgError> {
         .map_err(PgError::Interrupt)
 }
 
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Has a SIGINT or SIGTERM started the cleanup? The process is then about to exit with 130.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Stop every live server and drop every scratch database this process made.
 pub fn cleanup_all() {
     let live = std::mem::take(&mut *registry().lock().unwrap_or_else(|p| p.into_inner()));
+    clean(live);
+}
+
+/// Processes first (so that nothing writes into a directory being removed), then
+/// directories, then databases.
+fn clean(live: Vec<Live>) {
+    for l in &live {
+        match l {
+            Live::Server { pid, .. } => stop_pid(*pid),
+            Live::Process { pid, .. } => kill_group(*pid),
+            _ => {}
+        }
+    }
     for l in live {
         match l {
-            Live::Server { pid, dir, .. } => {
-                stop_pid(pid);
-                let _ = fs::remove_dir_all(dir);
-            }
+            Live::Dir { dir, .. } => remove_dir(&dir),
             Live::Database { admin, dbname, .. } => {
                 let _ = drop_database(&admin, &dbname);
             }
+            Live::Server { .. } | Live::Process { .. } => {}
         }
+    }
+}
+
+/// Remove a directory that a process killed a moment ago may still have been writing to.
+fn remove_dir(dir: &Path) {
+    for _ in 0..10 {
+        if fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 // ---- live clusters, for the interrupt handler ----
 
+/// What racelab made and must end; entries of one cluster share its id.
 enum Live {
-    Server { id: u64, pid: libc::pid_t, dir: PathBuf },
+    /// A cluster's directory.
+    Dir { id: u64, dir: PathBuf },
+    /// A running server, stopped with an immediate shutdown.
+    Server { id: u64, pid: libc::pid_t },
+    /// A helper (`initdb`) leading its own process group, killed with the whole group.
+    Process { id: u64, pid: libc::pid_t },
+    /// A scratch database on an external server.
     Database { id: u64, admin: Box<Config>, dbname: String },
+}
+
+impl Live {
+    fn id(&self) -> u64 {
+        match self {
+            Live::Dir { id, .. } | Live::Server { id, .. } | Live::Process { id, .. } | Live::Database { id, .. } => {
+                *id
+            }
+        }
+    }
 }
 
 fn registry() -> &'static Mutex<Vec<Live>> {
@@ -328,9 +418,59 @@ fn registry() -> &'static Mutex<Vec<Live>> {
 }
 
 fn unregister(id: u64) {
-    registry().lock().unwrap_or_else(|p| p.into_inner()).retain(|l| match l {
-        Live::Server { id: i, .. } | Live::Database { id: i, .. } => *i != id,
-    });
+    registry().lock().unwrap_or_else(|p| p.into_inner()).retain(|l| l.id() != id);
+}
+
+fn unregister_process(id: u64) {
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|l| !matches!(l, Live::Process { id: i, .. } if *i == id));
+}
+
+/// Unregisters a cluster being built when building it fails.
+struct Registered(u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        unregister(self.0);
+    }
+}
+
+/// Spawn `cmd` (from the keeper thread) and register it under `id` in one step, so that an
+/// interrupt either finds it registered or comes before it exists.
+fn spawn_registered(cmd: Command, id: u64, helper: bool) -> std::io::Result<Child> {
+    let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let child = spawn_from_keeper(cmd)?;
+    let pid = child.id() as libc::pid_t;
+    live.push(if helper { Live::Process { id, pid } } else { Live::Server { id, pid } });
+    Ok(child)
+}
+
+/// The child gets `signal` when racelab dies, even by `SIGKILL`.
+fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("racelab exited while starting a PostgreSQL program"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Kill a process group led by a child of ours and reap the leader.
+fn kill_group(pid: libc::pid_t) {
+    unsafe {
+        libc::killpg(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
 }
 
 fn next_id() -> u64 {
@@ -373,6 +513,31 @@ fn stop_pid(pid: libc::pid_t) {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
+}
+
+/// Drop the scratch databases whose owner tag says their racelab process is gone. Failures
+/// are ignored: this is housekeeping, and the database may be gone already.
+async fn drop_stale_databases(client: &Client) {
+    let query = "SELECT datname, pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database \
+                 WHERE datname LIKE 'racelab\\_%' LIMIT 10000";
+    let Ok(rows) = tokio::time::timeout(Duration::from_secs(10), client.query(query, &[])).await else { return };
+    for row in rows.into_iter().flatten() {
+        let (name, comment): (String, Option<String>) = (row.get(0), row.get(1));
+        let stale = comment.as_deref().and_then(Owner::parse).is_some_and(|o| o.is_gone());
+        // The name is racelab's own pattern (racelab_<pid>_<n>), so it needs no quoting.
+        if stale && is_scratch_name(&name) {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.batch_execute(&sql)).await;
+        }
+    }
+}
+
+/// `racelab_<digits>_<digits>`.
+fn is_scratch_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("racelab_") else { return false };
+    let mut parts = rest.split('_');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
 }
 
 fn drop_database(admin: &Config, dbname: &str) -> Result<(), PgError> {
@@ -474,6 +639,47 @@ fn lookup_user(name: &str) -> Option<User> {
         return None;
     }
     Some(User { name: name.to_string(), uid: pwd.pw_uid, gid: pwd.pw_gid })
+}
+
+/// Where cluster directories go: the temporary directory, unless the unprivileged user the
+/// server runs as cannot enter it (a private `TMPDIR`, mode 0700, as `mktemp -d` makes it);
+/// then `/tmp`, which every user can enter.
+fn cluster_parent(run_as: Option<&User>) -> Result<PathBuf, PgError> {
+    let tmp = std::env::temp_dir();
+    let Some(user) = run_as else { return Ok(tmp) };
+    if can_enter(&tmp, user) {
+        return Ok(tmp);
+    }
+    let fallback = PathBuf::from("/tmp");
+    if can_enter(&fallback, user) {
+        return Ok(fallback);
+    }
+    Err(PgError::io(
+        format!(
+            "choosing a directory for the cluster: user {} (who runs the server) cannot enter {} or /tmp",
+            user.name,
+            tmp.display()
+        ),
+        std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    ))
+}
+
+/// Can `user` reach `dir` (search permission on it and every ancestor)? Supplementary groups
+/// are not considered, so this may say no where the answer is yes, never the other way.
+fn can_enter(dir: &Path, user: &User) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = dir.canonicalize() else { return false };
+    dir.ancestors().all(|d| {
+        let Ok(m) = fs::metadata(d) else { return false };
+        let mode = m.mode();
+        if m.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if m.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    })
 }
 
 fn chown(path: &Path, user: &User) -> Result<(), PgError> {

@@ -19,6 +19,8 @@ pub enum PgError {
     Initdb { command: String, status: String, stderr: String },
     /// The server exited, or did not accept connections in time.
     ServerDidNotStart { reason: String, log: PathBuf, log_tail: String },
+    /// A server address that cannot be parsed; `source` says where it came from.
+    BadUrl { source: String, message: String },
     /// Nothing answers at the address, or the connection broke.
     Unreachable { target: String, message: String },
     /// The server refused the credentials (SQLSTATE 28P01 / 28000).
@@ -98,6 +100,7 @@ impl fmt::Display for PgError {
             PgError::ServerDidNotStart { reason, log, log_tail } => {
                 write!(f, "PostgreSQL server did not start: {reason}; last lines of {}:\n{}", log.display(), log_tail)
             }
+            PgError::BadUrl { source, message } => write!(f, "bad PostgreSQL URL in {source}: {message}"),
             PgError::Unreachable { target, message } => write!(f, "cannot reach PostgreSQL at {target}: {message}"),
             PgError::Auth { target, message } => {
                 write!(f, "PostgreSQL at {target} refused the credentials: {message}")

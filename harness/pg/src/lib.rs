@@ -25,11 +25,12 @@ pub mod backend;
 pub mod cluster;
 pub mod error;
 pub mod export;
+mod owner;
 pub mod session;
 pub mod spec;
 pub mod sql;
 
-pub use backend::postgres;
-pub use cluster::{install_interrupt_cleanup, Cluster};
+pub use backend::{postgres, server_lost};
+pub use cluster::{install_interrupt_cleanup, interrupted, Cluster};
 pub use error::PgError;
 pub use session::Sessions;

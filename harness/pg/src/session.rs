@@ -35,6 +35,7 @@
 //! - Blocked detection counts only waits on the other sessions; a statement waiting on anything
 //!   else (another client of the database) counts as running until `statement_timeout`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a cycle in the wait-for graph may last before the controller gives up waiting for
 /// PostgreSQL's deadlock detector and reports the statements blocked.
 const CYCLE_LIMIT: Duration = Duration::from_secs(5);
+/// `deadlock_timeout` of the sessions when the role may set it.
+const FAST_DEADLOCK_MS: u64 = 1;
 
 type QueryResult = Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>;
 
@@ -68,11 +71,17 @@ struct Running {
     done: Option<Result<QueryResult, tokio::task::JoinError>>,
     /// When the statement was first seen blocked, and by whom (server pids).
     blocked: Option<(Instant, Vec<i32>)>,
+    /// The session's count of deadlock checks when the current wait was first seen: a
+    /// later check is this wait's.
+    checks_before: u64,
 }
 
 struct Conn {
     client: Arc<Client>,
     pid: i32,
+    /// How many deadlock checks of this session's waits have run (their `log_lock_waits`
+    /// messages), when the server reports them (see [`Sessions::open`]).
+    checks: Arc<AtomicU64>,
     running: Option<Running>,
     /// The outcome of an earlier-blocked statement, until the caller takes it.
     ready: Option<Outcome>,
@@ -109,15 +118,21 @@ impl Sessions {
         let rt = runtime()?;
         let target = cluster.target().to_string();
         let mut config = cluster.config();
-        config.options(format!(
-            "-c statement_timeout={}ms -c client_min_messages=error -c lock_timeout=0 \
-             -c idle_in_transaction_session_timeout=0",
+        let options = format!(
+            "-c statement_timeout={}ms -c lock_timeout=0 -c idle_in_transaction_session_timeout=0",
             STATEMENT_TIMEOUT.as_millis()
-        ));
-        let (control, status, deadlock_ms) = rt.block_on(async {
+        );
+        config.options(format!("{options} -c client_min_messages=error"));
+        let (control, status, deadlock_ms, superuser) = rt.block_on(async {
             let mut control_config = config.clone();
             control_config.application_name("racelab-control");
             let control = connect(&control_config, &target).await?;
+            let superuser = bounded(
+                "asking whether the role is a superuser",
+                control.query_one("SELECT pg_catalog.current_setting('is_superuser') = 'on'", &[]),
+            )
+            .await?
+            .get::<_, bool>(0);
             let status = bounded("preparing the status query", control.prepare(STATUS_SQL)).await?;
             let row = bounded(
                 "reading deadlock_timeout",
@@ -128,8 +143,19 @@ impl Sessions {
             let mut ddl = sql::drop_sql(schema);
             ddl.extend(sql::schema_sql(schema, text_columns));
             bounded("creating the schema", control.batch_execute(&ddl.join(";\n"))).await?;
-            Ok::<_, PgError>((control, status, row.get::<_, i64>(0)))
+            Ok::<_, PgError>((control, status, row.get::<_, i64>(0), superuser))
         })?;
+        // A superuser may have each session's deadlock check run after 1 ms and report that it
+        // ran (log_lock_waits, sent to the client): a wait is then known to be checked as soon
+        // as its message arrives. Otherwise, the server's own deadlock_timeout plus a margin.
+        let deadlock_ms = if superuser {
+            config.options(format!(
+                "{options} -c client_min_messages=log -c log_lock_waits=on -c deadlock_timeout={FAST_DEADLOCK_MS}ms"
+            ));
+            FAST_DEADLOCK_MS as i64
+        } else {
+            deadlock_ms
+        };
         let deadlock = Duration::from_millis(deadlock_ms.max(1) as u64);
         let mut s = Sessions {
             rt,
@@ -151,7 +177,25 @@ impl Sessions {
     /// transaction, session setting or advisory lock survives.
     pub fn reset(&mut self, seed_rows: &[(&str, Row)]) -> Result<(), PgError> {
         let n = self.conns.len();
-        self.end_all()?;
+        // Sessions with nothing in flight are recycled (ROLLBACK, DISCARD ALL: no transaction,
+        // setting, advisory lock or temporary object survives), which costs two round trips
+        // instead of a reconnection; otherwise, or if that fails, they are ended and replaced.
+        let recycled = self.conns.iter().all(|c| c.running.is_none()) && {
+            let clients: Vec<Arc<Client>> = self.conns.iter().map(|c| c.client.clone()).collect();
+            self.rt
+                .block_on(try_join_all(clients.iter().map(|client| async move {
+                    bounded("rolling back", client.simple_query("ROLLBACK")).await?;
+                    bounded("discarding session state", client.simple_query("DISCARD ALL")).await
+                })))
+                .is_ok()
+        };
+        if recycled {
+            for c in &mut self.conns {
+                c.ready = None;
+            }
+        } else {
+            self.end_all()?;
+        }
         let mut batch = String::new();
         let tables: Vec<&str> = self.schema.tables.iter().map(|t| t.name).collect();
         if !tables.is_empty() {
@@ -162,10 +206,17 @@ impl Sessions {
             batch.push_str(&format!("INSERT INTO {table} VALUES ({});\n", values.join(", ")));
         }
         let (control, config, target) = (&self.control, &self.config, &self.target);
-        self.conns = self.rt.block_on(async {
+        let fresh = self.rt.block_on(async {
             bounded("emptying and seeding the tables", control.batch_execute(&batch)).await?;
-            open_conns(config, target, 0..n).await
+            if recycled {
+                Ok(Vec::new())
+            } else {
+                open_conns(config, target, 0..n).await
+            }
         })?;
+        if !recycled {
+            self.conns = fresh;
+        }
         Ok(())
     }
 
@@ -178,7 +229,8 @@ impl Sessions {
         let text = sql::render(stmt, &self.schema);
         let client = self.conns[c].client.clone();
         let task = self.rt.spawn(async move { run(&client, &text).await });
-        self.conns[c].running = Some(Running { stmt: stmt.clone(), task, done: None, blocked: None });
+        let checks_before = self.conns[c].checks.load(Ordering::SeqCst);
+        self.conns[c].running = Some(Running { stmt: stmt.clone(), task, done: None, blocked: None, checks_before });
         self.settle()?;
         Ok(match self.conns[c].ready.take() {
             Some(outcome) => Applied::Done(outcome),
@@ -382,23 +434,33 @@ async fn settle(
             let mut blockers: Vec<i32> = row.get(2);
             blockers.sort_unstable();
             let Some(c) = conns.iter().position(|x| x.pid == pid) else { continue };
-            let Some(r) = conns[c].running.as_mut() else { continue };
-            if r.is_finished() {
+            if conns[c].running.as_ref().is_none_or(Running::is_finished) {
                 continue;
             }
+            let checks = conns[c].checks.load(Ordering::SeqCst);
+            let Some(r) = conns[c].running.as_mut() else { continue };
             if !blocked {
                 r.blocked = None;
+                r.checks_before = checks;
                 settled = false;
                 continue;
             }
             let since = match &r.blocked {
                 Some((since, who)) if *who == blockers => *since,
-                _ => {
+                Some(_) => {
+                    // Another wait (or the same with other holders): wait for a check after now.
+                    r.blocked = Some((now, blockers.clone()));
+                    r.checks_before = checks;
+                    now
+                }
+                None => {
                     r.blocked = Some((now, blockers.clone()));
                     now
                 }
             };
-            if now < since + grace {
+            // Its deadlock check has run (reported), or must have by now.
+            let checked = checks > r.checks_before;
+            if !checked && now < since + grace {
                 settled = false;
                 wait_until = wait_until.max(since + grace);
             }
@@ -530,12 +592,40 @@ async fn open_conns(config: &Config, target: &str, ids: std::ops::Range<usize>) 
     try_join_all(ids.map(|i| async move {
         let mut config = config.clone();
         config.application_name(format!("racelab-c{i}"));
-        let client = connect(&config, target).await?;
+        let checks = Arc::new(AtomicU64::new(0));
+        let client = connect_counting_checks(&config, target, checks.clone()).await?;
         let row =
             bounded("reading the backend pid", client.query_one("SELECT pg_catalog.pg_backend_pid()", &[])).await?;
-        Ok::<_, PgError>(Conn { client: Arc::new(client), pid: row.get(0), running: None, ready: None })
+        Ok::<_, PgError>(Conn { client: Arc::new(client), pid: row.get(0), checks, running: None, ready: None })
     }))
     .await
+}
+
+/// Connect a session, counting the messages that say its deadlock check ran without finding
+/// a deadlock (`log_lock_waits`: "still waiting for", or "avoided deadlock" after
+/// rearranging the queue). Other notices are dropped. Bounded like [`connect`].
+async fn connect_counting_checks(config: &Config, target: &str, checks: Arc<AtomicU64>) -> Result<Client, PgError> {
+    let attempt = tokio::time::timeout(CONTROL_TIMEOUT, config.connect(tokio_postgres::NoTls)).await;
+    let (client, mut conn) = match attempt {
+        Err(_) => return Err(PgError::Timeout { what: format!("connecting to {target}") }),
+        Ok(Err(e)) => return Err(PgError::connect(target, &e)),
+        Ok(Ok(pair)) => pair,
+    };
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(n))
+                    if n.message().contains(" still waiting for ")
+                        || n.message().contains(" avoided deadlock for ") =>
+                {
+                    checks.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(client)
 }
 
 /// Terminate the backends `pids` and wait until none of them is left; with `everyone`, also

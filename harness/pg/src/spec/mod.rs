@@ -29,7 +29,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use parse::{parse, parse_named};
-pub use run::{run_spec, run_spec_file, run_spec_file_with, run_spec_with, RunOptions};
+pub use run::{
+    regression_database, run_spec, run_spec_file, run_spec_file_with, run_spec_streaming, run_spec_with, RunOptions,
+    REGRESSION_DATABASE,
+};
 
 /// A parsed spec file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,40 +111,86 @@ impl Spec {
 
     /// The permutations that will run: the given ones, or else every
     /// interleaving of the sessions' steps that keeps each session's order, in
-    /// the isolation tester's order (earlier sessions first).
-    pub fn effective_permutations(&self) -> Vec<Vec<PermutationStep>> {
-        if !self.permutations.is_empty() {
-            return self.permutations.iter().map(|p| p.steps.clone()).collect();
-        }
-        let mut out = Vec::new();
-        let mut piles = vec![0usize; self.sessions.len()];
-        let mut current = Vec::new();
-        self.interleavings(&mut piles, &mut current, &mut out);
-        out
+    /// the isolation tester's order (earlier sessions first). Produced one at a
+    /// time: a spec of 24 steps in 8 sessions has about 10^17 interleavings,
+    /// which run (as PostgreSQL's tester runs them) but could never be listed.
+    pub fn effective_permutations(&self) -> Permutations<'_> {
+        Permutations { spec: self, given: 0, next: None, started: false }
+    }
+}
+
+/// The iterator of [`Spec::effective_permutations`].
+pub struct Permutations<'a> {
+    spec: &'a Spec,
+    /// The next given permutation to yield.
+    given: usize,
+    /// The interleaving to yield next, as session indexes.
+    next: Option<Vec<usize>>,
+    started: bool,
+}
+
+impl Permutations<'_> {
+    /// Steps per session.
+    fn sizes(&self) -> Vec<usize> {
+        self.spec.sessions.iter().map(|s| s.steps.len()).collect()
     }
 
-    fn interleavings(
-        &self,
-        piles: &mut [usize],
-        current: &mut Vec<PermutationStep>,
-        out: &mut Vec<Vec<PermutationStep>>,
-    ) {
-        let mut found = false;
-        for i in 0..self.sessions.len() {
-            let session = &self.sessions[i];
-            if piles[i] < session.steps.len() {
-                let step = &session.steps[piles[i]];
-                current.push(PermutationStep { name: step.name.clone(), blockers: Vec::new(), line: step.line });
-                piles[i] += 1;
-                self.interleavings(piles, current, out);
-                piles[i] -= 1;
-                current.pop();
-                found = true;
+    /// Extend `seq` with the earliest sessions that still have steps.
+    fn fill(seq: &mut Vec<usize>, remaining: &mut [usize]) {
+        while let Some(j) = remaining.iter().position(|&r| r > 0) {
+            remaining[j] -= 1;
+            seq.push(j);
+        }
+    }
+
+    /// The interleaving after `seq` in the tester's depth-first order, if any.
+    fn successor(seq: &[usize], sizes: &[usize]) -> Option<Vec<usize>> {
+        let mut remaining = vec![0usize; sizes.len()];
+        let mut seq = seq.to_vec();
+        // Walk back, giving steps back, until a later session can go at position k.
+        while let Some(last) = seq.pop() {
+            remaining[last] += 1;
+            if let Some(j) = (last + 1..sizes.len()).find(|&j| remaining[j] > 0) {
+                remaining[j] -= 1;
+                seq.push(j);
+                Self::fill(&mut seq, &mut remaining);
+                return Some(seq);
             }
         }
-        if !found {
-            out.push(current.clone());
+        None
+    }
+
+    fn to_steps(&self, seq: &[usize]) -> Vec<PermutationStep> {
+        let mut taken = vec![0usize; self.spec.sessions.len()];
+        seq.iter()
+            .map(|&i| {
+                let step = &self.spec.sessions[i].steps[taken[i]];
+                taken[i] += 1;
+                PermutationStep { name: step.name.clone(), blockers: Vec::new(), line: step.line }
+            })
+            .collect()
+    }
+}
+
+impl Iterator for Permutations<'_> {
+    type Item = Vec<PermutationStep>;
+
+    fn next(&mut self) -> Option<Vec<PermutationStep>> {
+        if !self.spec.permutations.is_empty() {
+            let p = self.spec.permutations.get(self.given)?;
+            self.given += 1;
+            return Some(p.steps.clone());
         }
+        let sizes = self.sizes();
+        if !self.started {
+            self.started = true;
+            let mut first = Vec::new();
+            Self::fill(&mut first, &mut sizes.clone());
+            self.next = Some(first);
+        }
+        let current = self.next.take()?;
+        self.next = Self::successor(&current, &sizes);
+        Some(self.to_steps(&current))
     }
 }
 

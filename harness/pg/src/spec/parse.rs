@@ -448,8 +448,67 @@ mod tests {
     fn all_interleavings_keep_session_order() {
         let spec = parse("session a step a1 {x} step a2 {x}\nsession b step b1 {x}").unwrap();
         let perms: Vec<Vec<String>> =
-            spec.effective_permutations().into_iter().map(|p| p.into_iter().map(|s| s.name).collect()).collect();
+            spec.effective_permutations().map(|p| p.into_iter().map(|s| s.name).collect()).collect();
         assert_eq!(perms, vec![vec!["a1", "a2", "b1"], vec!["a1", "b1", "a2"], vec!["b1", "a1", "a2"]]);
+    }
+
+    /// The iterator yields the recursive enumeration's order and count (multinomial).
+    #[test]
+    fn interleavings_match_the_recursive_enumeration() {
+        fn recurse(sizes: &[usize], piles: &mut Vec<usize>, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+            let mut found = false;
+            for i in 0..sizes.len() {
+                if piles[i] < sizes[i] {
+                    piles[i] += 1;
+                    cur.push(i);
+                    recurse(sizes, piles, cur, out);
+                    cur.pop();
+                    piles[i] -= 1;
+                    found = true;
+                }
+            }
+            if !found {
+                out.push(cur.clone());
+            }
+        }
+        let spec = parse(
+            "session a step a1 {x} step a2 {x}\nsession b step b1 {x} step b2 {x} step b3 {x}\nsession c step c1 {x}",
+        )
+        .unwrap();
+        let mut want = Vec::new();
+        recurse(&[2, 3, 1], &mut vec![0; 3], &mut Vec::new(), &mut want);
+        let names = [vec!["a1", "a2"], vec!["b1", "b2", "b3"], vec!["c1"]];
+        let want: Vec<Vec<String>> = want
+            .iter()
+            .map(|seq| {
+                let mut taken = [0; 3];
+                seq.iter()
+                    .map(|&i| {
+                        taken[i] += 1;
+                        names[i][taken[i] - 1].to_string()
+                    })
+                    .collect()
+            })
+            .collect();
+        let got: Vec<Vec<String>> =
+            spec.effective_permutations().map(|p| p.into_iter().map(|s| s.name).collect()).collect();
+        assert_eq!(got.len(), 60);
+        assert_eq!(got, want);
+    }
+
+    /// 24 steps in 8 sessions: about 10^17 interleavings; the first ones come at once.
+    #[test]
+    fn huge_interleaving_counts_stream() {
+        let mut text = String::new();
+        for s in 0..8 {
+            text.push_str(&format!("session s{s} step s{s}a {{x}} step s{s}b {{x}} step s{s}c {{x}}\n"));
+        }
+        let spec = parse(&text).unwrap();
+        let first: Vec<Vec<PermutationStep>> = spec.effective_permutations().take(1000).collect();
+        assert_eq!(first.len(), 1000);
+        assert!(first.iter().all(|p| p.len() == 24));
+        assert_eq!(first[0][0].name, "s0a");
+        assert_eq!(first[0][23].name, "s7c");
     }
 
     #[test]

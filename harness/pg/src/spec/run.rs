@@ -114,16 +114,41 @@ pub fn run_spec(config: &Config, spec: &Spec) -> Result<String, SpecError> {
 /// Runs a parsed spec with explicit options, in a private current-thread
 /// tokio runtime.
 pub fn run_spec_with(config: &Config, spec: &Spec, options: &RunOptions) -> Result<String, SpecError> {
+    let mut all = String::new();
+    run_spec_streaming(config, spec, options, &mut |chunk| {
+        all.push_str(chunk);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// Runs a parsed spec, handing the transcript to `sink` as it goes (at least once per
+/// permutation), so that a spec with a great many permutations shows output at once and
+/// holds none of it. On failure, what was printed before it has been handed over.
+pub fn run_spec_streaming(
+    config: &Config,
+    spec: &Spec,
+    options: &RunOptions,
+    sink: &mut dyn FnMut(&str) -> Result<(), SpecError>,
+) -> Result<(), SpecError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| SpecError::Server { what: "starting the tokio runtime".into(), error: e.to_string() })?;
     runtime.block_on(async {
         let mut out = String::new();
-        let result = run(config, spec, options, &mut out).await;
-        result.map(|()| out)
+        let result = run(config, spec, options, &mut out, sink).await;
+        if !out.is_empty() {
+            sink(&out)?;
+        }
+        result
     })
 }
+
+/// What libpq reports when the server closes a connection (a terminated backend); the
+/// tester prints it as an error result, followed by a blank line.
+const CONNECTION_CLOSED: &str = "server closed the connection unexpectedly\n\tThis probably means the server \
+                                 terminated abnormally\n\tbefore or while processing the request.\n\n";
 
 const STEP_NONBLOCK: u8 = 1;
 const STEP_RETRY: u8 = 2;
@@ -163,12 +188,34 @@ struct Sess {
     active: Option<Active>,
     total_notices: u64,
     notifications: Vec<Notification>,
+    /// The server closed the connection (its backend was terminated).
+    closed: bool,
 }
 
 impl Sess {
+    /// The connection is gone: a running query ends with libpq's error for that.
+    fn close(&mut self, out: &mut String) {
+        self.closed = true;
+        if self.active.as_ref().is_some_and(|a| !a.done) {
+            self.record(Ev::Error(CONNECTION_CLOSED.to_string()), out);
+            if let Some(a) = self.active.as_mut() {
+                a.done = true;
+            }
+        }
+    }
+
     /// Polls the connection and the running query; `Ready` once something
     /// arrived (or on failure), `Pending` when nothing did.
     fn poll_pump(&mut self, cx: &mut Context<'_>, out: &mut String) -> Poll<Result<(), SpecError>> {
+        if self.closed {
+            // Nothing more will come; a query sent meanwhile has failed already.
+            return if self.active.as_ref().is_some_and(|a| !a.done) {
+                self.close(out);
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            };
+        }
         let mut progressed = false;
         loop {
             let mut moved = self.drain_stream(cx, out);
@@ -195,17 +242,12 @@ impl Sess {
                     moved = true;
                 }
                 Poll::Ready(Some(Ok(_))) => moved = true,
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(SpecError::Server {
-                        what: format!("connection of session {}", self.name),
-                        error: describe(&e),
-                    }))
-                }
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(SpecError::Server {
-                        what: format!("connection of session {}", self.name),
-                        error: "the server closed the connection".into(),
-                    }))
+                // The server ended the session (as PostgreSQL's tester sees it, the running
+                // step gets libpq's error and the permutation goes on).
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    self.drain_stream(cx, out);
+                    self.close(out);
+                    return Poll::Ready(Ok(()));
                 }
                 Poll::Pending => {}
             }
@@ -242,8 +284,13 @@ impl Sess {
                 Poll::Ready(Some(Ok(_))) => continue,
                 Poll::Ready(Some(Err(e))) => match e.as_db_error() {
                     Some(db) => Ev::Error(format::error(db.severity(), db.message())),
-                    None => {
+                    None if e.is_closed() => {
                         // The connection is gone; nothing more will come.
+                        active.done = true;
+                        self.closed = true;
+                        Ev::Error(CONNECTION_CLOSED.to_string())
+                    }
+                    None => {
                         active.done = true;
                         Ev::Error(format!("{e}\n"))
                     }
@@ -422,7 +469,13 @@ async fn connect(
     cfg.connect(NoTls).await.map_err(|e| SpecError::Connect { what: who.to_string(), error: describe(&e) })
 }
 
-async fn run(config: &Config, spec: &Spec, options: &RunOptions, out: &mut String) -> Result<(), SpecError> {
+async fn run(
+    config: &Config,
+    spec: &Spec,
+    options: &RunOptions,
+    out: &mut String,
+    sink: &mut dyn FnMut(&str) -> Result<(), SpecError>,
+) -> Result<(), SpecError> {
     for w in &spec.warnings {
         out.push_str(w);
         out.push('\n');
@@ -446,6 +499,7 @@ async fn run(config: &Config, spec: &Spec, options: &RunOptions, out: &mut Strin
             active: None,
             total_notices: 0,
             notifications: Vec::new(),
+            closed: false,
         });
     }
     let pids: Vec<String> = sessions.iter().map(|s| s.pid.to_string()).collect();
@@ -462,6 +516,8 @@ async fn run(config: &Config, spec: &Spec, options: &RunOptions, out: &mut Strin
         if result.is_err() {
             break;
         }
+        sink(runner.out)?;
+        runner.out.clear();
     }
     drop(runner);
     control_task.abort();
@@ -795,4 +851,39 @@ impl Runner<'_> {
         }
         Ok(false)
     }
+}
+
+/// The database PostgreSQL's regression driver runs its isolation schedule in; some specs
+/// name it (`intra-grant-inplace-db`).
+pub const REGRESSION_DATABASE: &str = "isolation_regression";
+
+/// Create [`REGRESSION_DATABASE`] afresh on the server `config` reaches (as the driver does)
+/// and return settings that connect to it. For a throwaway cluster only: it drops a database
+/// of that name.
+pub fn regression_database(config: &Config) -> Result<Config, SpecError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SpecError::Server { what: "starting the tokio runtime".into(), error: e.to_string() })?;
+    runtime.block_on(async {
+        let (client, conn) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| SpecError::Connect { what: "creating the regression database".into(), error: describe(&e) })?;
+        let task = tokio::spawn(conn);
+        for sql in
+            [format!("DROP DATABASE IF EXISTS {REGRESSION_DATABASE}"), format!("CREATE DATABASE {REGRESSION_DATABASE}")]
+        {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| SpecError::Setup { what: sql.clone(), error: describe(&e) })?;
+        }
+        drop(client);
+        let _ = task.await;
+        Ok::<_, SpecError>(())
+    })?;
+    let mut c = config.clone();
+    c.dbname(REGRESSION_DATABASE);
+    Ok(c)
 }
