@@ -523,9 +523,10 @@ mod tests {
     #[test]
     fn params_are_bounded() {
         let params = |hooks| Params::new([("hooks".to_string(), racelab_harness::catalogue::Param::Int(hooks))].into());
-        assert!(build(Variant::Unlocked, &params(3)).is_ok());
+        // Each hook comes with a dormant daemon: two actors per hook.
+        assert!(build(Variant::Unlocked, &params(16)).is_ok());
         assert!(build(Variant::Unlocked, &params(0)).is_err());
-        assert!(build(Variant::Unlocked, &params(4)).is_err());
+        assert!(build(Variant::Unlocked, &params(17)).is_err());
         assert_eq!(race().variants.len(), 3);
     }
 }
