@@ -88,11 +88,13 @@ use racelab_harness::sim::parts::{Mutex, MutexOp};
 use racelab_harness::sim::{PartId, Schema, World};
 
 /// The area every message needs.
-pub const AREA: Value = Value::Str("HOME");
+pub const AREA_NAME: &str = "HOME";
+pub const AREA: Value = Value::Str(AREA_NAME);
 /// The Firestore document Option 2B caches the area's page id in.
 pub const CACHE_DOC: Value = Value::Str("area_cache/HOME");
 /// The idempotency key of the area's create: a pure function of the area name.
-pub const AREA_KEY: Value = Value::Str("area:HOME");
+pub const AREA_KEY_NAME: &str = "area:HOME";
+pub const AREA_KEY: Value = Value::Str(AREA_KEY_NAME);
 /// The key of the area's lock in an instance's lock table.
 const AREA_LOCK: i64 = 1;
 
@@ -463,7 +465,10 @@ mod tests {
         let m = AreaEnsure { area_exists: true, ..model(Variant::SwallowError, 1, 1) };
         let bounds = Bounds { errors: 1, ..Bounds::default() };
         let r = replay(&m, &bounds, &[vec![error(0)], steps(&[0])].concat()).unwrap();
-        assert_eq!(texts(&r.events), ["find_area_by_name(HOME) → AttributeError [injected]", "create_area_page(HOME) → 2"]);
+        assert_eq!(
+            texts(&r.events),
+            ["find_area_by_name(HOME) → AttributeError [injected]", "create_area_page(HOME) → 2"]
+        );
         assert_eq!(r.violation.as_ref().unwrap().invariant, NO_TWO_PAGES_PER_AREA);
         assert_eq!(pages(&r), [1, 2]);
     }
@@ -548,7 +553,8 @@ mod tests {
         let bounds = Bounds { crashes: 1, errors: 1, ..Bounds::default() };
         // Instance 1 dies after worker A's create, before the ack; instance 2's create with the
         // same key returns A's page; the redelivered message's lookup fails and raises.
-        let schedule = [steps(&[0, 2, 0]), vec![crash(1)], steps(&[2]), vec![error(0)], steps(&[1, 3, 1, 2, 3])].concat();
+        let schedule =
+            [steps(&[0, 2, 0]), vec![crash(1)], steps(&[2]), vec![error(0)], steps(&[1, 3, 1, 2, 3])].concat();
         let r = replay(&m, &bounds, &schedule).unwrap();
         assert_eq!(
             texts(&r.events),
@@ -577,7 +583,10 @@ mod tests {
     fn the_race_has_the_catalogue_variants_and_rejects_too_many_workers() {
         let race = race();
         let ids: Vec<_> = race.variants.iter().map(|v| v.id).collect();
-        assert_eq!(ids, ["swallow-error", "check-then-create", "in-process-lock", "transactional-cache", "idempotency-key"]);
+        assert_eq!(
+            ids,
+            ["swallow-error", "check-then-create", "in-process-lock", "transactional-cache", "idempotency-key"]
+        );
         let mut values = std::collections::BTreeMap::new();
         values.insert("instances".to_string(), racelab_harness::catalogue::Param::Int(3));
         values.insert("workers".to_string(), racelab_harness::catalogue::Param::Int(3));

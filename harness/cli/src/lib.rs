@@ -9,6 +9,10 @@
 //! }
 //! ```
 
+mod engine;
+
+pub use engine::Engine;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,14 +48,18 @@ enum Command {
         ids: Vec<String>,
         #[arg(long, value_enum, default_value_t = Backend::Sim)]
         backend: Backend,
+        /// racelab's explorers, or turmoil's simulated hosts and network (seeded sampling).
+        #[arg(long, value_enum, default_value_t = Engine::Racelab)]
+        engine: Engine,
         #[arg(long, value_enum, default_value_t = ModeArg::Exhaustive)]
         mode: ModeArg,
-        /// Seed for random and PCT schedules.
+        /// Seed for random and PCT schedules; with turmoil, the first seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Schedules per scenario for random and PCT.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-        schedules: u64,
+        /// Schedules per scenario for random and PCT (default 1000); with turmoil, seeds per
+        /// scenario (default: the scenario file's `[turmoil] seeds`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        schedules: Option<u64>,
         /// PCT bug depth d.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
         depth: u32,
@@ -216,9 +224,16 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
         Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
-        Command::Check { ids, backend, mode, seed, schedules, depth, json, dir, db } => {
+        Command::Check { ids, backend, engine, mode, seed, schedules, depth, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
+            if engine == Engine::Turmoil {
+                if backend != Backend::Sim || !matches!(mode, ModeArg::Exhaustive) {
+                    return Err(BadInput("--engine turmoil runs its own hosts: drop --backend and --mode".into()));
+                }
+                return engine::check_turmoil(&selected, seed, schedules, json);
+            }
+            let schedules = schedules.unwrap_or(1000);
             let mode = match mode {
                 ModeArg::Exhaustive => Mode::Exhaustive,
                 ModeArg::Random => Mode::Random { seed, schedules },
