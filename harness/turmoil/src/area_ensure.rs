@@ -205,7 +205,14 @@ impl AreaService {
     }
 
     async fn create_or_get_area(&self, tx: &mut Transaction, doc: &str, area_name: &str) -> Result<i64, ApiError> {
-        if let Some(cached) = tx.get(doc).await? {
+        let cached = tx.get(doc).await;
+        let shown = match &cached {
+            Ok(Some(id)) => format!("page {id}"),
+            Ok(None) => "missing".to_string(),
+            Err(e) => format!("raised {e}"),
+        };
+        self.instance.trace.log(&self.who, format!("doc_ref.get({doc}) → {shown}"));
+        if let Some(cached) = cached? {
             if self.instance.notion.page_exists(cached).await.unwrap_or(false) {
                 return Ok(cached);
             }
@@ -220,13 +227,23 @@ impl AreaService {
 
     async fn find(&self, area_name: &str) -> Result<Option<i64>, ApiError> {
         let found = self.instance.notion.find_area_by_name(area_name).await;
-        self.instance.trace.log(&self.who, format!("find_area_by_name({area_name}) → {found:?}"));
+        let shown = match &found {
+            Ok(Some(id)) => format!("page {id}"),
+            Ok(None) => "None".to_string(),
+            Err(e) => format!("raised {e}"),
+        };
+        self.instance.trace.log(&self.who, format!("find_area_by_name({area_name}) → {shown}"));
         found
     }
 
     async fn create(&self, area_name: &str, key: Option<&str>) -> Result<i64, ApiError> {
         let created = self.instance.notion.create_area_page(area_name, key).await;
-        self.instance.trace.log(&self.who, format!("create_area_page({area_name}, key={key:?}) → {created:?}"));
+        let shown = match &created {
+            Ok(id) => format!("page {id}"),
+            Err(e) => format!("raised {e}"),
+        };
+        let key = key.map_or(String::new(), |k| format!(", idempotency_key={k}"));
+        self.instance.trace.log(&self.who, format!("create_area_page({area_name}{key}) → {shown}"));
         created
     }
 }
@@ -282,7 +299,7 @@ async fn notion_api(pages: Rc<RefCell<Pages>>, lookup_may_fail: bool, coin: Coin
             ["QUERY", title] => pages.titled(title).first().map_or("NONE".to_string(), |id| format!("PAGE {id}")),
             ["CREATE", title, key] => {
                 let id = pages.create(title, Some(*key).filter(|k| *k != "-"));
-                trace.log(NOTION, format!("pages.create({title}, key={key}) → page {id}"));
+                trace.log(NOTION, format!("pages.create({title}) → page {id}"));
                 format!("PAGE {id}")
             }
             ["RETRIEVE", id] => {
@@ -330,7 +347,8 @@ async fn pubsub(messages: Vec<&'static str>, trace: Rc<Trace>) -> turmoil::Resul
         tokio::task::spawn_local(async move {
             for attempt in 1..=MAX_DELIVERIES {
                 let answer = rpc::call(endpoint, &format!("PUSH {m} {AREA_NAME}")).await;
-                trace.log("pubsub", format!("message {m} → {endpoint}: {answer:?}"));
+                let shown = answer.as_ref().map_or_else(|e| format!("{} ({e})", e.kind()), String::clone);
+                trace.log("pubsub", format!("push message {m} to {endpoint} → {shown}"));
                 if answer.as_deref().is_ok_and(|a| a.starts_with("200")) {
                     return;
                 }

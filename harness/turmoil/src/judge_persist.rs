@@ -121,17 +121,21 @@ struct Seen {
     found: Option<bool>,
 }
 
+fn shown(answer: &std::io::Result<String>) -> String {
+    answer.as_ref().map_or_else(|e| format!("{} ({e})", e.kind()), String::clone)
+}
+
 /// The caller: `POST /judge`, then, after a 200, `GET /judge/{id}`.
 async fn client(seen: Rc<RefCell<Seen>>, trace: Rc<Trace>) -> turmoil::Result {
     let posted = rpc::call(JUDGE, &format!("POST /judge {JUDGMENT_ID}")).await;
-    trace.log("client", format!("POST /judge → {posted:?}"));
+    trace.log("client", format!("POST /judge → {}", shown(&posted)));
     let Ok(status) = posted else { return Ok(()) };
     seen.borrow_mut().status = Some(status.clone());
     if status != "200" {
         return Ok(());
     }
     let got = rpc::call(JUDGE, &format!("GET /judge {JUDGMENT_ID}")).await;
-    trace.log("client", format!("GET /judge/{JUDGMENT_ID} → {got:?}"));
+    trace.log("client", format!("GET /judge/{JUDGMENT_ID} → {}", shown(&got)));
     match got.as_deref() {
         Ok("404") => seen.borrow_mut().found = Some(false),
         Ok(answer) if answer.starts_with("200") => seen.borrow_mut().found = Some(true),
