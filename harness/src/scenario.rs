@@ -14,7 +14,12 @@
 //! lost_replies = 0
 //! max_depth = 200
 //! max_states = 2000000
+//! [turmoil]
+//! seeds = 50
 //! ```
+//!
+//! `[turmoil]` is optional: how many seeds `--engine turmoil` samples for a race that has a
+//! turmoil version.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +45,10 @@ pub struct Scenario {
     pub bounds: Bounds,
     pub path: PathBuf,
     pub model: Box<dyn DynModel>,
+    /// The `[params]` table, for engines that build the race themselves (turmoil).
+    pub params: BTreeMap<String, Param>,
+    /// Seeds for `--engine turmoil`, from `[turmoil] seeds`.
+    pub turmoil_seeds: Option<u64>,
 }
 
 /// A scenario file that cannot be used, with where and why.
@@ -70,7 +79,17 @@ struct RawScenario {
     #[serde(default)]
     params: BTreeMap<String, Spanned<toml::Value>>,
     bounds: Option<Spanned<RawBounds>>,
+    turmoil: Option<Spanned<RawTurmoil>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTurmoil {
+    seeds: u64,
+}
+
+/// Most seeds a scenario may ask turmoil for.
+pub const MAX_TURMOIL_SEEDS: u64 = 100_000;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -138,7 +157,14 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         };
         values.insert(name.clone(), param);
     }
-    let params = Params::new(values);
+    let turmoil_seeds = match raw.turmoil {
+        Some(t) if !(1..=MAX_TURMOIL_SEEDS).contains(&t.get_ref().seeds) => {
+            return Err(err(Some(t.span()), format!("turmoil seeds must be 1..={MAX_TURMOIL_SEEDS}")))
+        }
+        Some(t) => Some(t.into_inner().seeds),
+        None => None,
+    };
+    let params = Params::new(values.clone());
     let line_of = |name: &str| raw.params.get(name).map(|v| v.span());
     let model = (variant.build)(&params).map_err(|message| {
         let span = raw.params.keys().find(|k| message.contains(&format!("`{k}`"))).and_then(|k| line_of(k));
@@ -156,6 +182,8 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         bounds,
         path: path.to_path_buf(),
         model,
+        params: values,
+        turmoil_seeds,
     })
 }
 

@@ -39,6 +39,8 @@ pub const ROUTE: &str = "/judge";
 /// The id of the judgment the client asks for.
 pub const JUDGMENT_ID: i64 = 1;
 pub const VERDICT: Value = Value::Str("APPROVE");
+pub const GET_AFTER_200_FINDS_JUDGMENT: &str = "get-after-200-finds-judgment";
+pub const JUDGMENT_WITH_200_IS_STORED: &str = "judgment-with-200-is-stored";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -316,8 +318,8 @@ impl Model for JudgePersist {
 
     fn invariants(&self) -> Vec<Invariant<JudgeActor>> {
         vec![
-            Invariant::new("get-after-200-finds-judgment", get_after_200_finds_judgment),
-            Invariant::new("judgment-with-200-is-stored", judgment_with_200_is_stored),
+            Invariant::new(GET_AFTER_200_FINDS_JUDGMENT, get_after_200_finds_judgment),
+            Invariant::new(JUDGMENT_WITH_200_IS_STORED, judgment_with_200_is_stored),
         ]
     }
 

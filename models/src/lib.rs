@@ -2,6 +2,7 @@
 
 use racelab_harness::catalogue::RaceDef;
 
+pub mod area_ensure;
 pub mod daemon_spawn;
 pub mod judge_persist;
 pub mod nested_locks;
@@ -11,6 +12,7 @@ pub mod summary_upsert;
 /// Every race, by id.
 pub fn catalogue() -> Vec<RaceDef> {
     vec![
+        area_ensure::race(),
         daemon_spawn::race(),
         judge_persist::race(),
         nested_locks::race(),

@@ -52,14 +52,18 @@ enum Command {
         ids: Vec<String>,
         #[arg(long, value_enum, default_value_t = Backend::Sim)]
         backend: Backend,
+        /// racelab's explorers, or turmoil's simulated hosts and network (seeded sampling).
+        #[arg(long, value_enum, default_value_t = Engine::Racelab)]
+        engine: Engine,
         #[arg(long, value_enum, default_value_t = ModeArg::Exhaustive)]
         mode: ModeArg,
-        /// Seed for random and PCT schedules.
+        /// Seed for random and PCT schedules; with turmoil, the first seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Schedules per scenario for random and PCT.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-        schedules: u64,
+        /// Schedules per scenario for random and PCT (default 1000); with turmoil, seeds per
+        /// scenario (default: the scenario file's `[turmoil] seeds`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        schedules: Option<u64>,
         /// PCT bug depth d.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
         depth: u32,
@@ -230,6 +234,11 @@ macro_rules! say {
     };
 }
 
+// After `say!`, which it uses.
+mod engine;
+
+pub use engine::Engine;
+
 /// What a racelab command line serves: a name for messages, the catalogue, and where its
 /// scenario files live when `--scenarios` is not given.
 #[derive(Clone)]
@@ -331,9 +340,16 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
         Command::List { json, dir } => list(w, &catalogue, &load(&dir, &catalogue)?, json),
-        Command::Check { ids, backend, mode, seed, schedules, depth, json, junit, dir, db } => {
+        Command::Check { ids, backend, engine, mode, seed, schedules, depth, json, junit, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
+            if engine == Engine::Turmoil {
+                if backend != Backend::Sim || !matches!(mode, ModeArg::Exhaustive) {
+                    return Err(BadInput("--engine turmoil runs its own hosts: drop --backend and --mode".into()));
+                }
+                return engine::check_turmoil(w, &selected, seed, schedules, json);
+            }
+            let schedules = schedules.unwrap_or(1000);
             let mode = match mode {
                 ModeArg::Exhaustive => Mode::Exhaustive,
                 ModeArg::Random => Mode::Random { seed, schedules },

@@ -8,7 +8,9 @@
 
 pub mod database;
 pub mod db;
+pub mod firestore;
 pub mod http;
+pub mod notion;
 pub mod os;
 pub mod parts;
 pub mod subsystem;
