@@ -266,6 +266,12 @@ pub fn main(app: App) -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     quiet_panics_when_the_server_is_gone();
+    // From the first moment, so that an interrupt during start-up also ends with 130 and cleans
+    // up whatever was made by then.
+    if let Err(e) = racelab_pg::install_interrupt_cleanup() {
+        eprintln!("{}: {e}", app.name);
+        return ExitCode::from(2);
+    }
     let matches = Cli::command().name(app.name).bin_name(app.name).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
