@@ -92,7 +92,7 @@ pub fn trace<M: Model>(model: &M, bounds: &Bounds, choices: &[Choice]) -> Result
             ChoiceKind::Step => state.status[i] == Status::Running,
             ChoiceKind::Error => true,
             ChoiceKind::LostReply => state.status[i] == Status::Running,
-            ChoiceKind::Timeout | ChoiceKind::Crash => false,
+            ChoiceKind::Timeout | ChoiceKind::Crash | ChoiceKind::PowerLoss => false,
         };
         let op = if issues { state.actors[i].next_op() } else { None };
         let (event, _) = state.apply_described(choice, bounds);
@@ -191,7 +191,8 @@ pub fn shrink<M: Model>(
 /// allows, greedy shrinking of `found` otherwise.
 pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Choice>)) -> (Violation, Vec<Choice>) {
     // Fault-free choices are a subset of the full bounds' choices, so the schedule replays there.
-    let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, ..bounds.clone() };
+    let fault_free =
+        Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, power_losses: 0, ..bounds.clone() };
     if let Some(shortest) = breadth_first(model, &fault_free) {
         return shortest;
     }

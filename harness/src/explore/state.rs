@@ -18,6 +18,7 @@ pub struct FaultsUsed {
     pub errors: u8,
     pub timeouts: u8,
     pub lost_replies: u8,
+    pub power_losses: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -137,6 +138,12 @@ impl<A: Actor> State<A> {
                 _ => {}
             }
         }
+        // A power loss can strike while anyone can still move; each durable state it may
+        // leave is its own choice.
+        if self.faults.power_losses < bounds.power_losses && self.any_step() {
+            let states = self.world.power_loss_states();
+            out.extend((0..states).map(|k| Choice { actor: k as u8, kind: ChoiceKind::PowerLoss }));
+        }
         out
     }
 
@@ -171,7 +178,7 @@ impl<A: Actor> State<A> {
     fn step(&mut self, choice: Choice, bounds: &Bounds, describe: bool) -> (Option<Event>, Footprint) {
         let i = usize::from(choice.actor);
         debug_assert_eq!(self.world.take_footprint(), Footprint::default());
-        if bounds.preemptions.is_some() {
+        if bounds.preemptions.is_some() && choice.kind != ChoiceKind::PowerLoss {
             if let Some(last) = self.last {
                 let last = usize::from(last);
                 if last != i && self.can_step(last) && choice.kind == ChoiceKind::Step {
@@ -282,6 +289,29 @@ impl<A: Actor> State<A> {
                     }
                 }
                 text(describe, || "✗ crash".to_string())
+            }
+            ChoiceKind::PowerLoss => {
+                self.faults.power_losses += 1;
+                let (dead, survived) = self.world.power_loss(usize::from(choice.actor));
+                for dead in dead {
+                    if matches!(self.status[dead], Status::Crashed) {
+                        continue;
+                    }
+                    if dead != 0 {
+                        also_crashed.push(dead);
+                    }
+                    // Every process dies, finished ones too: a daemon that restarts recovers.
+                    match self.actors[dead].on_crash() {
+                        Some(restarted) => {
+                            self.actors[dead] = restarted;
+                            self.status[dead] = Status::Running;
+                            self.finish_if_done(dead);
+                        }
+                        None if self.status[dead] == Status::Finished => {}
+                        None => self.status[dead] = Status::Crashed,
+                    }
+                }
+                text(describe, || format!("⚡ power loss; on disk: {survived}"))
             }
         };
         let mut footprint = self.world.take_footprint();
