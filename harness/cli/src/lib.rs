@@ -429,12 +429,15 @@ fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
         let b = &s.bounds;
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
         println!(
-            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, preemptions {}, depth ≤ {}",
+            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, lost replies ≤ {}, power losses ≤ {}, \
+             preemptions {}, depth ≤ {}",
             mode.name(),
             s.model.actor_names().len(),
             b.crashes,
             b.errors,
             b.timeouts,
+            b.lost_replies,
+            b.power_losses,
             preemptions,
             b.max_depth
         );

@@ -68,12 +68,13 @@ impl fmt::Display for ExportError {
             ExportError::Fault { step, actor, kind } => write!(
                 f,
                 "the schedule injects a fault ({} of {actor} at step {step}), and an isolation spec cannot \
-                 express crashes, injected errors or timeouts",
+                 express crashes, injected errors, timeouts or power losses",
                 match kind {
                     ChoiceKind::Crash => "a crash",
                     ChoiceKind::Error => "an injected error",
                     ChoiceKind::Timeout => "a timeout",
                     ChoiceKind::LostReply => "a lost reply",
+                    ChoiceKind::PowerLoss => "a power loss",
                     ChoiceKind::Step => "a step",
                 }
             ),

@@ -191,8 +191,7 @@ pub fn shrink<M: Model>(
 /// allows, greedy shrinking of `found` otherwise.
 pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Choice>)) -> (Violation, Vec<Choice>) {
     // Fault-free choices are a subset of the full bounds' choices, so the schedule replays there.
-    let fault_free =
-        Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, power_losses: 0, ..bounds.clone() };
+    let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, power_losses: 0, ..bounds.clone() };
     if let Some(shortest) = breadth_first(model, &fault_free) {
         return shortest;
     }

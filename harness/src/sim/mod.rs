@@ -241,7 +241,11 @@ impl World {
             .chain(self.parts.0.iter().map(|p| &**p))
             .map(|p| p.power_loss_states_dyn())
             .fold(1usize, |acc, n| acc.saturating_mul(n));
-        assert!(n <= fs::MAX_CRASH_STATES, "a power loss here may leave {n} durable states, more than {}", fs::MAX_CRASH_STATES);
+        assert!(
+            n <= fs::MAX_CRASH_STATES,
+            "a power loss here may leave {n} durable states, more than {}",
+            fs::MAX_CRASH_STATES
+        );
         n
     }
 
