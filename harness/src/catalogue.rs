@@ -71,6 +71,8 @@ pub trait DynModel: Send + Sync {
     fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled>;
     /// Schema, sessions and text columns, for a real server; `None` when it opens no connection.
     fn database_shape(&self, bounds: &Bounds) -> Option<crate::shape::DatabaseShape>;
+    /// Does the model's world hold simulated files (so that it can run on real files)?
+    fn uses_files(&self) -> bool;
     /// Every execution the exhaustive search reaches on the simulator, as schedules, up to `limit`.
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
@@ -92,6 +94,9 @@ impl<M: Model> DynModel for M {
     }
     fn database_shape(&self, bounds: &Bounds) -> Option<crate::shape::DatabaseShape> {
         crate::shape::database_shape(self, bounds)
+    }
+    fn uses_files(&self) -> bool {
+        self.init().0.has_files()
     }
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>> {
         crate::explore::shortest::all_schedules(self, bounds, limit)

@@ -159,6 +159,9 @@ enum Backend {
     Sim,
     /// A real PostgreSQL server, one statement at a time (database scenarios only).
     Postgres,
+    /// Real files and processes: file ops as syscalls in a private directory, one worker
+    /// process per actor (file scenarios only).
+    Real,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -261,15 +264,27 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
 /// scenario gets its own controller on it.
 struct Backends {
     cluster: Option<racelab_pg::Cluster>,
+    /// `--backend real`: each file scenario gets a private directory.
+    real_files: bool,
 }
 
 impl Backends {
     fn new(backend: Backend, db: &DatabaseArg) -> Result<Backends, BadInput> {
-        Ok(Backends { cluster: if backend == Backend::Postgres { Some(db.cluster()?) } else { None } })
+        Ok(Backends {
+            cluster: if backend == Backend::Postgres { Some(db.cluster()?) } else { None },
+            real_files: backend == Backend::Real,
+        })
     }
 
     /// `None` for a scenario this backend cannot run (no database on `postgres`).
     fn for_scenario(&self, s: &Scenario) -> Result<Option<RunBackend>, BadInput> {
+        if self.real_files {
+            if !s.model.uses_files() {
+                eprintln!("racelab: {} has no files; skipped on real", s.id);
+                return Ok(None);
+            }
+            return racelab_real::files_backend().map(Some).map_err(|e| BadInput(format!("{}: {e}", s.id)));
+        }
         let Some(cluster) = &self.cluster else { return Ok(Some(RunBackend::Sim)) };
         let Some(shape) = s.model.database_shape(&s.bounds) else {
             eprintln!("racelab: {} has no database; skipped on postgres", s.id);

@@ -40,8 +40,8 @@ pub const BLOCK: usize = 4;
 pub const MAX_FDS: u8 = 4;
 /// Longest file the simulator holds; models write short records.
 pub const MAX_FILE: usize = 256;
-/// Most distinct durable states one power loss may choose among: a token spends 5 bits on it.
-pub const MAX_CRASH_STATES: usize = 32;
+/// Most distinct durable states one power loss may choose among: two picks of 5 bits each.
+pub const MAX_CRASH_STATES: usize = 1024;
 /// Most combinations enumerated before deduplication: a guard against a model too large.
 const MAX_COMBINATIONS: usize = 4096;
 /// Most pending ops per file and for the directory.
@@ -223,8 +223,10 @@ pub type Image = Vec<(&'static str, Vec<u8>)>;
 pub trait RealFiles: Send {
     /// Start over with an empty private directory holding `seed`, for `actors` actors.
     fn reset(&mut self, actors: usize, seed: &Image);
-    /// Run `actor`'s op. `Blocked` when it did not return (a `flock` that waits).
-    fn apply(&mut self, actor: ActorId, op: &FsOp) -> Applied;
+    /// Run `actor`'s op. `Blocked` when it did not return (a `flock` that waits). The simulator
+    /// says whether it expects the op to block, so that the backend knows how long to wait for
+    /// a reply before it declares the op blocked.
+    fn apply(&mut self, actor: ActorId, op: &FsOp, expect_blocked: bool) -> Applied;
     /// Has `actor`'s waiting op returned? Waits briefly for it when `expect` says it should.
     fn poll(&mut self, actor: ActorId, expect: bool) -> Option<Outcome>;
     /// The waiting op is interrupted (a timeout): its result.
@@ -235,7 +237,10 @@ pub trait RealFiles: Send {
     fn power_loss(&mut self, image: &Image);
     /// Every name in the directory and its bytes, read back for comparison.
     fn listing(&mut self) -> Image;
-    /// The first infrastructure failure, if any.
+    /// Record a failure found outside the backend (the simulator disagreed with it). Failures
+    /// stay until the backend is dropped: an exploration that met one has no verdict.
+    fn report(&mut self, failure: String);
+    /// The first failure, if any.
     fn failure(&self) -> Option<String>;
 }
 
@@ -689,6 +694,8 @@ impl Fs {
     }
 
     fn disagree(&mut self, what: String) {
+        let what = format!("real files and the simulator disagree: {what}");
+        self.with_real(|r| r.report(what.clone()));
         if self.mismatch.is_none() {
             self.mismatch = Some(what);
         }
@@ -697,7 +704,12 @@ impl Fs {
 
 /// The `n`-th name `mkstemp` hands out for `prefix`.
 pub fn temp_name(prefix: &str, n: u16) -> &'static str {
-    crate::intern(format!("{prefix}.tmp{n:06}"))
+    crate::intern(temp_name_text(prefix, n))
+}
+
+/// [`temp_name`] without interning, for a real worker process.
+pub fn temp_name_text(prefix: &str, n: u16) -> String {
+    format!("{prefix}.tmp{n:06}")
 }
 
 fn text(bytes: &[u8]) -> &'static str {
@@ -714,7 +726,8 @@ impl Subsystem for Fs {
     fn apply(&mut self, actor: ActorId, op: &FsOp, fp: &mut Footprint) -> Applied {
         assert!(self.waits[actor].is_none(), "actor {actor} already waits");
         let sim = self.apply_sim(actor, op, fp);
-        let Some(real) = self.with_real(|r| r.apply(actor, op)) else { return sim };
+        let expect_blocked = sim == Applied::Blocked;
+        let Some(real) = self.with_real(|r| r.apply(actor, op, expect_blocked)) else { return sim };
         if real != sim {
             self.disagree(format!("actor {actor} {op:?}: real {real:?}, simulator {sim:?}"));
         }
@@ -787,8 +800,11 @@ impl Subsystem for Fs {
         if disk != self.listing() {
             lines.push(format!("on disk: {}", Fs::describe_image(&disk)));
         }
+        if let Some(listing) = self.with_real(|r| r.listing()) {
+            lines.push(format!("real directory: {}", Fs::describe_image(&listing)));
+        }
         if let Some(m) = &self.mismatch {
-            lines.push(format!("real and simulated files disagree: {m}"));
+            lines.push(m.clone());
         }
         lines
     }

@@ -35,6 +35,29 @@ enum Where {
     Part(u8),
 }
 
+/// Real systems that a stateless run attaches to each fresh world: a database server, a real
+/// directory. Models never know.
+#[derive(Clone, Default)]
+pub struct Attached {
+    pub db: Option<SharedDb>,
+    pub files: Option<SharedFiles>,
+}
+
+impl Attached {
+    pub fn db(db: Option<&SharedDb>) -> Attached {
+        Attached { db: db.cloned(), files: None }
+    }
+
+    pub fn attach(&self, world: &mut World) {
+        if let Some(db) = &self.db {
+            world.attach_real_db(db.clone());
+        }
+        if let Some(files) = &self.files {
+            world.attach_real_files(files.clone());
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct World {
     pub db: Database,
@@ -281,6 +304,11 @@ impl World {
                 fs.attach(real.clone());
             }
         }
+    }
+
+    /// Does the model keep files in this world?
+    pub fn has_files(&self) -> bool {
+        self.parts.0.iter().any(|p| p.as_any().is::<Fs>())
     }
 
     /// The first failure of an attached real directory, or disagreement with the simulator.

@@ -82,7 +82,7 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
     }
 
     /// How many distinct durable states a power loss could leave now (1: nothing is volatile).
-    /// At most 32: a token spends 5 bits on the pick.
+    /// At most 1024: more than 32 take two explored picks.
     fn power_loss_states(&self) -> usize {
         1
     }
