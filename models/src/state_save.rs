@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(parse(record(12)), Some(12));
         assert_eq!(parse(""), None);
         assert_eq!(parse("{v:1"), None);
-        assert_eq!(parse("\0\0\0\01}"), None);
+        assert_eq!(parse("\0\0\0\0\x31}"), None);
     }
 
     #[test]
