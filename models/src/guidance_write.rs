@@ -21,7 +21,16 @@
 //! - `mkstemp-rename`: the plan's fix. **Violated** by a power loss: nothing is fsynced, so the
 //!   rename can reach the disk while the temporary file's data does not, and after the restart
 //!   `guidance.json` is empty or torn (`racelab explain guidance-write/mkstemp-rename`). It holds
-//!   against concurrent writers and process crashes.
+//!   against concurrent writers and process crashes. Shortest:
+//!
+//!   ```text
+//!   | T0 | mkstemp(guidance.json.XXXXXX) as fd0 → guidance.json.tmp000001 |
+//!   | T1 | write(fd0, "{g:a}", @0) → ok                                   |
+//!   | T2 | close(fd0) → ok                                                |
+//!   | T3 | rename(guidance.json.tmp000001 → guidance.json) → ok           |
+//!   | T4 | ⚡ power loss; on disk: guidance.json=""                        |
+//!   | T5 | read_guidance(guidance.json) → ""       (not a record)         |
+//!   ```
 //! - `mkstemp-fsync-rename`: a fix of ours, the plan's plus `os.fsync` of the temporary file
 //!   before `os.replace`, and of the directory after it. **Holds** against concurrent writers,
 //!   a process crash at every step and a power loss in every durable state the model allows.

@@ -20,7 +20,16 @@
 //!   `.tmp` name; one truncates the file the other is about to rename, and the state file is
 //!   left empty, no fault needed. Alone, it is still violated by a power loss: the rename may
 //!   reach the disk before the data (nothing was fsynced), leaving an empty or torn state file,
-//!   or not at all, leaving a state older than the save that returned.
+//!   or not at all, leaving a state older than the save that returned. Shortest:
+//!
+//!   ```text
+//!   | T0 | open(state.json.tmp, O_RDWR|O_CREAT|O_TRUNC) as fd0 → ok   |
+//!   | T1 | write(fd0, "{v:1}", @0) → ok                               |
+//!   | T2 | close(fd0) → ok                                            |
+//!   | T3 | rename(state.json.tmp → state.json) → ok                   |
+//!   | T4 | ⚡ power loss; on disk: state.json="{v:0}"                  |
+//!   | T5 | load_state(state.json) → {v:0}      (older than saved v1)  |
+//!   ```
 //! - `unique-tmp-fsync-rename`: a fix of ours. `mkstemp` (a name no other saver uses), write,
 //!   `fsync` the file, close, `os.replace` over the state file, `fsync` the directory, and only
 //!   then return. **Holds** against a process crash at every step, a power loss in every durable
