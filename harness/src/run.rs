@@ -10,7 +10,7 @@ use crate::explore::shortest::{self, NotEnabled};
 use crate::explore::stateless::{Dfs, FirstEnabled, Pct, Random, Stateless};
 use crate::explore::{Bounds, Choice, Exploration, Explorer, Stats};
 use crate::model::Model;
-use crate::sim::{Attached, SharedDb, SharedFiles};
+use crate::sim::{Attached, SharedDb, SharedFiles, SharedProcesses};
 use crate::timeline::Timeline;
 use crate::token;
 
@@ -83,8 +83,9 @@ pub enum Backend {
     Sim,
     /// A real server (named, e.g. `postgres`), explored statelessly.
     Real { name: &'static str, db: SharedDb },
-    /// Real files and processes (named `real`): the model's file ops run as syscalls.
-    Files { name: &'static str, files: SharedFiles },
+    /// Real files and processes (named `real`): the model's file and process ops run as
+    /// syscalls and real processes.
+    Files { name: &'static str, files: SharedFiles, processes: SharedProcesses },
 }
 
 impl Backend {
@@ -106,11 +107,17 @@ impl Backend {
             _ => None,
         }
     }
+    fn processes(&self) -> Option<SharedProcesses> {
+        match self {
+            Backend::Files { processes, .. } => Some(processes.clone()),
+            _ => None,
+        }
+    }
     pub(crate) fn attached_for_files(&self) -> Attached {
         self.attached()
     }
     fn attached(&self) -> Attached {
-        Attached { db: self.real(), files: self.files() }
+        Attached { db: self.real(), files: self.files(), processes: self.processes() }
     }
     /// The first failure of a real backend (a lost server, real files that disagree with the
     /// simulator): a run that met one has no verdict.
@@ -118,7 +125,9 @@ impl Backend {
         match self {
             Backend::Sim => None,
             Backend::Real { db, .. } => db.lock().ok().and_then(|d| d.failure()),
-            Backend::Files { files, .. } => files.lock().ok().and_then(|f| f.failure()),
+            Backend::Files { files, processes, .. } => {
+                files.lock().ok().and_then(|f| f.failure()).or_else(|| processes.lock().ok().and_then(|p| p.failure()))
+            }
         }
     }
 }
@@ -132,27 +141,24 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
     }
     let mut pct_guarantee = None;
     let real = backend.real();
-    let files = backend.files();
-    let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone(), files: files.clone() };
+    let os = Attached { db: None, ..backend.attached() };
+    let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone(), os: os.clone() };
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
-        (Mode::Exhaustive, Some(_)) => Stateless {
-            scheduler: Dfs::default(),
-            schedules: bounds.max_states,
-            real: real.clone(),
-            files: files.clone(),
+        (Mode::Exhaustive, Some(_)) => {
+            Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone(), os: os.clone() }
+                .explore(model, bounds)
         }
-        .explore(model, bounds),
         (&Mode::Random { seed, schedules }, _) => {
             Stateless { schedules, ..stateless(Random::new(seed)) }.explore(model, bounds)
         }
         (&Mode::Pct { seed, schedules, depth }, _) => {
-            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone(), files: files.clone() }
+            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone(), os: os.clone() }
                 .explore(model, bounds);
             let steps = probe.stats.depth.max(1);
             let pct = Pct::new(seed, model.actor_names().len(), steps, depth);
             pct_guarantee = Some(pct.guarantee());
-            Stateless { scheduler: pct, schedules, real: real.clone(), files: files.clone() }.explore(model, bounds)
+            Stateless { scheduler: pct, schedules, real: real.clone(), os: os.clone() }.explore(model, bounds)
         }
     };
     let (verdict, reason, counterexample) = match exploration.violation {

@@ -195,6 +195,8 @@ impl App {
 /// Parse the process's arguments and run one racelab command on `app`'s catalogue. Exit codes: 0
 /// when every verdict is the expected one, 1 when one differs, 2 on bad input.
 pub fn main(app: App) -> ExitCode {
+    // Started as a real-backend worker (a spawned daemon): serve its steps and exit.
+    racelab_real::serve_if_worker();
     // Die quietly on a closed pipe (`racelab check all | head`), as command-line tools do.
     // SAFETY: setting a signal disposition at startup, before any other thread exists.
     unsafe {
@@ -279,8 +281,8 @@ impl Backends {
     /// `None` for a scenario this backend cannot run (no database on `postgres`).
     fn for_scenario(&self, s: &Scenario) -> Result<Option<RunBackend>, BadInput> {
         if self.real_files {
-            if !s.model.uses_files() {
-                eprintln!("racelab: {} has no files; skipped on real", s.id);
+            if !s.model.runs_on_real_os() {
+                eprintln!("racelab: {} needs more than files and processes; skipped on real", s.id);
                 return Ok(None);
             }
             return racelab_real::files_backend().map(Some).map_err(|e| BadInput(format!("{}: {e}", s.id)));

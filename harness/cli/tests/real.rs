@@ -1,12 +1,12 @@
-//! `--backend real` at the command line: the file races give the simulator's verdicts on real
-//! files, their counterexamples replay there, and nothing is left behind, even when racelab is
+//! `--backend real` at the command line: the file races and `daemon-spawn` give the simulator's
+//! verdicts on real files and processes, their counterexamples replay there, and nothing is left behind, even when racelab is
 //! interrupted (SIGTERM) or killed (SIGKILL) in the middle of a run.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const FILE_RACES: [&str; 3] = ["state-save", "guidance-write", "config-edit"];
+const REAL_RACES: [&str; 4] = ["state-save", "guidance-write", "config-edit", "daemon-spawn"];
 
 fn run(args: &[&str]) -> Output {
     let scenarios = format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"));
@@ -51,15 +51,15 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
-fn file_races_give_the_expected_verdicts_on_real_files_and_replay_there() {
+fn file_and_process_races_give_the_expected_verdicts_on_the_real_os_and_replay_there() {
     let mut args = vec!["check"];
-    args.extend(FILE_RACES);
+    args.extend(REAL_RACES);
     args.extend(["--backend", "real", "--json"]);
     let out = run(&args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
-    assert_eq!(lines.len(), 8);
+    assert_eq!(lines.len(), 11);
     for v in &lines {
         assert_eq!(v["backend"], "real");
         assert_eq!(v["verdict"], v["expected"], "{v}");
@@ -80,7 +80,7 @@ fn file_races_give_the_expected_verdicts_on_real_files_and_replay_there() {
 fn scenarios_without_files_are_skipped_on_real() {
     let out = run(&["check", "summary-upsert/check-then-insert", "--backend", "real"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has no files; skipped on real"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs more than files and processes; skipped on real"));
 }
 
 /// Start a long real run, wait until it has workers, and return it with their pids.

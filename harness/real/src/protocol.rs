@@ -4,6 +4,20 @@
 use racelab_harness::op::{ErrorCode, Outcome, Value};
 use racelab_harness::sim::fs::FsOp;
 
+/// A request line for the simulator's OS op on files and locks (`ReadFile`, `WriteFile`, …);
+/// `None` for ops the controller runs itself (spawns, `kill(pid, 0)` with a translated pid, exit).
+pub fn os_request(op: &racelab_harness::op::OsOp, content: &str) -> Option<String> {
+    use racelab_harness::op::OsOp;
+    Some(match *op {
+        OsOp::ReadFile { path } => format!("R {}", hex(path.as_bytes())),
+        OsOp::WriteFile { path, .. } => format!("Q {} {}", hex(path.as_bytes()), hex(content.as_bytes())),
+        OsOp::RemoveFile { path } => format!("D {}", hex(path.as_bytes())),
+        OsOp::Flock { path, nonblocking } => format!("F {} {}", hex(path.as_bytes()), u8::from(nonblocking)),
+        OsOp::Funlock { path } => format!("G {}", hex(path.as_bytes())),
+        _ => return None,
+    })
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "-".into();
@@ -51,6 +65,7 @@ pub fn reply(line: &str) -> Option<Outcome> {
             Outcome::Value(Value::Str(racelab_harness::intern(String::from_utf8_lossy(&bytes))))
         }
         "E" => Outcome::Err(errno_code(parts.next()?.parse().ok()?)),
+        "B" => Outcome::Bool(parts.next()? == "1"),
         _ => return None,
     })
 }

@@ -76,6 +76,50 @@ impl Worker {
         Ok(Worker { pid, tx: req[1], rx: rep[0], buf: Vec::new() })
     }
 
+    /// Start `binary` as a worker (it serves requests on standard input and output) in `dir`,
+    /// with `env` set. It dies with this thread's process (`PR_SET_PDEATHSIG`).
+    pub fn exec(dir: &Path, binary: &Path, env: &[(&str, &str)]) -> Result<Worker, String> {
+        use std::os::fd::IntoRawFd;
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(binary);
+        command.current_dir(dir).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        command.stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let pid = child.id() as libc::pid_t;
+        let tx = child.stdin.take().expect("piped").into_raw_fd();
+        let rx = child.stdout.take().expect("piped").into_raw_fd();
+        // The controller reaps it itself (`kill`, `reap`).
+        drop(child);
+        crate::cleanup::with_live(|l| l.pids.push(pid));
+        Ok(Worker { pid, tx, rx, buf: Vec::new() })
+    }
+
+    /// The worker exits by itself (`sys.exit`): reap it.
+    pub fn reap(self) {
+        // SAFETY: reaping our own child, closing our own descriptors.
+        unsafe {
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            libc::close(self.tx);
+            libc::close(self.rx);
+        }
+        crate::cleanup::with_live(|l| l.pids.retain(|&p| p != self.pid));
+    }
+
+    /// Tell the worker to exit (`sys.exit`); it does not reply.
+    pub fn send_exit(&self) -> Result<(), String> {
+        write_all(self.tx, b"Z\n").map_err(|e| format!("worker {}: write: errno {e}", self.pid))
+    }
+
     /// Send one request line.
     pub fn send(&mut self, line: &str) -> Result<(), String> {
         let mut bytes = line.as_bytes().to_vec();
@@ -147,9 +191,28 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
+/// What a worker holds between requests: its descriptor slots, and the files it locked by path
+/// (one open file description per path, so that its `flock`s belong to the process, as the
+/// simulator's process-level `flock` says).
+struct Local {
+    fds: [RawFd; SLOTS],
+    locks: Vec<(Vec<u8>, RawFd)>,
+}
+
+/// Most paths one worker locks.
+const MAX_LOCKS: usize = 8;
+
+/// Serve requests on standard input and output: the entry point of an `exec`ed worker, such
+/// as the `racelab-daemon` binary.
+pub fn serve_stdio() -> ! {
+    serve(0, 1);
+    // SAFETY: leaving the process.
+    unsafe { libc::_exit(0) }
+}
+
 /// The worker's loop: read a request, run it, reply; until the pipe closes.
-fn serve(rx: RawFd, tx: RawFd) {
-    let mut fds = [-1 as RawFd; SLOTS];
+pub(crate) fn serve(rx: RawFd, tx: RawFd) {
+    let mut local = Local { fds: [-1 as RawFd; SLOTS], locks: Vec::new() };
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let nl = loop {
@@ -166,7 +229,12 @@ fn serve(rx: RawFd, tx: RawFd) {
         };
         let line: Vec<u8> = buf.drain(..=nl).collect();
         let line = String::from_utf8_lossy(&line[..nl]).into_owned();
-        let reply = run(&line, &mut fds);
+        if line == "Z" {
+            // `sys.exit()`: no reply; the controller reaps the process.
+            // SAFETY: leaving the process.
+            unsafe { libc::_exit(0) }
+        }
+        let reply = run(&line, &mut local);
         if write_all(tx, format!("{reply}\n").as_bytes()).is_err() {
             return;
         }
@@ -186,7 +254,8 @@ fn ok_or_errno(rc: libc::c_int) -> String {
 }
 
 /// Run one request; the reply line.
-fn run(line: &str, fds: &mut [RawFd; SLOTS]) -> String {
+fn run(line: &str, local: &mut Local) -> String {
+    let fds = &mut local.fds;
     let f: Vec<&str> = line.split(' ').collect();
     let slot = |i: usize| f.get(i).and_then(|s| s.parse::<usize>().ok()).filter(|&s| s < SLOTS);
     let bad = || format!("E {}", libc::EINVAL);
@@ -303,6 +372,55 @@ fn run(line: &str, fds: &mut [RawFd; SLOTS]) -> String {
                 let rc = libc::fsync(fd);
                 libc::close(fd);
                 ok_or_errno(rc)
+            }
+            // The simulator's OS ops: whole files holding one value, process-level flocks.
+            Some("F") | Some("G") => {
+                let Some(path) = f.get(1).and_then(|p| unhex(p)) else { return bad() };
+                let fd = match local.locks.iter().find(|(p, _)| *p == path) {
+                    Some(&(_, fd)) => fd,
+                    None if f[0] == "G" => return "K".into(),
+                    None => {
+                        if local.locks.len() >= MAX_LOCKS {
+                            return bad();
+                        }
+                        let Ok(c) = CString::new(path.clone()) else { return bad() };
+                        let fd = libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+                        if fd < 0 {
+                            return format!("E {}", last_errno());
+                        }
+                        local.locks.push((path, fd));
+                        fd
+                    }
+                };
+                if f[0] == "G" {
+                    libc::flock(fd, libc::LOCK_UN);
+                    return "K".into();
+                }
+                let nb = if f.get(2) == Some(&"1") { libc::LOCK_NB } else { 0 };
+                ok_or_errno(libc::flock(fd, libc::LOCK_EX | nb))
+            }
+            Some("Q") => {
+                let (Some(path), Some(data)) = (f.get(1).and_then(|p| cpath(p)), f.get(2).and_then(|d| unhex(d)))
+                else {
+                    return bad();
+                };
+                let fd =
+                    libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644);
+                if fd < 0 {
+                    return format!("E {}", last_errno());
+                }
+                let n = libc::write(fd, data.as_ptr().cast(), data.len());
+                libc::close(fd);
+                if n as usize == data.len() {
+                    "K".into()
+                } else {
+                    format!("E {}", libc::EIO)
+                }
+            }
+            Some("A") => {
+                let Some(pid) = f.get(1).and_then(|p| p.parse::<libc::pid_t>().ok()) else { return bad() };
+                let alive = libc::kill(pid, 0) == 0;
+                format!("B {}", u8::from(alive))
             }
             _ => bad(),
         }

@@ -1,5 +1,6 @@
-//! The file races on real files: each scenario's verdict on the real backend equals the one its
-//! file expects (the simulator's), a violation's token replays on both, and nothing is left.
+//! The file races on real files and `daemon-spawn` on real processes: each scenario's verdict on
+//! the real backend equals the one its file expects (the simulator's), and a violation's token
+//! replays on both.
 
 use std::path::Path;
 
@@ -7,18 +8,18 @@ use racelab_harness::run::{Backend, Mode, Verdict};
 use racelab_harness::scenario::{self, Scenario};
 use racelab_harness::token;
 
-const FILE_RACES: [&str; 3] = ["state-save", "guidance-write", "config-edit"];
+const REAL_RACES: [&str; 4] = ["state-save", "guidance-write", "config-edit", "daemon-spawn"];
 
 fn scenarios() -> Vec<Scenario> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
     let all = scenario::load_dir(&dir, &racelab_models::catalogue()).expect("scenario files load");
-    all.into_iter().filter(|s| FILE_RACES.contains(&s.race.as_str())).collect()
+    all.into_iter().filter(|s| REAL_RACES.contains(&s.race.as_str())).collect()
 }
 
 #[test]
-fn every_file_scenario_gives_its_expected_verdict_on_real_files() {
+fn every_file_and_process_scenario_gives_its_expected_verdict_on_the_real_os() {
     let scenarios = scenarios();
-    assert_eq!(scenarios.len(), 8, "three races, eight variants");
+    assert_eq!(scenarios.len(), 11, "four races, eleven variants");
     for s in &scenarios {
         let backend = racelab_real::files_backend().expect("a private directory");
         let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &backend);

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::Model;
-use crate::sim::{Attached, SharedDb, SharedFiles};
+use crate::sim::{Attached, SharedDb};
 
 use super::state::{Properties, State};
 use super::{unreached_targets, Bounds, Choice, ChoiceKind, Exploration, Explorer, Scheduler, Stats};
@@ -21,13 +21,13 @@ pub struct Stateless<S> {
     pub scheduler: S,
     pub schedules: u64,
     pub real: Option<SharedDb>,
-    /// A real directory for the model's files.
-    pub files: Option<SharedFiles>,
+    /// Real files and processes for the model's world (the database is `real`).
+    pub os: Attached,
 }
 
 impl<S> Stateless<S> {
     pub fn new(scheduler: S, schedules: u64) -> Stateless<S> {
-        Stateless { scheduler, schedules, real: None, files: None }
+        Stateless { scheduler, schedules, real: None, os: Attached::default() }
     }
 }
 
@@ -43,7 +43,7 @@ impl<S: Scheduler> Explorer for Stateless<S> {
         'schedules: while index < self.schedules && self.scheduler.begin(index) {
             index += 1;
             stats.executions += 1;
-            let attached = Attached { db: self.real.clone(), files: self.files.clone() };
+            let attached = Attached { db: self.real.clone(), ..self.os.clone() };
             let mut state = State::initial_attached(model, &attached);
             let mut path: Vec<Choice> = Vec::new();
             for step in 0..=bounds.max_depth {

@@ -20,7 +20,7 @@ pub use database::{Database, RealDb, SharedDb};
 pub use db::{Db, Schema, TableDef, UniqueIndex};
 pub use fs::{Fs, FsOp, RealFiles, SharedFiles};
 pub use http::Http;
-pub use os::Os;
+pub use os::{Os, RealProcesses, SharedProcesses};
 pub use subsystem::{Part, PartId, PartOp, Parts, Subsystem, MAX_PARTS};
 
 use subsystem::AnyOp;
@@ -41,11 +41,12 @@ enum Where {
 pub struct Attached {
     pub db: Option<SharedDb>,
     pub files: Option<SharedFiles>,
+    pub processes: Option<SharedProcesses>,
 }
 
 impl Attached {
     pub fn db(db: Option<&SharedDb>) -> Attached {
-        Attached { db: db.cloned(), files: None }
+        Attached { db: db.cloned(), files: None, processes: None }
     }
 
     pub fn attach(&self, world: &mut World) {
@@ -54,6 +55,11 @@ impl Attached {
         }
         if let Some(files) = &self.files {
             world.attach_real_files(files.clone());
+        }
+        if let Some(processes) = &self.processes {
+            if world.os.has_processes() {
+                world.os.attach(processes.clone());
+            }
         }
     }
 }

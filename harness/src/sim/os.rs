@@ -10,6 +10,7 @@
 //! from a process's last running task), and a crashed actor that restarts keeps its dead pid.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
 
@@ -59,6 +60,51 @@ pub struct Os {
     waits: Vec<Option<Wait>>,
     files: BTreeMap<&'static str, Value>,
     flocks: BTreeMap<&'static str, FlockState>,
+    /// Real processes running the same ops, when a stateless explorer attached them.
+    real: Option<RealOs>,
+}
+
+/// Real processes, files and `flock`s behind the simulator's stepping API (see `racelab-real`).
+/// Pids in ops and outcomes are the simulator's; the backend maps them to real ones.
+pub trait RealProcesses: Send {
+    /// Start over: an empty private directory holding `files`; one real process for each of
+    /// `processes` (the simulator's pid and the actors it runs); `actors` actors in all.
+    fn reset(&mut self, actors: usize, processes: &[(Pid, Vec<ActorId>)], files: &[(&'static str, Value)]);
+    /// Run `actor`'s op, given what the simulator did with it (its pid for a spawn, and whether
+    /// it expects the op to block).
+    fn apply(&mut self, actor: ActorId, op: &OsOp, sim: &Applied) -> Applied;
+    /// Has `actor`'s waiting op returned? Waits briefly for it when `expect` says it should.
+    fn poll(&mut self, actor: ActorId, expect: bool) -> Option<Outcome>;
+    /// The processes running `dead` are killed with `SIGKILL`.
+    fn crash(&mut self, dead: &[ActorId]);
+    /// Record a failure found outside the backend (the simulator disagreed with it).
+    fn report(&mut self, failure: String);
+    /// The first failure, if any.
+    fn failure(&self) -> Option<String>;
+    /// What a reader of a counterexample needs: the real files and live processes.
+    fn describe(&mut self) -> Vec<String>;
+}
+
+/// Real processes shared by the runs of one exploration.
+pub type SharedProcesses = Arc<Mutex<dyn RealProcesses>>;
+
+/// A real backend is outside the state: worlds compare and hash as if it were not there.
+#[derive(Clone)]
+struct RealOs(SharedProcesses);
+
+impl std::fmt::Debug for RealOs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RealProcesses")
+    }
+}
+impl PartialEq for RealOs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for RealOs {}
+impl std::hash::Hash for RealOs {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl Os {
@@ -71,7 +117,30 @@ impl Os {
             waits: vec![None; actors],
             files: BTreeMap::new(),
             flocks: BTreeMap::new(),
+            real: None,
         }
+    }
+
+    /// Does this world start or spawn any process?
+    pub fn has_processes(&self) -> bool {
+        !self.processes.is_empty() || self.dormant.iter().any(|&d| d)
+    }
+
+    /// Run every op from now on on `real` as well, starting from this state (right after init).
+    pub fn attach(&mut self, real: SharedProcesses) {
+        let processes: Vec<(Pid, Vec<ActorId>)> =
+            (0..self.processes.len()).map(|i| (FIRST_PID + i as Pid, self.processes[i].actors.clone())).collect();
+        let files: Vec<(&'static str, Value)> = self.files.iter().map(|(p, v)| (*p, *v)).collect();
+        real.lock().expect("real processes lock").reset(self.waits.len(), &processes, &files);
+        self.real = Some(RealOs(real));
+    }
+
+    fn with_real<T>(&self, f: impl FnOnce(&mut dyn RealProcesses) -> T) -> Option<T> {
+        self.real.as_ref().map(|r| f(&mut *r.0.lock().expect("real processes lock")))
+    }
+
+    fn disagree(&self, what: String) {
+        self.with_real(|r| r.report(format!("real processes and the simulator disagree: {what}")));
     }
 
     /// Start a process at init that runs `actors` (all its tasks). Returns its pid.
@@ -135,14 +204,9 @@ impl Os {
     }
 }
 
-impl Subsystem for Os {
-    type Op = OsOp;
-
-    fn name(&self) -> &'static str {
-        "os"
-    }
-
-    fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
+impl Os {
+    /// The simulator's own semantics of `op`.
+    fn apply_sim(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
         assert!(self.waits[actor].is_none(), "actor {actor} already waits");
         let done = Applied::Done;
         match *op {
@@ -224,11 +288,7 @@ impl Subsystem for Os {
         }
     }
 
-    fn is_ready(&self, actor: ActorId) -> bool {
-        self.waits[actor].as_ref().is_some_and(|w| w.outcome.is_some())
-    }
-
-    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+    fn take_ready_sim(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
         let wait = self.waits[actor].as_ref()?;
         let outcome = wait.outcome.clone()?;
         match wait.on {
@@ -237,6 +297,38 @@ impl Subsystem for Os {
         }
         self.waits[actor] = None;
         Some(outcome)
+    }
+}
+
+impl Subsystem for Os {
+    type Op = OsOp;
+
+    fn name(&self) -> &'static str {
+        "os"
+    }
+
+    fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
+        let sim = self.apply_sim(actor, op, fp);
+        let Some(real) = self.with_real(|r| r.apply(actor, op, &sim)) else { return sim };
+        if real != sim {
+            self.disagree(format!("actor {actor} {op:?}: real {real:?}, simulator {sim:?}"));
+        }
+        real
+    }
+
+    fn is_ready(&self, actor: ActorId) -> bool {
+        self.waits[actor].as_ref().is_some_and(|w| w.outcome.is_some())
+    }
+
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+        let expect = self.is_ready(actor);
+        if let Some(real) = self.with_real(|r| r.poll(actor, expect)) {
+            let sim = self.waits[actor].as_ref().and_then(|w| w.outcome.clone());
+            if real != sim {
+                self.disagree(format!("actor {actor}'s wait: real {real:?}, simulator {sim:?}"));
+            }
+        }
+        self.take_ready_sim(actor, fp)
     }
 
     /// A timeout fires on `actor`'s wait. A `flock` not yet granted leaves the queue; one already
@@ -270,10 +362,15 @@ impl Subsystem for Os {
         for pid in pids {
             self.kill(pid, fp);
         }
+        self.with_real(|r| r.crash(dead));
     }
 
     fn describe(&self) -> Vec<String> {
-        Os::describe(self)
+        let mut lines = Os::describe(self);
+        if let Some(real) = self.with_real(|r| r.describe()) {
+            lines.extend(real);
+        }
+        lines
     }
 }
 
