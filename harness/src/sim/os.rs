@@ -2,9 +2,11 @@
 //!
 //! A process runs one or more actors (its tasks). Dormant actors belong to no process until some
 //! process spawns them, either as a new process or as a task of the spawner's own process.
-//! Files hold one [`Value`] each. A `flock` is exclusive, held by a process, and released by
-//! `LOCK_UN`, by `exit` and by a crash (the kernel closes the file). Blocked `flock` calls are
-//! granted in FIFO order.
+//! Files hold one [`Value`] each. A `flock` is exclusive and belongs to an open file
+//! description, as on Linux: each actor opens the lock file itself, so two tasks of one process
+//! exclude each other, and a task's repeated `flock` is a no-op. It is released by `LOCK_UN`,
+//! by `exit` and by a crash of the process (the kernel closes the file). Blocked `flock` calls
+//! are granted in FIFO order. Not modelled: a description inherited across `fork`.
 //!
 //! Not modelled: `Exit` ends the process but does not kill its other tasks (the models exit only
 //! from a process's last running task), and a crashed actor that restarts keeps its dead pid.
@@ -42,7 +44,8 @@ struct Wait {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FlockState {
-    holder: Pid,
+    /// The actor whose open file description holds it (each actor opens the lock file itself).
+    holder: ActorId,
     /// Actors blocked in `flock(LOCK_EX)`, oldest first.
     queue: Vec<ActorId>,
 }
@@ -179,7 +182,7 @@ impl Os {
 
     /// The process holding the `flock` on `path`.
     pub fn flock_holder(&self, path: &'static str) -> Option<Pid> {
-        self.flocks.get(path).map(|f| f.holder)
+        self.flocks.get(path).and_then(|f| self.process_of[f.holder])
     }
 
     /// Files, flocks and live processes, for the final state of a counterexample.
@@ -190,7 +193,11 @@ impl Os {
             lines.push(format!("files: {}", files.join(", ")));
         }
         if !self.flocks.is_empty() {
-            let locks: Vec<String> = self.flocks.iter().map(|(p, f)| format!("{p} held by pid {}", f.holder)).collect();
+            let locks: Vec<String> = self
+                .flocks
+                .iter()
+                .map(|(p, f)| format!("{p} held by pid {}", self.process_of[f.holder].unwrap_or_default()))
+                .collect();
             lines.push(format!("flocks: {}", locks.join(", ")));
         }
         if !self.processes.is_empty() {
@@ -256,13 +263,15 @@ impl Os {
             }
             OsOp::Flock { path, nonblocking } => {
                 fp.write(Resource::Flock(path));
-                let pid = self.own_pid(actor);
+                self.own_pid(actor);
                 match self.flocks.get_mut(path) {
                     None => {
-                        self.flocks.insert(path, FlockState { holder: pid, queue: Vec::new() });
+                        self.flocks.insert(path, FlockState { holder: actor, queue: Vec::new() });
                         done(Outcome::Ok)
                     }
-                    Some(f) if f.holder == pid => done(Outcome::Ok),
+                    // The same open file description: a no-op, as on Linux. Another task of the
+                    // same process opened its own description, so it waits like anyone else.
+                    Some(f) if f.holder == actor => done(Outcome::Ok),
                     Some(_) if nonblocking => done(Outcome::Err(ErrorCode::EWOULDBLOCK)),
                     Some(f) => {
                         f.queue.push(actor);
@@ -273,8 +282,7 @@ impl Os {
             }
             OsOp::Funlock { path } => {
                 fp.write(Resource::Flock(path));
-                let pid = self.own_pid(actor);
-                if self.flocks.get(path).is_some_and(|f| f.holder == pid) {
+                if self.flocks.get(path).is_some_and(|f| f.holder == actor) {
                     self.release(path);
                 }
                 done(Outcome::Ok)
@@ -427,7 +435,8 @@ impl Os {
     /// The process dies: not alive, and every flock it holds is released.
     fn kill(&mut self, pid: Pid, fp: &mut Footprint) {
         self.process_mut(pid).alive = false;
-        let held: Vec<&'static str> = self.flocks.iter().filter(|(_, f)| f.holder == pid).map(|(p, _)| *p).collect();
+        let held: Vec<&'static str> =
+            self.flocks.iter().filter(|(_, f)| self.process_of[f.holder] == Some(pid)).map(|(p, _)| *p).collect();
         for path in held {
             fp.write(Resource::Flock(path));
             self.release(path);
@@ -442,7 +451,7 @@ impl Os {
             return;
         }
         let next = f.queue.remove(0);
-        f.holder = self.process_of[next].expect("a flock waiter runs in a process");
+        f.holder = next;
         let wait = self.waits[next].as_mut().expect("a flock waiter waits");
         wait.outcome = Some(Outcome::Ok);
     }
@@ -595,6 +604,22 @@ mod tests {
         assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
         done(&mut os, 1, OsOp::Funlock { path: LOCK });
         assert_eq!(os.flock_holder(LOCK), None);
+    }
+
+    #[test]
+    fn two_tasks_of_one_process_exclude_each_other() {
+        let mut os = os(2);
+        let server = os.start_process(&[0]);
+        os.add_dormant(1);
+        apply(&mut os, 1, OsOp::AwaitSpawn);
+        done(&mut os, 0, OsOp::SpawnTask { actor: 1 });
+        take(&mut os, 1);
+        assert_eq!(done(&mut os, 0, flock(false)), Outcome::Ok);
+        assert_eq!(done(&mut os, 1, flock(true)), Outcome::Err(ErrorCode::EWOULDBLOCK));
+        assert_eq!(apply(&mut os, 1, flock(false)), Applied::Blocked, "each task opened its own description");
+        done(&mut os, 0, OsOp::Funlock { path: LOCK });
+        assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+        assert_eq!(os.flock_holder(LOCK), Some(server));
     }
 
     #[test]
