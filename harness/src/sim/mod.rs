@@ -283,7 +283,8 @@ impl World {
     /// Returns the actors that died and what survived, for the timeline.
     pub fn power_loss(&mut self, k: usize) -> (Vec<ActorId>, String) {
         assert!(k < self.power_loss_states(), "power-loss state {k} does not exist here");
-        let dead: Vec<ActorId> = (0..self.waits_in.len()).collect();
+        // Actors not spawned yet have no process to lose; they can still be started afterwards.
+        let dead: Vec<ActorId> = (0..self.waits_in.len()).filter(|&a| !self.is_dormant(a)).collect();
         let mut fp = Footprint::GLOBAL;
         for &a in &dead {
             self.waits_in[a] = None;
