@@ -50,3 +50,11 @@ conform-prop cases="1000":
 # Write a scenario as a PostgreSQL isolation spec: just export-spec summary-upsert/select-for-update
 export-spec id:
     cargo run --release -p racelab -- export-spec {{id}}
+
+# The file races and daemon-spawn on real files and processes
+real *ids="state-save guidance-write config-edit daemon-spawn":
+    cargo run --release -p racelab -- check {{ids}} --backend real
+
+# Simulated files against the real OS on random programs, with more cases than cargo test runs
+conform-files cases="4000":
+    RACELAB_FILE_CASES={{cases}} cargo test --release -p racelab-real --test conform_prop

@@ -291,3 +291,41 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod power_loss_picks {
+    use super::*;
+    use racelab_harness::explore::shortest::replay;
+    use racelab_harness::explore::{Bounds, Choice, ChoiceKind};
+    use racelab_harness::testing::steps;
+
+    /// Two unsynced writers leave more durable states than one pick of 32 can name: the power
+    /// loss takes two explored picks, a group and a state within it, and replays from a token.
+    #[test]
+    fn more_than_32_durable_states_take_two_picks() {
+        let model = GuidanceWrite { variant: Variant::MkstempRename, writers: 2 };
+        let bounds = Bounds { power_losses: 1, ..Bounds::default() };
+        // Two temporary files written and renamed over guidance.json, nothing fsynced.
+        let prefix = steps(&[0, 0, 0, 1, 0, 1, 1, 1]);
+        let r = replay(&model, &bounds, &prefix).unwrap();
+        let states = r.state.world.power_loss_states();
+        assert!(states > 32, "{states} durable states");
+        let groups: Vec<Choice> =
+            r.state.choices(&bounds).into_iter().filter(|c| c.kind == ChoiceKind::PowerLoss).collect();
+        assert_eq!(groups.len(), states.div_ceil(32));
+        // The last group, then its last state: the state numbered states - 1.
+        let mut schedule = prefix.clone();
+        schedule.push(*groups.last().unwrap());
+        let r = replay(&model, &bounds, &schedule).unwrap();
+        let within = r.state.choices(&bounds);
+        assert!(within.iter().all(|c| c.kind == ChoiceKind::PowerLoss), "mid power loss only picks");
+        assert_eq!(within.len(), states - 32 * (groups.len() - 1));
+        schedule.push(*within.last().unwrap());
+        let r = replay(&model, &bounds, &schedule).unwrap();
+        let texts: Vec<&str> = r.events.iter().map(|e| e.text.as_str()).collect();
+        assert!(texts[8].starts_with("⚡ power fails (durable states 32..="), "{texts:?}");
+        assert!(texts[9].starts_with("⚡ power loss; on disk: "), "{texts:?}");
+        // Every actor restarted and reads what the disk kept.
+        assert_eq!(r.state.power_group, None);
+    }
+}
