@@ -71,3 +71,11 @@ pg-isolation src:
     cd {{src}}/src/test/isolation && PGDATESTYLE="Postgres, MDY" PGTZ=PST8PDT \
         {{justfile_directory()}}/target/release/racelab pg-spec \
         $(awk '/^test:/{for(i=2;i<=NF;i++) print "specs/"$i".spec"}' isolation_schedule) --expected-dir expected
+
+# The file races and daemon-spawn on real files and processes
+real *ids="state-save guidance-write config-edit daemon-spawn":
+    cargo run --release -p racelab -- check {{ids}} --backend real
+
+# Simulated files against the real OS on random programs, with more cases than cargo test runs
+conform-files cases="4000":
+    RACELAB_FILE_CASES={{cases}} cargo test --release -p racelab-real --test conform_prop

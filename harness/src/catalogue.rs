@@ -71,6 +71,9 @@ pub trait DynModel: Send + Sync {
     fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled>;
     /// Schema, sessions and text columns, for a real server; `None` when it opens no connection.
     fn database_shape(&self, bounds: &Bounds) -> Option<crate::shape::DatabaseShape>;
+    /// Can the model run on the real operating system: does its world hold files, or processes
+    /// and no database?
+    fn runs_on_real_os(&self) -> bool;
     /// Every execution the exhaustive search reaches on the simulator, as schedules, up to `limit`.
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
@@ -92,6 +95,10 @@ impl<M: Model> DynModel for M {
     }
     fn database_shape(&self, bounds: &Bounds) -> Option<crate::shape::DatabaseShape> {
         crate::shape::database_shape(self, bounds)
+    }
+    fn runs_on_real_os(&self) -> bool {
+        let world = self.init().0;
+        world.has_files() || (world.os.has_processes() && world.connections() == 0)
     }
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>> {
         crate::explore::shortest::all_schedules(self, bounds, limit)

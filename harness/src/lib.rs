@@ -8,6 +8,7 @@ pub mod model;
 pub mod op;
 pub mod render;
 pub mod run;
+mod run_files;
 pub mod scenario;
 pub mod shape;
 pub mod sim;

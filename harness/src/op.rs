@@ -296,6 +296,7 @@ impl ErrorCode {
     pub const CONNECTION_FAILURE: ErrorCode = ErrorCode("08006");
     pub const IO_ERROR: ErrorCode = ErrorCode("58030");
     pub const ENOENT: ErrorCode = ErrorCode("ENOENT");
+    pub const EEXIST: ErrorCode = ErrorCode("EEXIST");
     pub const EWOULDBLOCK: ErrorCode = ErrorCode("EWOULDBLOCK");
     pub const EIO: ErrorCode = ErrorCode("EIO");
     pub const ETIMEDOUT: ErrorCode = ErrorCode("ETIMEDOUT");

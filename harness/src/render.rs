@@ -1,6 +1,6 @@
 //! Short human labels for ops and outcomes, as shown in timeline cells.
 
-use crate::op::{Expr, HttpOp, OnConflict, OsOp, Outcome, Sql};
+use crate::op::{Expr, HttpOp, OnConflict, OsOp, Outcome, Sql, Value};
 
 /// `(tag=s1)`-style arguments for a statement.
 pub fn sql_args(stmt: &Sql) -> String {
@@ -67,6 +67,8 @@ pub fn outcome(o: &Outcome) -> String {
         },
         Outcome::Bool(b) => b.to_string(),
         Outcome::Pid(p) => format!("pid {p}"),
+        // Empty or torn file content must stay visible: quote it, NUL bytes as `∅`.
+        Outcome::Value(Value::Str(s)) if s.is_empty() || s.contains('\0') => crate::sim::fs::show(s.as_bytes()),
         Outcome::Value(v) => v.to_string(),
         Outcome::Status(s) => format!("HTTP {s}"),
         Outcome::Err(e) => e.to_string(),

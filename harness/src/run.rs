@@ -10,7 +10,7 @@ use crate::explore::shortest::{self, NotEnabled};
 use crate::explore::stateless::{Dfs, FirstEnabled, Pct, Random, Stateless};
 use crate::explore::{Bounds, Choice, Exploration, Explorer, Stats};
 use crate::model::Model;
-use crate::sim::SharedDb;
+use crate::sim::{Attached, SharedDb, SharedFiles, SharedProcesses};
 use crate::timeline::Timeline;
 use crate::token;
 
@@ -85,19 +85,51 @@ pub enum Backend {
     Sim,
     /// A real server (named, e.g. `postgres`), explored statelessly.
     Real { name: &'static str, db: SharedDb },
+    /// Real files and processes (named `real`): the model's file and process ops run as
+    /// syscalls and real processes.
+    Files { name: &'static str, files: SharedFiles, processes: SharedProcesses },
 }
 
 impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sim => "sim",
-            Backend::Real { name, .. } => name,
+            Backend::Real { name, .. } | Backend::Files { name, .. } => name,
         }
     }
     fn real(&self) -> Option<SharedDb> {
         match self {
-            Backend::Sim => None,
+            Backend::Sim | Backend::Files { .. } => None,
             Backend::Real { db, .. } => Some(db.clone()),
+        }
+    }
+    fn files(&self) -> Option<SharedFiles> {
+        match self {
+            Backend::Files { files, .. } => Some(files.clone()),
+            _ => None,
+        }
+    }
+    fn processes(&self) -> Option<SharedProcesses> {
+        match self {
+            Backend::Files { processes, .. } => Some(processes.clone()),
+            _ => None,
+        }
+    }
+    pub(crate) fn attached_for_files(&self) -> Attached {
+        self.attached()
+    }
+    fn attached(&self) -> Attached {
+        Attached { db: self.real(), files: self.files(), processes: self.processes() }
+    }
+    /// The first failure of a real backend (a lost server, real files that disagree with the
+    /// simulator): a run that met one has no verdict.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            Backend::Sim => None,
+            Backend::Real { db, .. } => db.lock().ok().and_then(|d| d.failure()),
+            Backend::Files { files, processes, .. } => {
+                files.lock().ok().and_then(|f| f.failure()).or_else(|| processes.lock().ok().and_then(|p| p.failure()))
+            }
         }
     }
 }
@@ -106,35 +138,41 @@ impl Backend {
 /// "exhaustive" enumerates schedules statelessly, up to `bounds.max_states` of them.
 pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
     let started = Instant::now();
+    if let (Mode::Exhaustive, Some(_)) = (mode, backend.files()) {
+        return crate::run_files::check_exhaustive(id, model, bounds, backend, started);
+    }
     let mut pct_guarantee = None;
     let real = backend.real();
-    let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone() };
+    let os = Attached { db: None, ..backend.attached() };
+    let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone(), os: os.clone() };
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
         (Mode::Exhaustive, Some(_)) => {
-            Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone() }
+            Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone(), os: os.clone() }
                 .explore(model, bounds)
         }
         (&Mode::Random { seed, schedules }, _) => {
             Stateless { schedules, ..stateless(Random::new(seed)) }.explore(model, bounds)
         }
         (&Mode::Pct { seed, schedules, depth }, _) => {
-            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone() }.explore(model, bounds);
+            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone(), os: os.clone() }
+                .explore(model, bounds);
             let steps = probe.stats.depth.max(1);
             let pct = Pct::new(seed, model.actor_names().len(), steps, depth);
             pct_guarantee = Some(pct.guarantee());
-            Stateless { scheduler: pct, schedules, real: real.clone() }.explore(model, bounds)
+            Stateless { scheduler: pct, schedules, real: real.clone(), os: os.clone() }.explore(model, bounds)
         }
     };
     let (verdict, reason, counterexample) = match exploration.violation {
         Some(found) => {
             // Breadth-first search forks states, so a real server only gets shrinking.
-            let schedule = match &real {
-                None => shortest::minimise(model, bounds, found).1,
-                Some(db) => shortest::shrink(model, bounds, &found.0.invariant, &found.1, Some(db)),
+            let schedule = match backend {
+                Backend::Sim => shortest::minimise(model, bounds, found).1,
+                _ => shortest::shrink_attached(model, bounds, &found.0.invariant, &found.1, &backend.attached()),
             };
-            (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, real.as_ref())))
+            (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, &backend.attached())))
         }
+        None if backend.failure().is_some() => (Verdict::Inconclusive, backend.failure(), None),
         None if !exploration.complete => (Verdict::Inconclusive, exploration.incomplete_reason, None),
         None if !exploration.unreached.is_empty() => {
             let why = format!("vacuous: no explored state reached {}", exploration.unreached.join(", "));
@@ -155,14 +193,14 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
 }
 
 /// Replay `schedule`, which must reach a violation, into a counterexample.
-fn counterexample<M: Model>(
+pub(crate) fn counterexample<M: Model>(
     id: &str,
     model: &M,
     bounds: &Bounds,
     schedule: &[Choice],
-    real: Option<&SharedDb>,
+    attached: &Attached,
 ) -> Counterexample {
-    let replayed = shortest::replay_on(model, bounds, schedule, real).expect("a minimised schedule replays");
+    let replayed = shortest::replay_attached(model, bounds, schedule, attached).expect("a minimised schedule replays");
     let violation = replayed.violation.expect("a minimised schedule still fails");
     Counterexample {
         invariant: violation.invariant,
@@ -194,7 +232,7 @@ pub fn replay<M: Model>(
     schedule: &[Choice],
     backend: &Backend,
 ) -> Result<Replay, NotEnabled> {
-    let replayed = shortest::replay_on(model, bounds, schedule, backend.real().as_ref())?;
+    let replayed = shortest::replay_attached(model, bounds, schedule, &backend.attached())?;
     let (verdict, invariant, detail) = match replayed.violation {
         Some(v) => (Verdict::Violated, Some(v.invariant), Some(v.detail)),
         None => (Verdict::Inconclusive, None, None),

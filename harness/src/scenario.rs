@@ -102,6 +102,8 @@ struct RawBounds {
     timeouts: u8,
     #[serde(default)]
     lost_replies: u8,
+    #[serde(default)]
+    power_losses: u8,
     preemptions: Option<u8>,
     max_depth: Option<u32>,
     max_states: Option<u64>,
@@ -135,11 +137,17 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         errors: b.errors,
         timeouts: b.timeouts,
         lost_replies: b.lost_replies,
+        power_losses: b.power_losses,
         preemptions: b.preemptions,
         max_depth: b.max_depth.unwrap_or(Bounds::default().max_depth),
         max_states: b.max_states.unwrap_or(Bounds::default().max_states),
     };
-    if bounds.crashes > 3 || bounds.errors > 3 || bounds.timeouts > 3 || bounds.lost_replies > 3 {
+    if bounds.crashes > 3
+        || bounds.errors > 3
+        || bounds.timeouts > 3
+        || bounds.lost_replies > 3
+        || bounds.power_losses > 3
+    {
         return Err(err(bounds_span, "fault budgets are at most 3 each".into()));
     }
     if !(1..=10_000).contains(&bounds.max_depth) || !(1..=100_000_000).contains(&bounds.max_states) {

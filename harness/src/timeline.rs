@@ -19,9 +19,11 @@ impl Timeline {
     pub fn new(actors: Vec<String>, events: &[Event]) -> Timeline {
         let mut steps = Vec::with_capacity(events.len());
         for e in events {
-            let actor = usize::from(e.choice.actor);
+            // A power loss belongs to no actor (its `actor` field picks the durable state): it
+            // is shown in the first column.
+            let actor = if e.choice.kind == ChoiceKind::PowerLoss { 0 } else { usize::from(e.choice.actor) };
             let mut text = e.text.clone();
-            if e.choice.kind == ChoiceKind::Crash && !e.also_crashed.is_empty() {
+            if matches!(e.choice.kind, ChoiceKind::Crash | ChoiceKind::PowerLoss) && !e.also_crashed.is_empty() {
                 let others: Vec<&str> = e.also_crashed.iter().map(|&a| actors[a].as_str()).collect();
                 text = format!("{text} (with {})", others.join(", "));
             }

@@ -101,6 +101,7 @@ fn encode_choice(c: Choice) -> u8 {
         ChoiceKind::Error => 2,
         ChoiceKind::Timeout => 3,
         ChoiceKind::LostReply => 4,
+        ChoiceKind::PowerLoss => 5,
     };
     kind << 5 | c.actor
 }
@@ -112,6 +113,7 @@ fn decode_choice(b: u8) -> Result<Choice, TokenError> {
         2 => ChoiceKind::Error,
         3 => ChoiceKind::Timeout,
         4 => ChoiceKind::LostReply,
+        5 => ChoiceKind::PowerLoss,
         k => return Err(TokenError::Malformed(format!("unknown choice kind {k}"))),
     };
     Ok(Choice { actor: b & 0x1f, kind })
@@ -129,6 +131,7 @@ mod tests {
             Choice { actor: 31, kind: ChoiceKind::Timeout },
             Choice { actor: 2, kind: ChoiceKind::Error },
             Choice { actor: 4, kind: ChoiceKind::LostReply },
+            Choice { actor: 17, kind: ChoiceKind::PowerLoss },
         ]
     }
 

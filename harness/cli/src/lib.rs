@@ -205,6 +205,9 @@ enum Backend {
     Sim,
     /// A real PostgreSQL server, one statement at a time (database scenarios only).
     Postgres,
+    /// Real files and processes: file ops as syscalls in a private directory, one worker
+    /// process per actor (file scenarios only).
+    Real,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -260,6 +263,8 @@ impl App {
 /// Parse the process's arguments and run one racelab command on `app`'s catalogue. Exit codes: 0
 /// when every verdict is the expected one, 1 when one differs, 2 on bad input.
 pub fn main(app: App) -> ExitCode {
+    // Started as a real-backend worker (a spawned daemon): serve its steps and exit.
+    racelab_real::serve_if_worker();
     // Die quietly on a closed pipe (`racelab check all | head`), as command-line tools do.
     // SAFETY: setting a signal disposition at startup, before any other thread exists.
     unsafe {
@@ -420,15 +425,27 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
 /// scenario gets its own controller on it.
 struct Backends {
     cluster: Option<racelab_pg::Cluster>,
+    /// `--backend real`: each file scenario gets a private directory.
+    real_files: bool,
 }
 
 impl Backends {
     fn new(backend: Backend, db: &DatabaseArg) -> Result<Backends, BadInput> {
-        Ok(Backends { cluster: if backend == Backend::Postgres { Some(db.cluster()?) } else { None } })
+        Ok(Backends {
+            cluster: if backend == Backend::Postgres { Some(db.cluster()?) } else { None },
+            real_files: backend == Backend::Real,
+        })
     }
 
     /// `None` for a scenario this backend cannot run (no database on `postgres`).
     fn for_scenario(&self, s: &Scenario) -> Result<Option<RunBackend>, BadInput> {
+        if self.real_files {
+            if !s.model.runs_on_real_os() {
+                eprintln!("racelab: {} needs more than files and processes; skipped on real", s.id);
+                return Ok(None);
+            }
+            return racelab_real::files_backend().map(Some).map_err(|e| BadInput(format!("{}: {e}", s.id)));
+        }
         let Some(cluster) = &self.cluster else { return Ok(Some(RunBackend::Sim)) };
         let Some(shape) = s.model.database_shape(&s.bounds) else {
             eprintln!("racelab: {} has no database; skipped on postgres", s.id);
@@ -622,14 +639,15 @@ fn print_text(
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
         say!(
             w,
-            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, lost replies ≤ {}, preemptions {}, \
-             depth ≤ {}",
+            "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, lost replies ≤ {}, power losses ≤ {}, \
+             preemptions {}, depth ≤ {}",
             mode.name(),
             s.model.actor_names().len(),
             b.crashes,
             b.errors,
             b.timeouts,
             b.lost_replies,
+            b.power_losses,
             preemptions,
             b.max_depth
         );

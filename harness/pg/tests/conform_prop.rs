@@ -277,8 +277,8 @@ struct Run {
 fn run(case: &Case, choices: &[Choice], backend: &Backend) -> Result<Run, String> {
     let bounds = bounds();
     let real = match backend {
-        Backend::Sim => None,
         Backend::Real { db, .. } => Some(db.clone()),
+        _ => None,
     };
     let mut state = State::initial_on(case, real.as_ref());
     let mut log = Vec::new();

@@ -32,12 +32,21 @@ pub enum ChoiceKind {
     /// Its op takes effect, but the reply is lost: it sees an error or a timeout instead of the
     /// outcome (a commit that committed while its client timed out).
     LostReply,
+    /// Power fails: every process dies, and the files keep one of the durable states the
+    /// persistence model allows. The choice's `actor` field picks which one (0..32), not an actor.
+    PowerLoss,
 }
 
 impl ChoiceKind {
     /// Every kind, in token order.
-    pub const ALL: [ChoiceKind; 5] =
-        [ChoiceKind::Step, ChoiceKind::Crash, ChoiceKind::Error, ChoiceKind::Timeout, ChoiceKind::LostReply];
+    pub const ALL: [ChoiceKind; 6] = [
+        ChoiceKind::Step,
+        ChoiceKind::Crash,
+        ChoiceKind::Error,
+        ChoiceKind::Timeout,
+        ChoiceKind::LostReply,
+        ChoiceKind::PowerLoss,
+    ];
 
     pub fn is_fault(self) -> bool {
         self != ChoiceKind::Step
@@ -62,6 +71,8 @@ pub struct Bounds {
     pub timeouts: u8,
     /// Lost replies (the op took effect, the actor saw an error) per execution.
     pub lost_replies: u8,
+    /// Power losses per execution.
+    pub power_losses: u8,
     /// At most this many preemptive context switches per execution (`None`: unbounded).
     pub preemptions: Option<u8>,
     /// Steps per execution.
@@ -77,6 +88,7 @@ impl Default for Bounds {
             errors: 0,
             timeouts: 0,
             lost_replies: 0,
+            power_losses: 0,
             preemptions: None,
             max_depth: 200,
             max_states: 2_000_000,

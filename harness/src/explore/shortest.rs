@@ -10,7 +10,7 @@ use std::hash::BuildHasherDefault;
 
 use crate::model::{Actor, Model, Status};
 use crate::op::{Op, Row, TableId};
-use crate::sim::SharedDb;
+use crate::sim::{Attached, SharedDb};
 
 use super::state::{Properties, State};
 use super::{Bounds, Choice, ChoiceKind, Event, Violation};
@@ -43,8 +43,18 @@ pub fn replay_on<M: Model>(
     choices: &[Choice],
     real: Option<&SharedDb>,
 ) -> Result<Replayed<M::Actor>, NotEnabled> {
+    replay_attached(model, bounds, choices, &Attached::db(real))
+}
+
+/// [`replay`], with the real systems in `attached` behind the world.
+pub fn replay_attached<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    choices: &[Choice],
+    attached: &Attached,
+) -> Result<Replayed<M::Actor>, NotEnabled> {
     let props = Properties::of(model);
-    let mut state = State::initial_on(model, real);
+    let mut state = State::initial_attached(model, attached);
     let mut events = Vec::with_capacity(choices.len());
     let mut violation = state.check(model, &props);
     for (step, &choice) in choices.iter().enumerate() {
@@ -92,7 +102,7 @@ pub fn trace<M: Model>(model: &M, bounds: &Bounds, choices: &[Choice]) -> Result
             ChoiceKind::Step => state.status[i] == Status::Running,
             ChoiceKind::Error => true,
             ChoiceKind::LostReply => state.status[i] == Status::Running,
-            ChoiceKind::Timeout | ChoiceKind::Crash => false,
+            ChoiceKind::Timeout | ChoiceKind::Crash | ChoiceKind::PowerLoss => false,
         };
         let op = if issues { state.actors[i].next_op() } else { None };
         let (event, _) = state.apply_described(choice, bounds);
@@ -161,7 +171,18 @@ pub fn shrink<M: Model>(
     schedule: &[Choice],
     real: Option<&SharedDb>,
 ) -> Vec<Choice> {
-    let fails = |s: &[Choice]| match replay_on(model, bounds, s, real) {
+    shrink_attached(model, bounds, invariant, schedule, &Attached::db(real))
+}
+
+/// [`shrink`], replaying on the real systems in `attached`.
+pub fn shrink_attached<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    invariant: &str,
+    schedule: &[Choice],
+    attached: &Attached,
+) -> Vec<Choice> {
+    let fails = |s: &[Choice]| match replay_attached(model, bounds, s, attached) {
         Ok(r) => r.violation.is_some_and(|v| v.invariant == invariant),
         Err(_) => false,
     };
@@ -175,7 +196,7 @@ pub fn shrink<M: Model>(
             candidate.remove(k);
             if fails(&candidate) {
                 // Cut whatever trails the violation, too.
-                let r = replay_on(model, bounds, &candidate, real).expect("just replayed");
+                let r = replay_attached(model, bounds, &candidate, attached).expect("just replayed");
                 candidate.truncate(r.events.len());
                 best = candidate;
                 improved = true;
@@ -191,7 +212,7 @@ pub fn shrink<M: Model>(
 /// allows, greedy shrinking of `found` otherwise.
 pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Choice>)) -> (Violation, Vec<Choice>) {
     // Fault-free choices are a subset of the full bounds' choices, so the schedule replays there.
-    let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, ..bounds.clone() };
+    let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, power_losses: 0, ..bounds.clone() };
     if let Some(shortest) = breadth_first(model, &fault_free) {
         return shortest;
     }

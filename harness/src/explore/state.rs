@@ -6,7 +6,7 @@ use std::hash::Hash;
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
 use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
-use crate::sim::{SharedDb, World};
+use crate::sim::{Attached, SharedDb, World};
 
 use super::{Bounds, Choice, ChoiceKind};
 
@@ -18,6 +18,7 @@ pub struct FaultsUsed {
     pub errors: u8,
     pub timeouts: u8,
     pub lost_replies: u8,
+    pub power_losses: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -30,7 +31,13 @@ pub struct State<A> {
     /// split states that are otherwise equal.
     pub last: Option<u8>,
     pub preemptions: u8,
+    /// Power has failed with more durable states than one choice can pick (32): the first pick
+    /// chose this group of 32, and the next choice picks within it.
+    pub power_group: Option<u8>,
 }
+
+/// Durable states one power-loss choice picks among (5 bits of a token byte); more take two.
+const POWER_PICKS: usize = 32;
 
 /// A property that failed, with a one-line explanation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,15 +65,18 @@ impl<A: Actor> State<A> {
 
     /// The initial state, with the database on `real` when given.
     pub fn initial_on<M: Model<Actor = A>>(model: &M, real: Option<&SharedDb>) -> State<A> {
+        State::initial_attached(model, &Attached::db(real))
+    }
+
+    /// The initial state, with the real systems in `attached` behind its world.
+    pub fn initial_attached<M: Model<Actor = A>>(model: &M, attached: &Attached) -> State<A> {
         let (mut world, actors) = model.init();
-        if let Some(real) = real {
-            world.attach_real_db(real.clone());
-        }
+        attached.attach(&mut world);
         assert!(!actors.is_empty() && actors.len() <= MAX_ACTORS, "a model has 1..={MAX_ACTORS} actors");
         assert_eq!(world.actor_count(), actors.len(), "World::new must be given the actor count");
         let status =
             actors.iter().map(|a| if a.next_op().is_some() { Status::Running } else { Status::Finished }).collect();
-        State { world, actors, status, faults: FaultsUsed::default(), last: None, preemptions: 0 }
+        State { world, actors, status, faults: FaultsUsed::default(), last: None, preemptions: 0, power_group: None }
     }
 
     /// A 128-bit fingerprint of the whole state. Collisions are astronomically unlikely, and
@@ -96,6 +106,12 @@ impl<A: Actor> State<A> {
     /// Every choice enabled here, in a fixed order: by actor, then step, error, lost reply,
     /// timeout, crash.
     pub fn choices(&self, bounds: &Bounds) -> Vec<Choice> {
+        if let Some(group) = self.power_group {
+            // Mid power loss: only the pick within the group.
+            let states = self.world.power_loss_states();
+            let within = (states - usize::from(group) * POWER_PICKS).min(POWER_PICKS);
+            return (0..within).map(|k| Choice { actor: k as u8, kind: ChoiceKind::PowerLoss }).collect();
+        }
         let mut out = Vec::with_capacity(self.actors.len() * 2);
         for i in 0..self.actors.len() {
             let actor = i as u8;
@@ -137,6 +153,13 @@ impl<A: Actor> State<A> {
                 _ => {}
             }
         }
+        // A power loss can strike while anyone can still move; each durable state it may
+        // leave is its own choice.
+        if self.faults.power_losses < bounds.power_losses && self.any_step() {
+            let states = self.world.power_loss_states();
+            let picks = if states > POWER_PICKS { states.div_ceil(POWER_PICKS) } else { states };
+            out.extend((0..picks).map(|k| Choice { actor: k as u8, kind: ChoiceKind::PowerLoss }));
+        }
         out
     }
 
@@ -171,7 +194,7 @@ impl<A: Actor> State<A> {
     fn step(&mut self, choice: Choice, bounds: &Bounds, describe: bool) -> (Option<Event>, Footprint) {
         let i = usize::from(choice.actor);
         debug_assert_eq!(self.world.take_footprint(), Footprint::default());
-        if bounds.preemptions.is_some() {
+        if bounds.preemptions.is_some() && choice.kind != ChoiceKind::PowerLoss {
             if let Some(last) = self.last {
                 let last = usize::from(last);
                 if last != i && self.can_step(last) && choice.kind == ChoiceKind::Step {
@@ -282,6 +305,45 @@ impl<A: Actor> State<A> {
                     }
                 }
                 text(describe, || "✗ crash".to_string())
+            }
+            ChoiceKind::PowerLoss if self.power_group.is_none() && self.world.power_loss_states() > POWER_PICKS => {
+                self.faults.power_losses += 1;
+                self.power_group = Some(choice.actor);
+                let states = self.world.power_loss_states();
+                text(describe, || {
+                    let first = usize::from(choice.actor) * POWER_PICKS;
+                    let last = (first + POWER_PICKS).min(states) - 1;
+                    format!("⚡ power fails (durable states {first}..={last} of {states})")
+                })
+            }
+            ChoiceKind::PowerLoss => {
+                let k = match self.power_group.take() {
+                    Some(group) => usize::from(group) * POWER_PICKS + usize::from(choice.actor),
+                    None => {
+                        self.faults.power_losses += 1;
+                        usize::from(choice.actor)
+                    }
+                };
+                let (dead, survived) = self.world.power_loss(k);
+                for dead in dead {
+                    if matches!(self.status[dead], Status::Crashed) {
+                        continue;
+                    }
+                    if dead != 0 {
+                        also_crashed.push(dead);
+                    }
+                    // Every process dies, finished ones too: a daemon that restarts recovers.
+                    match self.actors[dead].on_crash() {
+                        Some(restarted) => {
+                            self.actors[dead] = restarted;
+                            self.status[dead] = Status::Running;
+                            self.finish_if_done(dead);
+                        }
+                        None if self.status[dead] == Status::Finished => {}
+                        None => self.status[dead] = Status::Crashed,
+                    }
+                }
+                text(describe, || format!("⚡ power loss; on disk: {survived}"))
             }
         };
         let mut footprint = self.world.take_footprint();

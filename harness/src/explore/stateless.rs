@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::Model;
-use crate::sim::SharedDb;
+use crate::sim::{Attached, SharedDb};
 
 use super::state::{Properties, State};
 use super::{unreached_targets, Bounds, Choice, ChoiceKind, Exploration, Explorer, Scheduler, Stats};
@@ -21,11 +21,13 @@ pub struct Stateless<S> {
     pub scheduler: S,
     pub schedules: u64,
     pub real: Option<SharedDb>,
+    /// Real files and processes for the model's world (the database is `real`).
+    pub os: Attached,
 }
 
 impl<S> Stateless<S> {
     pub fn new(scheduler: S, schedules: u64) -> Stateless<S> {
-        Stateless { scheduler, schedules, real: None }
+        Stateless { scheduler, schedules, real: None, os: Attached::default() }
     }
 }
 
@@ -42,7 +44,8 @@ impl<S: Scheduler> Explorer for Stateless<S> {
         'schedules: while index < self.schedules && self.scheduler.begin(index) {
             index += 1;
             stats.executions += 1;
-            let mut state = State::initial_on(model, self.real.as_ref());
+            let attached = Attached { db: self.real.clone(), ..self.os.clone() };
+            let mut state = State::initial_attached(model, &attached);
             let mut path: Vec<Choice> = Vec::new();
             for step in 0..=bounds.max_depth {
                 if seen.insert(state.fingerprint()) {
@@ -99,7 +102,8 @@ const FAULT_ODDS: u32 = 8;
 
 /// Pick `actor`'s step if it has one, and one of its faults with odds 1 in `FAULT_ODDS`.
 fn pick_for_actor(rng: &mut ChaCha8Rng, enabled: &[Choice], actor: u8) -> usize {
-    let mine: Vec<usize> = (0..enabled.len()).filter(|&k| enabled[k].actor == actor).collect();
+    let mine: Vec<usize> =
+        (0..enabled.len()).filter(|&k| enabled[k].actor == actor && enabled[k].kind != ChoiceKind::PowerLoss).collect();
     let step = mine.iter().copied().find(|&k| enabled[k].kind == ChoiceKind::Step);
     let faults: Vec<usize> = mine.iter().copied().filter(|&k| enabled[k].kind != ChoiceKind::Step).collect();
     match step {
@@ -109,9 +113,23 @@ fn pick_for_actor(rng: &mut ChaCha8Rng, enabled: &[Choice], actor: u8) -> usize 
 }
 
 fn actors_of(enabled: &[Choice]) -> Vec<u8> {
-    let mut actors: Vec<u8> = enabled.iter().map(|c| c.actor).collect();
+    let mut actors: Vec<u8> = enabled.iter().filter(|c| c.kind != ChoiceKind::PowerLoss).map(|c| c.actor).collect();
     actors.dedup();
     actors
+}
+
+/// A power-loss choice belongs to no actor (its `actor` field picks a durable state). Pick one,
+/// uniformly, when nothing else is enabled (mid power loss), and otherwise as rarely as a fault
+/// of one actor is picked.
+fn pick_power_loss(rng: &mut ChaCha8Rng, enabled: &[Choice]) -> Option<usize> {
+    let picks: Vec<usize> = (0..enabled.len()).filter(|&k| enabled[k].kind == ChoiceKind::PowerLoss).collect();
+    if picks.is_empty() {
+        return None;
+    }
+    if picks.len() == enabled.len() || rng.gen_range(0..FAULT_ODDS * 4) == 0 {
+        return picks.choose(rng).copied();
+    }
+    None
 }
 
 /// Uniform over enabled actors, seeded.
@@ -130,6 +148,9 @@ impl Scheduler for Random {
         true
     }
     fn choose(&mut self, enabled: &[Choice], _step: u32) -> usize {
+        if let Some(k) = pick_power_loss(&mut self.rng, enabled) {
+            return k;
+        }
         let actors = actors_of(enabled);
         let actor = *actors.choose(&mut self.rng).expect("enabled is never empty");
         pick_for_actor(&mut self.rng, enabled, actor)
@@ -180,6 +201,9 @@ impl Scheduler for Pct {
     }
 
     fn choose(&mut self, enabled: &[Choice], step: u32) -> usize {
+        if let Some(k) = pick_power_loss(&mut self.rng, enabled) {
+            return k;
+        }
         let actors = actors_of(enabled);
         let highest = |prio: &[u32]| *actors.iter().max_by_key(|&&a| prio[usize::from(a)]).expect("never empty");
         let mut actor = highest(&self.priority);

@@ -9,6 +9,7 @@
 pub mod database;
 pub mod db;
 pub mod firestore;
+pub mod fs;
 pub mod http;
 pub mod notion;
 pub mod os;
@@ -19,8 +20,9 @@ use crate::op::{ActorId, Applied, ConnId, Footprint, Op, OpKind, Outcome};
 
 pub use database::{Database, RealDb, SharedDb};
 pub use db::{Db, Schema, TableDef, UniqueIndex};
+pub use fs::{Fs, FsOp, RealFiles, SharedFiles};
 pub use http::Http;
-pub use os::Os;
+pub use os::{Os, RealProcesses, SharedProcesses};
 pub use subsystem::{Part, PartId, PartOp, Parts, Subsystem, MAX_PARTS};
 
 use subsystem::AnyOp;
@@ -33,6 +35,35 @@ enum Where {
     Http,
     /// A model-defined part, by index.
     Part(u8),
+}
+
+/// Real systems that a stateless run attaches to each fresh world: a database server, a real
+/// directory. Models never know.
+#[derive(Clone, Default)]
+pub struct Attached {
+    pub db: Option<SharedDb>,
+    pub files: Option<SharedFiles>,
+    pub processes: Option<SharedProcesses>,
+}
+
+impl Attached {
+    pub fn db(db: Option<&SharedDb>) -> Attached {
+        Attached { db: db.cloned(), files: None, processes: None }
+    }
+
+    pub fn attach(&self, world: &mut World) {
+        if let Some(db) = &self.db {
+            world.attach_real_db(db.clone());
+        }
+        if let Some(files) = &self.files {
+            world.attach_real_files(files.clone());
+        }
+        if let Some(processes) = &self.processes {
+            if world.os.has_processes() {
+                world.os.attach(processes.clone());
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -230,6 +261,68 @@ impl World {
         }
         self.touched = fp;
         dead
+    }
+
+    /// How many distinct durable states a power loss could leave now: the product over every
+    /// subsystem's own count.
+    pub fn power_loss_states(&self) -> usize {
+        let builtin: [&dyn Part; 3] = [&self.db, &self.os, &self.http];
+        let n = builtin
+            .into_iter()
+            .chain(self.parts.0.iter().map(|p| &**p))
+            .map(|p| p.power_loss_states_dyn())
+            .fold(1usize, |acc, n| acc.saturating_mul(n));
+        assert!(
+            n <= fs::MAX_CRASH_STATES,
+            "a power loss here may leave {n} durable states, more than {}",
+            fs::MAX_CRASH_STATES
+        );
+        n
+    }
+
+    /// Power fails: every process dies (as in [`World::crash`], for every actor), and each
+    /// subsystem keeps its share of durable state `k` (mixed radix over the subsystems' counts).
+    /// Returns the actors that died and what survived, for the timeline.
+    pub fn power_loss(&mut self, k: usize) -> (Vec<ActorId>, String) {
+        assert!(k < self.power_loss_states(), "power-loss state {k} does not exist here");
+        // Actors not spawned yet have no process to lose; they can still be started afterwards.
+        let dead: Vec<ActorId> = (0..self.waits_in.len()).filter(|&a| !self.is_dormant(a)).collect();
+        let mut fp = Footprint::GLOBAL;
+        for &a in &dead {
+            self.waits_in[a] = None;
+        }
+        let mut survived = Vec::new();
+        let mut rest = k;
+        for part in self.all() {
+            part.on_crash_dyn(&dead, &mut fp);
+            let n = part.power_loss_states_dyn();
+            let text = part.power_loss_dyn(rest % n, &mut fp);
+            rest /= n;
+            if !text.is_empty() {
+                survived.push(text);
+            }
+        }
+        self.touched = fp;
+        (dead, survived.join("; "))
+    }
+
+    /// Run every file op of the model's [`Fs`] parts on `real` from now on (stateless explorers).
+    pub fn attach_real_files(&mut self, real: SharedFiles) {
+        for part in &mut self.parts.0 {
+            if let Some(fs) = part.as_any_mut().downcast_mut::<Fs>() {
+                fs.attach(real.clone());
+            }
+        }
+    }
+
+    /// Does the model keep files in this world?
+    pub fn has_files(&self) -> bool {
+        self.parts.0.iter().any(|p| p.as_any().is::<Fs>())
+    }
+
+    /// The first failure of an attached real directory, or disagreement with the simulator.
+    pub fn files_failure(&self) -> Option<String> {
+        self.parts.0.iter().filter_map(|p| p.as_any().downcast_ref::<Fs>()).find_map(Fs::failure)
     }
 
     /// What the transitions applied since the last call touched.

@@ -2,14 +2,17 @@
 //!
 //! A process runs one or more actors (its tasks). Dormant actors belong to no process until some
 //! process spawns them, either as a new process or as a task of the spawner's own process.
-//! Files hold one [`Value`] each. A `flock` is exclusive, held by a process, and released by
-//! `LOCK_UN`, by `exit` and by a crash (the kernel closes the file). Blocked `flock` calls are
-//! granted in FIFO order.
+//! Files hold one [`Value`] each. A `flock` is exclusive and belongs to an open file
+//! description, as on Linux: each actor opens the lock file itself, so two tasks of one process
+//! exclude each other, and a task's repeated `flock` is a no-op. It is released by `LOCK_UN`,
+//! by `exit` and by a crash of the process (the kernel closes the file). Blocked `flock` calls
+//! are granted in FIFO order. Not modelled: a description inherited across `fork`.
 //!
 //! Not modelled: `Exit` ends the process but does not kill its other tasks (the models exit only
 //! from a process's last running task), and a crashed actor that restarts keeps its dead pid.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
 
@@ -41,7 +44,8 @@ struct Wait {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FlockState {
-    holder: Pid,
+    /// The actor whose open file description holds it (each actor opens the lock file itself).
+    holder: ActorId,
     /// Actors blocked in `flock(LOCK_EX)`, oldest first.
     queue: Vec<ActorId>,
 }
@@ -59,6 +63,51 @@ pub struct Os {
     waits: Vec<Option<Wait>>,
     files: BTreeMap<&'static str, Value>,
     flocks: BTreeMap<&'static str, FlockState>,
+    /// Real processes running the same ops, when a stateless explorer attached them.
+    real: Option<RealOs>,
+}
+
+/// Real processes, files and `flock`s behind the simulator's stepping API (see `racelab-real`).
+/// Pids in ops and outcomes are the simulator's; the backend maps them to real ones.
+pub trait RealProcesses: Send {
+    /// Start over: an empty private directory holding `files`; one real process for each of
+    /// `processes` (the simulator's pid and the actors it runs); `actors` actors in all.
+    fn reset(&mut self, actors: usize, processes: &[(Pid, Vec<ActorId>)], files: &[(&'static str, Value)]);
+    /// Run `actor`'s op, given what the simulator did with it (its pid for a spawn, and whether
+    /// it expects the op to block).
+    fn apply(&mut self, actor: ActorId, op: &OsOp, sim: &Applied) -> Applied;
+    /// Has `actor`'s waiting op returned? Waits briefly for it when `expect` says it should.
+    fn poll(&mut self, actor: ActorId, expect: bool) -> Option<Outcome>;
+    /// The processes running `dead` are killed with `SIGKILL`.
+    fn crash(&mut self, dead: &[ActorId]);
+    /// Record a failure found outside the backend (the simulator disagreed with it).
+    fn report(&mut self, failure: String);
+    /// The first failure, if any.
+    fn failure(&self) -> Option<String>;
+    /// What a reader of a counterexample needs: the real files and live processes.
+    fn describe(&mut self) -> Vec<String>;
+}
+
+/// Real processes shared by the runs of one exploration.
+pub type SharedProcesses = Arc<Mutex<dyn RealProcesses>>;
+
+/// A real backend is outside the state: worlds compare and hash as if it were not there.
+#[derive(Clone)]
+struct RealOs(SharedProcesses);
+
+impl std::fmt::Debug for RealOs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RealProcesses")
+    }
+}
+impl PartialEq for RealOs {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for RealOs {}
+impl std::hash::Hash for RealOs {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl Os {
@@ -71,7 +120,30 @@ impl Os {
             waits: vec![None; actors],
             files: BTreeMap::new(),
             flocks: BTreeMap::new(),
+            real: None,
         }
+    }
+
+    /// Does this world start or spawn any process?
+    pub fn has_processes(&self) -> bool {
+        !self.processes.is_empty() || self.dormant.iter().any(|&d| d)
+    }
+
+    /// Run every op from now on on `real` as well, starting from this state (right after init).
+    pub fn attach(&mut self, real: SharedProcesses) {
+        let processes: Vec<(Pid, Vec<ActorId>)> =
+            (0..self.processes.len()).map(|i| (FIRST_PID + i as Pid, self.processes[i].actors.clone())).collect();
+        let files: Vec<(&'static str, Value)> = self.files.iter().map(|(p, v)| (*p, *v)).collect();
+        real.lock().expect("real processes lock").reset(self.waits.len(), &processes, &files);
+        self.real = Some(RealOs(real));
+    }
+
+    fn with_real<T>(&self, f: impl FnOnce(&mut dyn RealProcesses) -> T) -> Option<T> {
+        self.real.as_ref().map(|r| f(&mut *r.0.lock().expect("real processes lock")))
+    }
+
+    fn disagree(&self, what: String) {
+        self.with_real(|r| r.report(format!("real processes and the simulator disagree: {what}")));
     }
 
     /// Start a process at init that runs `actors` (all its tasks). Returns its pid.
@@ -110,7 +182,7 @@ impl Os {
 
     /// The process holding the `flock` on `path`.
     pub fn flock_holder(&self, path: &'static str) -> Option<Pid> {
-        self.flocks.get(path).map(|f| f.holder)
+        self.flocks.get(path).and_then(|f| self.process_of[f.holder])
     }
 
     /// Files, flocks and live processes, for the final state of a counterexample.
@@ -121,7 +193,11 @@ impl Os {
             lines.push(format!("files: {}", files.join(", ")));
         }
         if !self.flocks.is_empty() {
-            let locks: Vec<String> = self.flocks.iter().map(|(p, f)| format!("{p} held by pid {}", f.holder)).collect();
+            let locks: Vec<String> = self
+                .flocks
+                .iter()
+                .map(|(p, f)| format!("{p} held by pid {}", self.process_of[f.holder].unwrap_or_default()))
+                .collect();
             lines.push(format!("flocks: {}", locks.join(", ")));
         }
         if !self.processes.is_empty() {
@@ -135,14 +211,9 @@ impl Os {
     }
 }
 
-impl Subsystem for Os {
-    type Op = OsOp;
-
-    fn name(&self) -> &'static str {
-        "os"
-    }
-
-    fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
+impl Os {
+    /// The simulator's own semantics of `op`.
+    fn apply_sim(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
         assert!(self.waits[actor].is_none(), "actor {actor} already waits");
         let done = Applied::Done;
         match *op {
@@ -192,13 +263,15 @@ impl Subsystem for Os {
             }
             OsOp::Flock { path, nonblocking } => {
                 fp.write(Resource::Flock(path));
-                let pid = self.own_pid(actor);
+                self.own_pid(actor);
                 match self.flocks.get_mut(path) {
                     None => {
-                        self.flocks.insert(path, FlockState { holder: pid, queue: Vec::new() });
+                        self.flocks.insert(path, FlockState { holder: actor, queue: Vec::new() });
                         done(Outcome::Ok)
                     }
-                    Some(f) if f.holder == pid => done(Outcome::Ok),
+                    // The same open file description: a no-op, as on Linux. Another task of the
+                    // same process opened its own description, so it waits like anyone else.
+                    Some(f) if f.holder == actor => done(Outcome::Ok),
                     Some(_) if nonblocking => done(Outcome::Err(ErrorCode::EWOULDBLOCK)),
                     Some(f) => {
                         f.queue.push(actor);
@@ -209,8 +282,7 @@ impl Subsystem for Os {
             }
             OsOp::Funlock { path } => {
                 fp.write(Resource::Flock(path));
-                let pid = self.own_pid(actor);
-                if self.flocks.get(path).is_some_and(|f| f.holder == pid) {
+                if self.flocks.get(path).is_some_and(|f| f.holder == actor) {
                     self.release(path);
                 }
                 done(Outcome::Ok)
@@ -224,11 +296,7 @@ impl Subsystem for Os {
         }
     }
 
-    fn is_ready(&self, actor: ActorId) -> bool {
-        self.waits[actor].as_ref().is_some_and(|w| w.outcome.is_some())
-    }
-
-    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+    fn take_ready_sim(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
         let wait = self.waits[actor].as_ref()?;
         let outcome = wait.outcome.clone()?;
         match wait.on {
@@ -237,6 +305,38 @@ impl Subsystem for Os {
         }
         self.waits[actor] = None;
         Some(outcome)
+    }
+}
+
+impl Subsystem for Os {
+    type Op = OsOp;
+
+    fn name(&self) -> &'static str {
+        "os"
+    }
+
+    fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
+        let sim = self.apply_sim(actor, op, fp);
+        let Some(real) = self.with_real(|r| r.apply(actor, op, &sim)) else { return sim };
+        if real != sim {
+            self.disagree(format!("actor {actor} {op:?}: real {real:?}, simulator {sim:?}"));
+        }
+        real
+    }
+
+    fn is_ready(&self, actor: ActorId) -> bool {
+        self.waits[actor].as_ref().is_some_and(|w| w.outcome.is_some())
+    }
+
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+        let expect = self.is_ready(actor);
+        if let Some(real) = self.with_real(|r| r.poll(actor, expect)) {
+            let sim = self.waits[actor].as_ref().and_then(|w| w.outcome.clone());
+            if real != sim {
+                self.disagree(format!("actor {actor}'s wait: real {real:?}, simulator {sim:?}"));
+            }
+        }
+        self.take_ready_sim(actor, fp)
     }
 
     /// A timeout fires on `actor`'s wait. A `flock` not yet granted leaves the queue; one already
@@ -270,10 +370,15 @@ impl Subsystem for Os {
         for pid in pids {
             self.kill(pid, fp);
         }
+        self.with_real(|r| r.crash(dead));
     }
 
     fn describe(&self) -> Vec<String> {
-        Os::describe(self)
+        let mut lines = Os::describe(self);
+        if let Some(real) = self.with_real(|r| r.describe()) {
+            lines.extend(real);
+        }
+        lines
     }
 }
 
@@ -330,7 +435,8 @@ impl Os {
     /// The process dies: not alive, and every flock it holds is released.
     fn kill(&mut self, pid: Pid, fp: &mut Footprint) {
         self.process_mut(pid).alive = false;
-        let held: Vec<&'static str> = self.flocks.iter().filter(|(_, f)| f.holder == pid).map(|(p, _)| *p).collect();
+        let held: Vec<&'static str> =
+            self.flocks.iter().filter(|(_, f)| self.process_of[f.holder] == Some(pid)).map(|(p, _)| *p).collect();
         for path in held {
             fp.write(Resource::Flock(path));
             self.release(path);
@@ -345,7 +451,7 @@ impl Os {
             return;
         }
         let next = f.queue.remove(0);
-        f.holder = self.process_of[next].expect("a flock waiter runs in a process");
+        f.holder = next;
         let wait = self.waits[next].as_mut().expect("a flock waiter waits");
         wait.outcome = Some(Outcome::Ok);
     }
@@ -498,6 +604,22 @@ mod tests {
         assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
         done(&mut os, 1, OsOp::Funlock { path: LOCK });
         assert_eq!(os.flock_holder(LOCK), None);
+    }
+
+    #[test]
+    fn two_tasks_of_one_process_exclude_each_other() {
+        let mut os = os(2);
+        let server = os.start_process(&[0]);
+        os.add_dormant(1);
+        apply(&mut os, 1, OsOp::AwaitSpawn);
+        done(&mut os, 0, OsOp::SpawnTask { actor: 1 });
+        take(&mut os, 1);
+        assert_eq!(done(&mut os, 0, flock(false)), Outcome::Ok);
+        assert_eq!(done(&mut os, 1, flock(true)), Outcome::Err(ErrorCode::EWOULDBLOCK));
+        assert_eq!(apply(&mut os, 1, flock(false)), Applied::Blocked, "each task opened its own description");
+        done(&mut os, 0, OsOp::Funlock { path: LOCK });
+        assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+        assert_eq!(os.flock_holder(LOCK), Some(server));
     }
 
     #[test]

@@ -81,6 +81,19 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
         false
     }
 
+    /// How many distinct durable states a power loss could leave now (1: nothing is volatile).
+    /// At most 1024: more than 32 take two explored picks.
+    fn power_loss_states(&self) -> usize {
+        1
+    }
+
+    /// Power fails (every process already died through [`Subsystem::on_crash`]); keep durable
+    /// state `k` of [`Subsystem::power_loss_states`]. Returns what survived, for the timeline.
+    fn power_loss(&mut self, k: usize, fp: &mut Footprint) -> String {
+        let _ = (k, fp);
+        String::new()
+    }
+
     /// Lines a reader of a counterexample needs: who holds what, what is stored.
     fn describe(&self) -> Vec<String> {
         Vec::new()
@@ -154,6 +167,8 @@ pub trait Part: Any + Debug + Send + Sync {
     fn lose_reply_dyn(&mut self, actor: ActorId, op: &dyn AnyOp, outcome: Outcome, fp: &mut Footprint) -> Outcome;
     fn on_crash_dyn(&mut self, dead: &[ActorId], fp: &mut Footprint);
     fn is_idle_dyn(&self, actor: ActorId) -> bool;
+    fn power_loss_states_dyn(&self) -> usize;
+    fn power_loss_dyn(&mut self, k: usize, fp: &mut Footprint) -> String;
     fn describe_dyn(&self) -> Vec<String>;
 }
 
@@ -208,6 +223,12 @@ impl<S: Subsystem> Part for S {
     }
     fn is_idle_dyn(&self, actor: ActorId) -> bool {
         self.is_idle(actor)
+    }
+    fn power_loss_states_dyn(&self) -> usize {
+        self.power_loss_states()
+    }
+    fn power_loss_dyn(&mut self, k: usize, fp: &mut Footprint) -> String {
+        self.power_loss(k, fp)
     }
     fn describe_dyn(&self) -> Vec<String> {
         self.describe()
