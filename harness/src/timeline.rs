@@ -21,7 +21,7 @@ impl Timeline {
         for e in events {
             // A power loss belongs to no actor (its `actor` field picks the durable state): it
             // is shown in the first column.
-            let actor = if e.choice.kind == ChoiceKind::PowerLoss { 0 } else { usize::from(e.choice.actor) };
+            let actor = e.choice.actor_index().unwrap_or(0);
             let mut text = e.text.clone();
             if matches!(e.choice.kind, ChoiceKind::Crash | ChoiceKind::PowerLoss) && !e.also_crashed.is_empty() {
                 let others: Vec<&str> = e.also_crashed.iter().map(|&a| actors[a].as_str()).collect();

@@ -110,7 +110,8 @@ pub fn walk(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice]) -> Resul
             // The checker stops at the first violation; so does the walk.
             break;
         }
-        let actor = usize::from(event.choice.actor);
+        // A power loss is a world event: its `actor` field picks a durable state, not an actor.
+        let actor = event.choice.actor_index().unwrap_or(0);
         let kind = event.choice.kind;
         let (resource, waits) = match op {
             Some(op) => {
@@ -156,7 +157,10 @@ pub fn walk(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice]) -> Resul
 /// for a button.
 pub fn choice_label(model: &dyn DynModel, bounds: &Bounds, schedule: &[Choice], choice: Choice) -> String {
     let actors = model.actor_names();
-    let who = actors.get(usize::from(choice.actor)).cloned().unwrap_or_else(|| format!("actor {}", choice.actor));
+    let who = match choice.actor_index() {
+        Some(i) => actors.get(i).cloned().unwrap_or_else(|| format!("actor {i}")),
+        None => "power".to_string(),
+    };
     let mut next = schedule.to_vec();
     next.push(choice);
     let what = match model.trace(bounds, &next) {

@@ -60,6 +60,14 @@ pub struct Choice {
     pub kind: ChoiceKind,
 }
 
+impl Choice {
+    /// The actor this choice moves, or `None` for a power loss, whose `actor` field picks a
+    /// durable state instead. Timelines show world events in the first column.
+    pub fn actor_index(&self) -> Option<usize> {
+        (self.kind != ChoiceKind::PowerLoss).then_some(usize::from(self.actor))
+    }
+}
+
 /// The limits of an exploration. Everything the explorers do is bounded by these.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Bounds {

@@ -174,7 +174,8 @@ fn code_path(s: &Scenario) -> Vec<(String, Vec<String>)> {
     let Some(schedule) = s.model.schedules(&s.bounds, 1).into_iter().next() else { return path };
     let Ok(trace) = s.model.trace(&s.bounds, &schedule) else { return path };
     for (event, op) in &trace.steps {
-        if let (Some(op), Some(entry)) = (op, path.get_mut(usize::from(event.choice.actor))) {
+        let entry = event.choice.actor_index().and_then(|i| path.get_mut(i));
+        if let (Some(op), Some(entry)) = (op, entry) {
             let label = op.label();
             if entry.1.last() != Some(&label) {
                 entry.1.push(label);
