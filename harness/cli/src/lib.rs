@@ -44,8 +44,9 @@ enum Command {
         ids: Vec<String>,
         #[arg(long, value_enum, default_value_t = Backend::Sim)]
         backend: Backend,
-        #[arg(long, value_enum, default_value_t = ModeArg::Exhaustive)]
-        mode: ModeArg,
+        /// Default: the scenario file's `[explore]` mode, else exhaustive.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
         /// Seed for random and PCT schedules.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -219,13 +220,13 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
         Command::Check { ids, backend, mode, seed, schedules, depth, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
-            let mode = match mode {
+            let mode = mode.map(|mode| match mode {
                 ModeArg::Exhaustive => Mode::Exhaustive,
                 ModeArg::Random => Mode::Random { seed, schedules },
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
-            };
+            });
             let backends = Backends::new(backend, &db)?;
-            check(&selected, &mode, &backends, json)
+            check(&selected, mode.as_ref(), &backends, json)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -238,9 +239,9 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
             let backends = Backends::new(backend, &db)?;
             for s in &selected {
                 let Some(b) = backends.for_scenario(s)? else { continue };
-                let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
+                let checked = s.model.check(&s.id, &s.mode, &s.bounds, &b);
                 backends.healthy(&b)?;
-                print_text(s, &Mode::Exhaustive, &checked, true);
+                print_text(s, &s.mode, &checked, true);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -352,7 +353,7 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+fn check(selected: &[&Scenario], mode: Option<&Mode>, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
     let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
@@ -365,6 +366,7 @@ fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -
     for s in selected {
         bar.set_message(s.id.clone());
         let Some(backend) = backends.for_scenario(s)? else { continue };
+        let mode = mode.unwrap_or(&s.mode);
         let checked = s.model.check(&s.id, mode, &s.bounds, &backend);
         backends.healthy(&backend)?;
         bar.inc(1);

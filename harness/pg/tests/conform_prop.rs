@@ -83,6 +83,7 @@ fn sorted(outcome: &Outcome) -> Outcome {
 fn name(stmt: &Sql) -> &'static str {
     match stmt {
         Sql::Begin => "begin",
+        Sql::BeginRepeatableRead => "begin_repeatable_read",
         Sql::Commit => "commit",
         Sql::Rollback => "rollback",
         Sql::SetLockTimeout(_) => "set_lock_timeout",
@@ -198,13 +199,14 @@ fn statement() -> impl Strategy<Value = Sql> {
     ]
 }
 
-/// One to five statements. Most programs open a transaction first, so that their locks and
-/// writes overlap with the other actors' statements.
+/// One to five statements. Most programs open a transaction first (READ COMMITTED or
+/// REPEATABLE READ), so that their locks and writes overlap with the other actors' statements.
 fn program() -> impl Strategy<Value = Vec<Sql>> {
-    (prop::bool::weighted(0.75), prop::collection::vec(statement(), 1..=5)).prop_map(|(begin, mut body)| {
-        if begin {
+    let begin = prop_oneof![1 => Just(None), 2 => Just(Some(Sql::Begin)), 1 => Just(Some(Sql::BeginRepeatableRead))];
+    (begin, prop::collection::vec(statement(), 1..=5)).prop_map(|(begin, mut body)| {
+        if let Some(begin) = begin {
             body.truncate(4);
-            body.insert(0, Sql::Begin);
+            body.insert(0, begin);
         }
         body
     })

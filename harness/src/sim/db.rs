@@ -1,6 +1,9 @@
-//! A PostgreSQL-like database at READ COMMITTED, as a deterministic state machine.
+//! A PostgreSQL-like database at READ COMMITTED and REPEATABLE READ, as a deterministic state
+//! machine.
 //!
-//! It models what PostgreSQL 15 does for the statements in [`Sql`]: per-statement snapshots,
+//! It models what PostgreSQL 15 does for the statements in [`Sql`]: per-statement snapshots
+//! (per-transaction ones under REPEATABLE READ, where a write to a row changed since fails with
+//! 40001),
 //! row versions with update chains, READ COMMITTED re-checks of the newest row version
 //! (EvalPlanQual), unique indexes (optionally partial) that wait for in-progress inserters,
 //! `ON CONFLICT`, `FOR UPDATE` with `NOWAIT` / `SKIP LOCKED`, advisory locks with a FIFO wait
@@ -131,6 +134,10 @@ enum Block {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Session {
     block: Block,
+    /// The open block is REPEATABLE READ.
+    repeatable_read: bool,
+    /// Its snapshot, once the block's first statement took it.
+    tx_snapshot: Option<Seq>,
     lock_timeout: u32,
     /// `SET` inside a block is undone if the block aborts: the value before the first `SET`.
     lock_timeout_before: Option<u32>,
@@ -316,9 +323,12 @@ impl Db {
             }
             (Block::Failed, _) => done(Outcome::Err(ErrorCode::IN_FAILED_SQL_TRANSACTION)),
             // PostgreSQL only warns about these.
-            (Block::Open, Sql::Begin) | (Block::Idle, Sql::Commit | Sql::Rollback) => done(Outcome::Ok),
-            (Block::Idle, Sql::Begin) => {
+            (Block::Open, Sql::Begin | Sql::BeginRepeatableRead) | (Block::Idle, Sql::Commit | Sql::Rollback) => {
+                done(Outcome::Ok)
+            }
+            (Block::Idle, Sql::Begin | Sql::BeginRepeatableRead) => {
                 self.sessions[c].block = Block::Open;
+                self.sessions[c].repeatable_read = matches!(stmt, Sql::BeginRepeatableRead);
                 done(Outcome::Ok)
             }
             (Block::Open, Sql::Commit | Sql::Rollback) => {
@@ -335,7 +345,15 @@ impl Db {
                 done(Outcome::Ok)
             }
             _ => {
-                let snapshot = Self::reads_snapshot(stmt).then_some(self.seq);
+                let seq = self.seq;
+                let s = &mut self.sessions[c];
+                // PostgreSQL takes a REPEATABLE READ snapshot at the block's first statement,
+                // whatever it is (a lock call too), not at BEGIN.
+                let snapshot = if s.repeatable_read {
+                    Some(*s.tx_snapshot.get_or_insert(seq))
+                } else {
+                    Self::reads_snapshot(stmt).then_some(seq)
+                };
                 match self.attempt(conn, stmt, snapshot, fp) {
                     Some(outcome) => done(outcome),
                     None => Applied::Blocked,
@@ -471,7 +489,7 @@ impl Db {
             Sql::Insert { table, row, on_conflict } => {
                 fp.read(Resource::Commits);
                 fp.write(Resource::Table(table));
-                self.insert(conn, self.table(table), row, on_conflict)
+                self.insert(conn, self.table(table), row, on_conflict, snapshot)
             }
             Sql::AdvisoryLock { key, scope } => {
                 fp.write(Resource::Advisory(*key));
@@ -517,7 +535,7 @@ impl Db {
                 self.advisory.retain(|_, h| h.session + h.xact > 0);
                 Ok(Outcome::Ok)
             }
-            Sql::Begin | Sql::Commit | Sql::Rollback | Sql::SetLockTimeout(_) => {
+            Sql::Begin | Sql::BeginRepeatableRead | Sql::Commit | Sql::Rollback | Sql::SetLockTimeout(_) => {
                 unreachable!("transaction control is handled by execute")
             }
         }
@@ -607,7 +625,9 @@ impl Db {
         Ok(Outcome::Rows(rows))
     }
 
-    fn insert(&mut self, conn: ConnId, t: usize, row: &Row, on_conflict: &OnConflict) -> Step {
+    /// Under REPEATABLE READ (`snapshot` set) `ON CONFLICT` fails with 40001 when the row it
+    /// meets is not visible to the transaction's snapshot.
+    fn insert(&mut self, conn: ConnId, t: usize, row: &Row, on_conflict: &OnConflict, snapshot: Option<Seq>) -> Step {
         assert_eq!(
             row.len(),
             self.schema().tables[t].columns.len(),
@@ -620,8 +640,11 @@ impl Db {
                     None => {}
                     Some(Conflict::Wait(other)) => return Err(Stop::Wait(Wait::Tx(other))),
                     Some(Conflict::Live(ri)) => match on_conflict {
-                        OnConflict::DoUpdate { set, .. } => return self.upsert(conn, t, ri, row, set),
-                        _ => return Ok(Outcome::Rows(Vec::new())),
+                        OnConflict::DoUpdate { set, .. } => return self.upsert(conn, t, ri, row, set, snapshot),
+                        _ => {
+                            self.check_seen(conn, t, ri, snapshot)?;
+                            return Ok(Outcome::Rows(Vec::new()));
+                        }
                     },
                 }
             }
@@ -634,15 +657,37 @@ impl Db {
 
     /// `ON CONFLICT DO UPDATE` on the live conflicting row `ri`, visible to the snapshot or not
     /// (READ COMMITTED allows that). The row is locked first, as PostgreSQL does.
-    fn upsert(&mut self, conn: ConnId, t: usize, ri: usize, proposed: &Row, set: &[(Col, Expr)]) -> Step {
+    fn upsert(
+        &mut self,
+        conn: ConnId,
+        t: usize,
+        ri: usize,
+        proposed: &Row,
+        set: &[(Col, Expr)],
+        snapshot: Option<Seq>,
+    ) -> Step {
         match self.tables[t][ri].locker {
             Some(other) if other != conn => return Err(Stop::Wait(Wait::Tx(other))),
             _ => {}
         }
+        self.check_seen(conn, t, ri, snapshot)?;
         self.tables[t][ri].locker = Some(conn);
         let new = self.apply_set(t, set, &self.tables[t][ri].newest().values, Some(proposed));
         self.write_update(conn, t, ri, new.clone())?;
         Ok(Outcome::Rows(vec![new]))
+    }
+
+    /// REPEATABLE READ: the live version of row `ri` must be visible to the transaction's
+    /// snapshot, else the transaction could not have seen what it acts on (40001).
+    fn check_seen(&self, conn: ConnId, t: usize, ri: usize, snapshot: Option<Seq>) -> Result<(), Stop> {
+        let Some(snapshot) = snapshot.filter(|_| self.sessions[usize::from(conn)].repeatable_read) else {
+            return Ok(());
+        };
+        if visible(self.tables[t][ri].newest(), snapshot, conn) {
+            Ok(())
+        } else {
+            Err(Stop::Fail(ErrorCode::SERIALIZATION_FAILURE))
+        }
     }
 
     /// Write a new version of row `ri` after checking unique indexes against it.
@@ -680,6 +725,7 @@ impl Db {
             Policy::Nowait => Err(Stop::Fail(ErrorCode::LOCK_NOT_AVAILABLE)),
             Policy::Skip => Ok(false),
         };
+        let repeatable_read = self.sessions[usize::from(conn)].repeatable_read;
         let mut followed = false;
         for _ in 0..row.versions.len() {
             match row.versions[vi].xmax {
@@ -690,6 +736,9 @@ impl Db {
                     return Ok(false); // Already modified by this statement.
                 }
                 Some(Xid::Active { conn: other, .. }) => return held(other),
+                // The version this snapshot sees was updated or deleted by a transaction that
+                // committed after it: REPEATABLE READ cannot follow the chain.
+                Some(Xid::Committed(_)) if repeatable_read => return Err(Stop::Fail(ErrorCode::SERIALIZATION_FAILURE)),
                 Some(Xid::Committed(_)) if vi + 1 == row.versions.len() => return Ok(false), // Deleted.
                 Some(Xid::Committed(_)) => {
                     vi += 1;
@@ -831,6 +880,8 @@ impl Db {
         }
         self.advisory.retain(|_, h| h.session + h.xact > 0);
         let s = &mut self.sessions[usize::from(conn)];
+        s.repeatable_read = false;
+        s.tx_snapshot = None;
         let before = s.lock_timeout_before.take();
         if !commit {
             s.lock_timeout = before.unwrap_or(s.lock_timeout);
@@ -919,7 +970,12 @@ impl Db {
     /// Drop versions that no snapshot can see any more, and renumber commit sequence numbers
     /// by rank among the live snapshots: only "committed before snapshot S or not" matters.
     fn settle(&mut self) {
-        let mut snaps: Vec<Seq> = self.sessions.iter().filter_map(|s| s.pending.as_ref()?.snapshot).collect();
+        let mut snaps: Vec<Seq> = self
+            .sessions
+            .iter()
+            .flat_map(|s| [s.pending.as_ref().and_then(|p| p.snapshot), s.tx_snapshot])
+            .flatten()
+            .collect();
         snaps.sort_unstable();
         snaps.dedup();
         let horizon = snaps.first().copied().unwrap_or(self.seq);
@@ -947,6 +1003,9 @@ impl Db {
             if let Some(snap) = s.pending.as_mut().and_then(|p| p.snapshot.as_mut()) {
                 *snap = rank(*snap);
             }
+            if let Some(snap) = s.tx_snapshot.as_mut() {
+                *snap = rank(*snap);
+            }
         }
         self.seq = snaps.len() as Seq;
     }
@@ -959,6 +1018,8 @@ impl Db {
             assert!(s.pending.is_none() || s.ready.is_none(), "session {c} both waits and is ready");
             assert!(self.tx_active(conn) || !self.has_effects(conn), "session {c} has effects outside a transaction");
             assert!(s.block == Block::Open || s.lock_timeout_before.is_none());
+            assert!(s.block == Block::Open || (!s.repeatable_read && s.tx_snapshot.is_none()));
+            assert!(s.repeatable_read || s.tx_snapshot.is_none());
             if let Some(p) = &s.pending {
                 assert!(self.blocker(p.wait, conn).is_some(), "session {c} waits for nothing");
                 assert_ne!(self.blocker(p.wait, conn), Some(conn), "session {c} waits for itself");
@@ -1026,6 +1087,9 @@ impl Db {
         new
     }
 }
+
+#[cfg(test)]
+mod repeatable_read_tests;
 
 #[cfg(test)]
 mod tests {
