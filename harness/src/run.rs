@@ -129,7 +129,7 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
             // Breadth-first search forks states, so a real server only gets shrinking.
             let schedule = match &real {
                 None => shortest::minimise(model, bounds, found).1,
-                Some(db) => shortest::shrink(model, bounds, &found.0.invariant, &found.1, Some(db)),
+                Some(db) => shrink_on_real(model, bounds, &found, db),
             };
             (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, real.as_ref())))
         }
@@ -149,6 +149,32 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         pct_guarantee,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// Shrink a violation a real server found. Each replay on a server costs a round trip per step
+/// (and tens of milliseconds per wait), so when the simulator reaches the same violation with the
+/// same schedule, shrink there and keep the result if the server still agrees; otherwise shrink
+/// on the server itself.
+fn shrink_on_real<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    found: &(crate::explore::Violation, Vec<Choice>),
+    db: &SharedDb,
+) -> Vec<Choice> {
+    let invariant = &found.0.invariant;
+    let violates = |schedule: &[Choice], real: Option<&SharedDb>| {
+        shortest::replay_on(model, bounds, schedule, real)
+            .ok()
+            .and_then(|r| r.violation)
+            .is_some_and(|v| &v.invariant == invariant)
+    };
+    if violates(&found.1, None) {
+        let candidate = shortest::shrink(model, bounds, invariant, &found.1, None);
+        if violates(&candidate, Some(db)) {
+            return candidate;
+        }
+    }
+    shortest::shrink(model, bounds, invariant, &found.1, Some(db))
 }
 
 /// Replay `schedule`, which must reach a violation, into a counterexample.

@@ -22,8 +22,8 @@
 //! - `reentrancy-guard` (decision 4): a thread-local set of held keys; the nested call raises
 //!   `AdvisoryLockError` at once, and the hook unwinds and releases its lock.
 //!
-//! Which variant does not hold: `unguarded`. In 2 steps the hook takes the lock and its nested
-//! call waits on it (`racelab explain lock-reentrancy/unguarded`); the harness's deadlock check
+//! Which variant does not hold: `unguarded`. In 3 steps hook 1 takes the lock, its nested call
+//! waits on it, and hook 2 queues behind (`racelab explain lock-reentrancy/unguarded`); the harness's deadlock check
 //! reports it, on the simulator and on PostgreSQL alike, since the waiter's blocker is its own
 //! idle connection. `reentrancy-guard` holds, explored completely for 2 hooks with 1 crash per
 //! execution: every hook ends, the nested call failing fast.

@@ -24,7 +24,7 @@
 //!   false, with a warning, when the lock was never granted.
 //!
 //! Which variant does not hold: `unlock-if-acquired`. Hook 1's lock is granted but its reply is
-//! lost; it raises without unlocking and ends, and hook 2 then waits forever (3 steps, `racelab
+//! lost; it raises without unlocking and ends, and hook 2 then waits forever (2 steps, `racelab
 //! explain lock-timeout-leak/unlock-if-acquired`). The harness reports the hang as a deadlock:
 //! every unfinished hook waits and nothing can release it. `unconditional-unlock` holds, explored
 //! completely for 2 hooks with 1 lost reply, 1 timeout and 1 crash per execution.

@@ -25,10 +25,11 @@
 //!   after the loop (one agent here).
 //! - `commit-inside-lock` (the seed's fix): commit, then unlock.
 //!
-//! Which variant does not hold: `batch-commit`, in 12 steps: the reaper locks, reads revision 0,
-//! writes revision 1 and unlocks; the hook locks, reads revision 0 and its update waits; the
-//! reaper commits; the hook's update writes revision 1 and commits (`racelab explain
-//! reaper-commit/batch-commit`). `commit-inside-lock` holds, explored completely for the reaper
+//! Which variant does not hold: `batch-commit`, in 11 steps: the reaper locks, reads revision 0,
+//! writes revision 1 and unlocks; the hook locks and reads revision 0; the reaper commits; the
+//! hook writes revision 1 and commits (`racelab explain reaper-commit/batch-commit`). Had the
+//! hook written before the reaper's commit, its update would have waited on the reaper's row
+//! lock and then written the same stale revision. `commit-inside-lock` holds, explored completely for the reaper
 //! and one hook with 1 crash and 1 injected error per execution.
 //!
 //! ## Invariant

@@ -29,8 +29,8 @@
 //!   active session; a call whose insert conflicts (23505) fetches the session that won.
 //!
 //! Which fixes do not hold: `ttl-cache` and `pass-through`. The cache is filled only after the
-//! database call returns, so three calls that start together all miss it and all insert (6
-//! steps: three misses, then a find and an insert each, `racelab explain
+//! database call returns, so calls that start together all miss it and insert (6 steps: two
+//! misses, then a find and an insert each, `racelab explain
 //! session-get-or-create/ttl-cache`). Passing the session down removes the triple call but not
 //! two messages of one user: 4 steps, both messages find nothing, both insert. Only the database
 //! can decide between concurrent inserters: `partial-unique-index` holds, explored completely for
@@ -305,7 +305,7 @@ fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String>
     let default_messages = if variant.calls_per_message() == 3 { 1 } else { 2 };
     let messages = params.count("messages", default_messages, 1, 3)?;
     let (ttl, ticks) = if variant == Variant::TtlCache {
-        (params.int("ttl", 2, 1, 5)? as u32, params.int("ticks", 3, 0, 6)? as u8)
+        (params.int("ttl", 1, 1, 5)? as u32, params.int("ticks", 1, 0, 6)? as u8)
     } else {
         (1, 0)
     };
