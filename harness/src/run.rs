@@ -101,7 +101,8 @@ impl Backend {
 }
 
 /// Explore `model` (registered as `id`) in `mode` within `bounds`, on `backend`. On a real server
-/// "exhaustive" enumerates schedules statelessly, up to `bounds.max_states` of them.
+/// "exhaustive" first tries the simulator's shortest counterexample there; unless the server
+/// reproduces it, it enumerates schedules statelessly, up to `bounds.max_states` of them.
 pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
     let started = Instant::now();
     let mut pct_guarantee = None;
@@ -109,10 +110,11 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
     let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone() };
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
-        (Mode::Exhaustive, Some(_)) => {
-            Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone() }
-                .explore(model, bounds)
-        }
+        (Mode::Exhaustive, Some(db)) => match simulator_counterexample_on(model, bounds, db) {
+            Some(confirmed) => confirmed,
+            None => Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone() }
+                .explore(model, bounds),
+        },
         (&Mode::Random { seed, schedules }, _) => {
             Stateless { schedules, ..stateless(Random::new(seed)) }.explore(model, bounds)
         }
@@ -149,6 +151,31 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         pct_guarantee,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// The simulator's shortest counterexample, if the server reproduces the same violation with the
+/// same schedule: a real execution that decides the verdict. The server knows no state caching
+/// or reduction, so enumerating its schedules until one fails can take thousands of runs where
+/// the simulator's search took one.
+fn simulator_counterexample_on<M: Model>(model: &M, bounds: &Bounds, db: &SharedDb) -> Option<Exploration> {
+    let found = Exhaustive::default().explore(model, bounds).violation?;
+    let (violation, schedule) = shortest::minimise(model, bounds, found);
+    let replayed = shortest::replay_on(model, bounds, &schedule, Some(db)).ok()?;
+    let on_server = replayed.violation.filter(|v| v.invariant == violation.invariant)?;
+    let steps = schedule.len() as u32;
+    Some(Exploration {
+        stats: Stats {
+            executions: 1,
+            states: u64::from(steps) + 1,
+            transitions: u64::from(steps),
+            pruned: 0,
+            depth: steps,
+        },
+        violation: Some((on_server, schedule)),
+        complete: false,
+        incomplete_reason: None,
+        unreached: Vec::new(),
+    })
 }
 
 /// Shrink a violation a real server found. Each replay on a server costs a round trip per step
