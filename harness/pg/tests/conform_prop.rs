@@ -7,8 +7,9 @@
 //! two seed rows, and two or three actors on a connection each. Every actor runs a fixed
 //! program of one to five statements, whatever their outcomes, and then `ROLLBACK` and
 //! `pg_advisory_unlock_all()`. A schedule is a list of actor picks: each pick runs the picked
-//! actor's next step if it has one (a new statement, or collecting a granted wait); after the
-//! picks, the first actor that can move moves until none can.
+//! actor's next step if it has one (a new statement, or collecting a granted wait), and now and
+//! then loses its reply instead (the statement takes effect, the client sees 57014, or 55P03 for
+//! a lock); after the picks, the first actor that can move moves until none can.
 //!
 //! The schedule is built on the simulator and replayed on the server choice by choice. Where
 //! the server blocks and the simulator did not (or the other way round), a later choice is not
@@ -111,7 +112,8 @@ struct Case {
     partial: bool,
     seed: Vec<Row>,
     programs: Vec<Vec<Sql>>,
-    picks: Vec<usize>,
+    /// Actor, and whether its reply is lost.
+    picks: Vec<(usize, bool)>,
 }
 
 impl Case {
@@ -217,7 +219,7 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         proptest::option::of((key(), 0..=1i64)),
         prop::collection::vec(program(), 2..=3),
-        prop::collection::vec(0..3usize, 0..=MAX_PICKS),
+        prop::collection::vec((0..3usize, prop::bool::weighted(0.1)), 0..=MAX_PICKS),
     )
         .prop_map(|(partial, second, mut programs, picks)| {
             let mut seed = vec![vec![Value::Int(1), Value::Int(1), Value::Int(0)]];
@@ -236,14 +238,14 @@ fn case() -> impl Strategy<Value = Case> {
                 }
             }
             let n = programs.len();
-            Case { partial, seed, programs, picks: picks.into_iter().map(|p| p % n).collect() }
+            Case { partial, seed, programs, picks: picks.into_iter().map(|(p, lost)| (p % n, lost)).collect() }
         })
 }
 
 // ---- running a case ----
 
 fn bounds() -> Bounds {
-    Bounds { max_depth: 1000, ..Bounds::default() }
+    Bounds { max_depth: 1000, lost_replies: 3, ..Bounds::default() }
 }
 
 /// The concrete choices for the case's picks, on the simulator: each pick steps the picked
@@ -252,11 +254,16 @@ fn schedule(case: &Case) -> Vec<Choice> {
     let bounds = bounds();
     let mut state = State::initial(case);
     let mut out = Vec::new();
-    let step = |actor: usize| Choice { actor: actor as u8, kind: ChoiceKind::Step };
-    for &a in &case.picks {
-        if state.choices(&bounds).contains(&step(a)) {
-            state.apply(step(a), &bounds);
-            out.push(step(a));
+    let pick = |actor: usize, lost: bool| {
+        let kind = if lost { ChoiceKind::LostReply } else { ChoiceKind::Step };
+        Choice { actor: actor as u8, kind }
+    };
+    for &(a, lost) in &case.picks {
+        let enabled = state.choices(&bounds);
+        let choice = [pick(a, lost), pick(a, false)].into_iter().find(|c| enabled.contains(c));
+        if let Some(choice) = choice {
+            state.apply(choice, &bounds);
+            out.push(choice);
         }
     }
     while let Some(&first) = state.choices(&bounds).iter().find(|c| c.kind == ChoiceKind::Step) {
@@ -319,7 +326,10 @@ fn report(case: &Case, choices: &[Choice], sim: &Run, pg: &Run, why: &str) -> St
             let _ = writeln!(s, "    {}", sql_text(stmt, &schema));
         }
     }
-    let picks: Vec<String> = choices.iter().map(|c| format!("A{}", c.actor)).collect();
+    let picks: Vec<String> = choices
+        .iter()
+        .map(|c| format!("A{}{}", c.actor, if c.kind == ChoiceKind::LostReply { " (reply lost)" } else { "" }))
+        .collect();
     let _ = writeln!(s, "schedule: {}", picks.join(" "));
     let width = sim.log.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(9) + 3;
     let _ = writeln!(s, "step  who  {:<width$}postgres", "simulator");
