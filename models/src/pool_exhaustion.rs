@@ -337,7 +337,7 @@ mod tests {
             )
         };
         assert!(build(&params(&[("pool_size", 3)]), Variant::SmallPool).is_err());
-        assert!(build(&params(&[("pool_size", 2)]), Variant::SizedPool).is_err());
+        assert!(build(&params(&[("hooks", 3), ("pool_size", 2)]), Variant::SizedPool).is_err());
         assert!(build(&params(&[]), Variant::SmallPoolAtPeak).is_ok());
     }
 }
