@@ -27,9 +27,17 @@
 //! deadlock in whichever backend's `deadlock_timeout` check first finds the cycle, which is the
 //! one that closes it when the earlier waiters' checks ran before the cycle existed.
 //!
+//! Wake order: when a transaction ends and two or more statements were waiting for it, PostgreSQL
+//! wakes them all and the operating system decides which reaches its row or key first. Such
+//! waiters are only marked woken; each is ready, and the one the explorer steps first re-runs
+//! first (the rest follow in the order they started waiting, within the same step). Nothing else
+//! moves until one of them has: on the server the race is over before the next client action.
+//! Waiters for an advisory lock are granted in order, as PostgreSQL's lock manager does.
+//!
 //! Known simplifications: rows come back in logical insertion order (PostgreSQL's sequential
-//! scan order moves updated rows); several waiters on one row are ordered by when they started
-//! waiting rather than through PostgreSQL's tuple lock; all locks are exclusive.
+//! scan order moves updated rows); waiters queued on one row's tuple lock, which PostgreSQL
+//! serves in order, race here like any other transaction waiters (more orders than the server
+//! shows, never fewer); all locks are exclusive.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,6 +150,9 @@ struct Session {
     /// `SET` inside a block is undone if the block aborts: the value before the first `SET`.
     lock_timeout_before: Option<u32>,
     pending: Option<Pending>,
+    /// Its pending statement's blocker is gone, together with another's: it re-runs when the
+    /// explorer steps it (see the module's "Wake order").
+    woken: bool,
     /// The outcome of a granted wait, until the client collects it.
     ready: Option<Outcome>,
 }
@@ -365,12 +376,34 @@ impl Db {
     }
 
     pub fn is_ready(&self, conn: ConnId) -> bool {
-        self.sessions[self.session_index(conn)].ready.is_some()
+        let s = &self.sessions[self.session_index(conn)];
+        s.ready.is_some() || s.woken
     }
 
-    pub fn take_ready(&mut self, conn: ConnId, _fp: &mut Footprint) -> Option<Outcome> {
+    /// The outcome of a granted wait; a woken statement re-runs now, before the others woken with
+    /// it. `None` when it has to wait again.
+    pub fn take_ready(&mut self, conn: ConnId, fp: &mut Footprint) -> Option<Outcome> {
         let c = self.session_index(conn);
-        self.sessions[c].ready.take()
+        if !self.sessions[c].woken {
+            return self.sessions[c].ready.take();
+        }
+        fp.global();
+        let s = &mut self.sessions[c];
+        s.woken = false;
+        let p = s.pending.take().expect("a woken session waits");
+        self.wait_queue.retain(|&w| w != conn);
+        let outcome = self.attempt(conn, &p.stmt, p.snapshot, fp);
+        self.after(fp);
+        match outcome {
+            Some(outcome) => Some(outcome),
+            // It waits again; `after` may even have granted it already.
+            None => self.sessions[c].ready.take(),
+        }
+    }
+
+    /// Sessions whose statements were woken together and race for what they waited on.
+    pub fn woken(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.sessions.iter().enumerate().filter(|(_, s)| s.woken).map(|(c, _)| c as ConnId)
     }
 
     /// A timeout fires on the waiting statement: `lock_timeout` (55P03) if set, else
@@ -379,6 +412,7 @@ impl Db {
         fp.global();
         let c = self.session_index(conn);
         assert!(self.sessions[c].pending.take().is_some(), "cancel_wait: session {conn} does not wait");
+        self.sessions[c].woken = false;
         self.wait_queue.retain(|&w| w != conn);
         let code =
             if self.sessions[c].lock_timeout > 0 { ErrorCode::LOCK_NOT_AVAILABLE } else { ErrorCode::QUERY_CANCELED };
@@ -412,6 +446,7 @@ impl Db {
         fp.global();
         let c = self.session_index(conn);
         self.sessions[c].pending = None;
+        self.sessions[c].woken = false;
         self.wait_queue.retain(|&w| w != conn);
         self.end_tx(conn, false, fp);
         self.advisory.retain(|_, h| h.conn != conn);
@@ -941,15 +976,41 @@ impl Db {
     }
 
     /// Re-run, in FIFO order, every waiter whose blocker is gone, until none is left. A re-run
-    /// can end a transaction and free further waiters, hence the loop from the head.
+    /// can end a transaction and free further waiters, hence the loop from the head. When two or
+    /// more transaction waiters are free at once, they race: they are marked woken instead, and
+    /// the explorer picks who re-runs first; a lone woken waiter left over re-runs here.
     fn wake(&mut self, fp: &mut Footprint) {
         let n = self.wait_queue.len();
         for _ in 0..(n + 1) * (n + 1) {
-            let runnable = self.wait_queue.iter().position(|&w| {
-                let p = self.sessions[usize::from(w)].pending.as_ref().expect("a queued session waits");
-                self.blocker(p.wait, w).is_none()
+            let free = |db: &Db, w: ConnId| {
+                let p = db.sessions[usize::from(w)].pending.as_ref().expect("a queued session waits");
+                db.blocker(p.wait, w).is_none()
+            };
+            let racing: Vec<ConnId> = self
+                .wait_queue
+                .iter()
+                .copied()
+                .filter(|&w| {
+                    free(self, w)
+                        && matches!(self.sessions[usize::from(w)].pending.as_ref().map(|p| p.wait), Some(Wait::Tx(_)))
+                })
+                .collect();
+            if racing.len() >= 2 {
+                fp.global();
+                for w in racing {
+                    self.sessions[usize::from(w)].woken = true;
+                }
+            }
+            let runnable = self.wait_queue.iter().position(|&w| free(self, w) && !self.sessions[usize::from(w)].woken);
+            let runnable = runnable.or_else(|| {
+                // A woken waiter whose rivals have all moved has nobody left to race.
+                let woken: Vec<usize> = (0..self.wait_queue.len())
+                    .filter(|&k| self.sessions[usize::from(self.wait_queue[k])].woken)
+                    .collect();
+                (woken.len() == 1).then(|| woken[0])
             });
             let Some(pos) = runnable else { return };
+            self.sessions[usize::from(self.wait_queue[pos])].woken = false;
             fp.global();
             let conn = self.wait_queue.remove(pos);
             let p = self.sessions[usize::from(conn)].pending.take().expect("a queued session waits");
@@ -1016,11 +1077,12 @@ impl Db {
             let queued = self.wait_queue.iter().filter(|&&w| w == conn).count();
             assert_eq!(queued, usize::from(s.pending.is_some()), "session {c} queued {queued} times");
             assert!(s.pending.is_none() || s.ready.is_none(), "session {c} both waits and is ready");
+            assert!(!s.woken || s.pending.is_some(), "session {c} is woken but waits for nothing");
             assert!(self.tx_active(conn) || !self.has_effects(conn), "session {c} has effects outside a transaction");
             assert!(s.block == Block::Open || s.lock_timeout_before.is_none());
             assert!(s.block == Block::Open || (!s.repeatable_read && s.tx_snapshot.is_none()));
             assert!(s.repeatable_read || s.tx_snapshot.is_none());
-            if let Some(p) = &s.pending {
+            if let Some(p) = s.pending.as_ref().filter(|_| !s.woken) {
                 assert!(self.blocker(p.wait, conn).is_some(), "session {c} waits for nothing");
                 assert_ne!(self.blocker(p.wait, conn), Some(conn), "session {c} waits for itself");
             }
@@ -1090,6 +1152,9 @@ impl Db {
 
 #[cfg(test)]
 mod repeatable_read_tests;
+
+#[cfg(test)]
+mod wake_order_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1813,7 +1878,15 @@ mod tests {
             let mut d = db(3);
             let mut fp = Footprint::default();
             for _ in 0..40 {
-                let c = next(3) as ConnId;
+                let mut c = next(3) as ConnId;
+                // Statements woken together race before anything else happens (as the explorer
+                // enforces): one of them moves first.
+                let woken: Vec<ConnId> = d.woken().collect();
+                if !woken.is_empty() {
+                    c = woken[next(woken.len() as u64) as usize];
+                    d.take_ready(c, &mut fp);
+                    continue;
+                }
                 if d.sessions[usize::from(c)].pending.is_some() {
                     match next(4) {
                         0 => drop(d.cancel_wait(c, &mut fp)),
