@@ -45,7 +45,7 @@ browser:
     cargo test -p racelab --test browser -- --nocapture
 
 # Every database scenario on a real PostgreSQL server (a throwaway cluster unless DATABASE_URL is set)
-pg *ids="summary-upsert progress-clear-insert nested-locks judge-persist":
+pg *ids="summary-upsert progress-clear-insert nested-locks judge-persist session-get-or-create lock-reentrancy agent-lock-commit lock-timeout-leak pool-exhaustion/small-pool pool-exhaustion/sized-pool pool-exhaustion/checkout-timeout reaper-commit deferred-stop summarise-dedup skill-inject":
     cargo run --release -p racelab -- check {{ids}} --backend postgres
 
 # The simulator against PostgreSQL, schedule by schedule

@@ -89,6 +89,9 @@ pub enum LockScope {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Sql {
     Begin,
+    /// `BEGIN ISOLATION LEVEL REPEATABLE READ`: one snapshot for the whole transaction, taken by
+    /// its first statement; a write to a row that changed since fails with 40001.
+    BeginRepeatableRead,
     Commit,
     Rollback,
     /// `SET lock_timeout = ms` (0 disables it).
@@ -197,7 +200,12 @@ impl PartOp for SqlOp {
     fn is_fallible(&self) -> bool {
         !matches!(
             self.stmt,
-            Sql::Begin | Sql::Rollback | Sql::SetLockTimeout(_) | Sql::AdvisoryUnlock { .. } | Sql::AdvisoryUnlockAll
+            Sql::Begin
+                | Sql::BeginRepeatableRead
+                | Sql::Rollback
+                | Sql::SetLockTimeout(_)
+                | Sql::AdvisoryUnlock { .. }
+                | Sql::AdvisoryUnlockAll
         )
     }
 }
@@ -291,6 +299,7 @@ impl ErrorCode {
     pub const NO_ACTIVE_SQL_TRANSACTION: ErrorCode = ErrorCode("25P01");
     pub const ACTIVE_SQL_TRANSACTION: ErrorCode = ErrorCode("25001");
     pub const DEADLOCK_DETECTED: ErrorCode = ErrorCode("40P01");
+    pub const SERIALIZATION_FAILURE: ErrorCode = ErrorCode("40001");
     pub const LOCK_NOT_AVAILABLE: ErrorCode = ErrorCode("55P03");
     pub const QUERY_CANCELED: ErrorCode = ErrorCode("57014");
     pub const CONNECTION_FAILURE: ErrorCode = ErrorCode("08006");
@@ -311,6 +320,7 @@ impl ErrorCode {
             "25P01" => "no_active_sql_transaction",
             "25001" => "active_sql_transaction",
             "40P01" => "deadlock_detected",
+            "40001" => "serialization_failure",
             "55P03" => "lock_not_available",
             "57014" => "query_canceled",
             "08006" => "connection_failure",

@@ -21,6 +21,7 @@ pub fn sql_args(stmt: &Sql) -> String {
             format!("({key})")
         }
         Sql::SetLockTimeout(ms) => format!("({ms}ms)"),
+        Sql::BeginRepeatableRead => " isolation level repeatable read".into(),
         Sql::Begin | Sql::Commit | Sql::Rollback | Sql::AdvisoryUnlockAll => String::new(),
     }
 }

@@ -135,7 +135,8 @@ impl Backend {
 }
 
 /// Explore `model` (registered as `id`) in `mode` within `bounds`, on `backend`. On a real server
-/// "exhaustive" enumerates schedules statelessly, up to `bounds.max_states` of them.
+/// "exhaustive" first tries the simulator's shortest counterexample there; unless the server
+/// reproduces it, it enumerates schedules statelessly, up to `bounds.max_states` of them.
 pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
     let started = Instant::now();
     if let (Mode::Exhaustive, Some(_)) = (mode, backend.files()) {
@@ -147,10 +148,16 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
     let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone(), os: os.clone() };
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
-        (Mode::Exhaustive, Some(_)) => {
-            Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone(), os: os.clone() }
-                .explore(model, bounds)
-        }
+        (Mode::Exhaustive, Some(db)) => match simulator_counterexample_on(model, bounds, db) {
+            Some(confirmed) => confirmed,
+            None => Stateless {
+                scheduler: Dfs::default(),
+                schedules: bounds.max_states,
+                real: real.clone(),
+                os: os.clone(),
+            }
+            .explore(model, bounds),
+        },
         (&Mode::Random { seed, schedules }, _) => {
             Stateless { schedules, ..stateless(Random::new(seed)) }.explore(model, bounds)
         }
@@ -166,9 +173,12 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
     let (verdict, reason, counterexample) = match exploration.violation {
         Some(found) => {
             // Breadth-first search forks states, so a real server only gets shrinking.
-            let schedule = match backend {
-                Backend::Sim => shortest::minimise(model, bounds, found).1,
-                _ => shortest::shrink_attached(model, bounds, &found.0.invariant, &found.1, &backend.attached()),
+            let schedule = match (backend, &real) {
+                (Backend::Sim, _) => shortest::minimise(model, bounds, found).1,
+                (_, Some(db)) => shrink_on_real(model, bounds, &found, db),
+                (_, None) => {
+                    shortest::shrink_attached(model, bounds, &found.0.invariant, &found.1, &backend.attached())
+                }
             };
             (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, &backend.attached())))
         }
@@ -190,6 +200,58 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         pct_guarantee,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// The simulator's shortest counterexample, if the server reproduces the same violation with the
+/// same schedule: a real execution that decides the verdict. The server knows no state caching
+/// or reduction, so enumerating its schedules until one fails can take thousands of runs where
+/// the simulator's search took one.
+fn simulator_counterexample_on<M: Model>(model: &M, bounds: &Bounds, db: &SharedDb) -> Option<Exploration> {
+    let found = Exhaustive::default().explore(model, bounds).violation?;
+    let (violation, schedule) = shortest::minimise(model, bounds, found);
+    let replayed = shortest::replay_on(model, bounds, &schedule, Some(db)).ok()?;
+    let on_server = replayed.violation.filter(|v| v.invariant == violation.invariant)?;
+    let steps = schedule.len() as u32;
+    Some(Exploration {
+        stats: Stats {
+            executions: 1,
+            final_states: 0,
+            states: u64::from(steps) + 1,
+            transitions: u64::from(steps),
+            pruned: 0,
+            depth: steps,
+        },
+        violation: Some((on_server, schedule)),
+        complete: false,
+        incomplete_reason: None,
+        unreached: Vec::new(),
+    })
+}
+
+/// Shrink a violation a real server found. Each replay on a server costs a round trip per step
+/// (and tens of milliseconds per wait), so when the simulator reaches the same violation with the
+/// same schedule, shrink there and keep the result if the server still agrees; otherwise shrink
+/// on the server itself.
+fn shrink_on_real<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    found: &(crate::explore::Violation, Vec<Choice>),
+    db: &SharedDb,
+) -> Vec<Choice> {
+    let invariant = &found.0.invariant;
+    let violates = |schedule: &[Choice], real: Option<&SharedDb>| {
+        shortest::replay_on(model, bounds, schedule, real)
+            .ok()
+            .and_then(|r| r.violation)
+            .is_some_and(|v| &v.invariant == invariant)
+    };
+    if violates(&found.1, None) {
+        let candidate = shortest::shrink(model, bounds, invariant, &found.1, None);
+        if violates(&candidate, Some(db)) {
+            return candidate;
+        }
+    }
+    shortest::shrink(model, bounds, invariant, &found.1, Some(db))
 }
 
 /// Replay `schedule`, which must reach a violation, into a counterexample.

@@ -20,6 +20,17 @@
 //!
 //! `[turmoil]` is optional: how many seeds `--engine turmoil` samples for a race that has a
 //! turmoil version.
+//!
+//! A scenario too large to enumerate names a sampling mode; `check` uses it unless `--mode` is
+//! given, and such a scenario can only ever be `violated` or `inconclusive`:
+//!
+//! ```toml
+//! [explore]
+//! mode = "pct"
+//! seed = 0
+//! schedules = 500
+//! depth = 2
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +41,7 @@ use toml::Spanned;
 
 use crate::catalogue::{DynModel, Param, Params, RaceDef};
 use crate::explore::Bounds;
-use crate::run::Verdict;
+use crate::run::{Mode, Verdict};
 
 /// Most scenario files one directory may hold; a guard against pointing at the wrong tree.
 const MAX_FILES: usize = 1000;
@@ -43,6 +54,8 @@ pub struct Scenario {
     pub description: String,
     pub expected: Verdict,
     pub bounds: Bounds,
+    /// How to explore it: exhaustive unless the file's `[explore]` table says otherwise.
+    pub mode: Mode,
     pub path: PathBuf,
     pub model: Box<dyn DynModel>,
     /// The `[params]` table, for engines that build the race themselves (turmoil).
@@ -80,6 +93,25 @@ struct RawScenario {
     params: BTreeMap<String, Spanned<toml::Value>>,
     bounds: Option<Spanned<RawBounds>>,
     turmoil: Option<Spanned<RawTurmoil>>,
+    explore: Option<Spanned<RawExplore>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum RawMode {
+    Exhaustive,
+    Random,
+    Pct,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExplore {
+    mode: RawMode,
+    #[serde(default)]
+    seed: u64,
+    schedules: Option<u64>,
+    depth: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +186,32 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         return Err(err(bounds_span, "max_depth must be 1..=10000 and max_states 1..=100000000".into()));
     }
 
+    let explore_span = raw.explore.as_ref().map(|e| e.span());
+    let mode = match raw.explore.map(Spanned::into_inner) {
+        None | Some(RawExplore { mode: RawMode::Exhaustive, schedules: None, depth: None, .. }) => Mode::Exhaustive,
+        Some(RawExplore { mode: RawMode::Exhaustive, .. }) => {
+            return Err(err(explore_span, "an exhaustive exploration takes no `schedules` or `depth`".into()))
+        }
+        Some(RawExplore { mode: RawMode::Random, seed, schedules, depth: None }) => {
+            Mode::Random { seed, schedules: schedules.unwrap_or(1000) }
+        }
+        Some(RawExplore { mode: RawMode::Random, .. }) => {
+            return Err(err(explore_span, "a random exploration takes no `depth`".into()))
+        }
+        Some(RawExplore { mode: RawMode::Pct, seed, schedules, depth }) => {
+            Mode::Pct { seed, schedules: schedules.unwrap_or(1000), depth: depth.unwrap_or(2) }
+        }
+    };
+    match mode {
+        Mode::Random { schedules, .. } | Mode::Pct { schedules, .. } if !(1..=10_000_000).contains(&schedules) => {
+            return Err(err(explore_span, "`schedules` must be 1..=10000000".into()));
+        }
+        Mode::Pct { depth, .. } if !(1..=10).contains(&depth) => {
+            return Err(err(explore_span, "`depth` must be 1..=10".into()));
+        }
+        _ => {}
+    }
+
     let mut values = BTreeMap::new();
     for (name, value) in &raw.params {
         let param = match value.get_ref() {
@@ -188,6 +246,7 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         description: raw.description,
         expected: raw.expected,
         bounds,
+        mode,
         path: path.to_path_buf(),
         model,
         params: values,

@@ -27,6 +27,11 @@ pub fn database_shape<M: Model>(model: &M, bounds: &Bounds) -> Option<DatabaseSh
     if init.world.connections() == 0 {
         return None;
     }
+    let sessions = init.world.connections();
+    if schema.tables.is_empty() {
+        // Advisory locks only: there are no columns to type.
+        return Some(DatabaseShape { schema, sessions, text_columns: Vec::new() });
+    }
     let mut text: BTreeSet<(TableId, Col)> = BTreeSet::new();
     for t in &schema.tables {
         for row in init.world.db.committed_rows(t.name) {
@@ -51,7 +56,7 @@ pub fn database_shape<M: Model>(model: &M, bounds: &Bounds) -> Option<DatabaseSh
             }
         }
     }
-    Some(DatabaseShape { schema, sessions: init.world.connections(), text_columns: text.into_iter().collect() })
+    Some(DatabaseShape { schema, sessions, text_columns: text.into_iter().collect() })
 }
 
 /// Record the columns of `table` that receive a string value anywhere in `pairs`.

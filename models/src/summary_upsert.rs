@@ -24,6 +24,9 @@
 //!   `INSERT … ON CONFLICT (tag) DO UPDATE SET content = EXCLUDED.content`.
 //! - `advisory-xact-lock`: `BEGIN; pg_advisory_xact_lock(hash(tag));` then check-then-insert in
 //!   the same transaction; the lock is released at `COMMIT`.
+//! - `select-for-update-repeatable-read` (ours, the reviewer's question "would a stronger
+//!   isolation level fix it?"): the plan's fix inside `BEGIN ISOLATION LEVEL REPEATABLE READ`;
+//!   a request that gets 40001 rolls back and reports the failure.
 //! - `on-conflict-do-nothing` (ours, a tempting shortcut): a unique index on `tag` and
 //!   `INSERT … ON CONFLICT (tag) DO NOTHING`. The application does not look at the row count,
 //!   so the later summary is dropped while its request reports success.
@@ -33,7 +36,11 @@
 //! snapshot, so while no summary is committed both requests find nothing and both insert; with no
 //! unique index nothing stops the second. The explorer's shortest schedule takes 8 steps: request
 //! 1 begins, finds nothing, inserts; request 2 begins and finds nothing; both commit
-//! (`racelab explain summary-upsert/select-for-update`). `check-then-insert` fails the same way in
+//! (`racelab explain summary-upsert/select-for-update`). REPEATABLE READ does not help: its
+//! snapshot hides the other request's uncommitted insert just the same, and 40001 is raised
+//! only for rows that exist and changed, so `select-for-update-repeatable-read` fails with the
+//! same 8 steps. (Only SERIALIZABLE would detect this read-write dependency, at the price of a
+//! retry loop; the unique index is the cheaper fix.) `check-then-insert` fails the same way in
 //! 4 steps, and `on-conflict-do-nothing` fails "success means stored" in 2. `unique-on-conflict`
 //! and `advisory-xact-lock` hold, explored completely for 2 requests with 1 crash, 1 injected
 //! error and 1 timeout per execution.
@@ -77,6 +84,7 @@ pub const SUCCESS_MEANS_STORED: &str = "success-means-stored";
 pub enum Variant {
     CheckThenInsert,
     SelectForUpdate,
+    SelectForUpdateRepeatableRead,
     UniqueOnConflict,
     AdvisoryXactLock,
     OnConflictDoNothing,
@@ -84,7 +92,7 @@ pub enum Variant {
 
 impl Variant {
     fn transactional(self) -> bool {
-        matches!(self, Variant::SelectForUpdate | Variant::AdvisoryXactLock)
+        matches!(self, Variant::SelectForUpdate | Variant::SelectForUpdateRepeatableRead | Variant::AdvisoryXactLock)
     }
     fn unique_tag(self) -> bool {
         matches!(self, Variant::UniqueOnConflict | Variant::OnConflictDoNothing)
@@ -92,7 +100,7 @@ impl Variant {
     fn first_pc(self) -> Pc {
         match self {
             Variant::CheckThenInsert => Pc::Find,
-            Variant::SelectForUpdate | Variant::AdvisoryXactLock => Pc::Begin,
+            Variant::SelectForUpdate | Variant::SelectForUpdateRepeatableRead | Variant::AdvisoryXactLock => Pc::Begin,
             Variant::UniqueOnConflict | Variant::OnConflictDoNothing => Pc::Insert,
         }
     }
@@ -196,13 +204,18 @@ impl Actor for SummaryRequest {
     fn next_op(&self) -> Option<Op> {
         let conn = self.conn;
         let op = match self.pc {
+            Pc::Begin if self.variant == Variant::SelectForUpdateRepeatableRead => {
+                Op::sql("begin_repeatable_read", conn, Sql::BeginRepeatableRead)
+            }
             Pc::Begin => Op::sql("begin", conn, Sql::Begin),
             Pc::Lock => {
                 Op::sql("pg_advisory_xact_lock", conn, Sql::AdvisoryLock { key: TAG_LOCK_KEY, scope: LockScope::Xact })
             }
             Pc::Find => {
                 let (name, lock) = match self.variant {
-                    Variant::SelectForUpdate => ("find_document_by_tag_for_update", Some(RowLock::ForUpdate)),
+                    Variant::SelectForUpdate | Variant::SelectForUpdateRepeatableRead => {
+                        ("find_document_by_tag_for_update", Some(RowLock::ForUpdate))
+                    }
                     _ => ("find_document_by_tag", None),
                 };
                 Op::sql(name, conn, Sql::Select { table: DOCUMENTS, filter: vec![("tag", TAG)], lock })
@@ -359,6 +372,11 @@ pub fn race() -> RaceDef {
                 build: |p| build(p, Variant::SelectForUpdate),
             },
             VariantDef {
+                id: "select-for-update-repeatable-read",
+                summary: "the plan's SELECT … FOR UPDATE transaction at REPEATABLE READ, no unique index",
+                build: |p| build(p, Variant::SelectForUpdateRepeatableRead),
+            },
+            VariantDef {
                 id: "unique-on-conflict",
                 summary: "unique index on tag; INSERT … ON CONFLICT (tag) DO UPDATE SET content = EXCLUDED.content",
                 build: |p| build(p, Variant::UniqueOnConflict),
@@ -427,6 +445,26 @@ mod tests {
         );
         assert!(!r.state.any_step(), "a final state");
         assert_eq!(r.violation.unwrap().invariant, NO_TWO_DOCUMENTS_PER_TAG);
+    }
+
+    #[test]
+    fn repeatable_read_hides_the_uncommitted_insert_just_the_same() {
+        let model = two_requests(Variant::SelectForUpdateRepeatableRead);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1, 0, 1, 0, 1])).unwrap();
+        let cells = texts(&r.events);
+        assert_eq!(cells[0], "begin_repeatable_read isolation level repeatable read → ok");
+        assert_eq!(cells[3], "find_document_by_tag_for_update(tag=s1) → none");
+        assert_eq!(r.violation.unwrap().invariant, NO_TWO_DOCUMENTS_PER_TAG);
+    }
+
+    #[test]
+    fn repeatable_read_updates_a_summary_committed_before_its_snapshot() {
+        let model = two_requests(Variant::SelectForUpdateRepeatableRead);
+        let r = replay(&model, &Bounds::default(), &steps(&[0, 0, 0, 0, 1, 1, 1, 1])).unwrap();
+        let cells = texts(&r.events);
+        assert_eq!(cells[5], "find_document_by_tag_for_update(tag=s1) → [1, s1, summary-1]");
+        assert_eq!(cells[6], "update_document(id=1; content=summary-2) → [1, s1, summary-2]");
+        assert_eq!(r.violation, None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn main() {
 }
 
 fn check(s: &Scenario) -> Result<(), Failed> {
-    let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &Backend::Sim);
+    let checked = s.model.check(&s.id, &s.mode, &s.bounds, &Backend::Sim);
     if checked.verdict != s.expected {
         let why = checked
             .counterexample
@@ -52,7 +52,7 @@ fn check(s: &Scenario) -> Result<(), Failed> {
             }
         }
         Verdict::Holds => {
-            if !checked.complete || checked.stats.states == 0 {
+            if s.mode != Mode::Exhaustive || !checked.complete || checked.stats.states == 0 {
                 return Err("a holds verdict needs a complete exploration".into());
             }
         }

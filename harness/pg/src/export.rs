@@ -145,6 +145,21 @@ pub fn export_spec(
     let _ = writeln!(w, "# and the permutation is the order they were sent in. A statement that waited for a lock is");
     let _ = writeln!(w, "# listed where it was sent: the isolation tester reports the wait.");
     let _ = writeln!(w, "# Run it with `racelab pg-spec FILE` or PostgreSQL's isolationtester.");
+    let outside: Vec<String> = trace
+        .steps
+        .iter()
+        .filter_map(|(_, op)| op.as_ref())
+        .filter(|op| matches!(op.kind, OpKind::Part(_) | OpKind::Os(_) | OpKind::Http(_)))
+        .map(|op| op.label())
+        .collect();
+    if let Some(first) = outside.first() {
+        let _ = writeln!(
+            w,
+            "# The schedule also runs {} ops outside the database ({first}, …), which a spec cannot hold:\n\
+             # the spec replays its SQL only, and what the race needs from those ops is not in it.",
+            outside.len()
+        );
+    }
 
     let text: Vec<(&str, &str)> = shape.text_columns.iter().map(|&(t, c)| (t, c)).collect();
     if !shape.schema.tables.is_empty() {

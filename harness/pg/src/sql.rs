@@ -151,6 +151,7 @@ pub fn render(stmt: &Sql, schema: &Schema) -> String {
     let mut s = String::new();
     match stmt {
         Sql::Begin => s.push_str("BEGIN"),
+        Sql::BeginRepeatableRead => s.push_str("BEGIN ISOLATION LEVEL REPEATABLE READ"),
         Sql::Commit => s.push_str("COMMIT"),
         Sql::Rollback => s.push_str("ROLLBACK"),
         Sql::SetLockTimeout(ms) => {
@@ -366,6 +367,7 @@ mod tests {
     #[test]
     fn transaction_control_and_settings() {
         assert_eq!(r(Sql::Begin), "BEGIN");
+        assert_eq!(r(Sql::BeginRepeatableRead), "BEGIN ISOLATION LEVEL REPEATABLE READ");
         assert_eq!(r(Sql::Commit), "COMMIT");
         assert_eq!(r(Sql::Rollback), "ROLLBACK");
         assert_eq!(r(Sql::SetLockTimeout(250)), "SET lock_timeout = '250ms'");

@@ -113,6 +113,13 @@ impl<A: Actor> State<A> {
             return (0..within).map(|k| Choice { actor: k as u8, kind: ChoiceKind::PowerLoss }).collect();
         }
         let mut out = Vec::with_capacity(self.actors.len() * 2);
+        // Statements woken together race at once on a real server: the explorer's only choice
+        // is which of them gets there first.
+        let racing = self.world.racing_actors();
+        if !racing.is_empty() {
+            out.extend(racing.into_iter().map(|i| Choice { actor: i as u8, kind: ChoiceKind::Step }));
+            return out;
+        }
         for i in 0..self.actors.len() {
             let actor = i as u8;
             let step = self.can_step(i);
@@ -208,12 +215,17 @@ impl<A: Actor> State<A> {
         let text = match choice.kind {
             ChoiceKind::Step if self.status[i] == Status::Waiting => {
                 let label = if describe { self.label(i) } else { String::new() };
-                let outcome = self.world.take_ready(i).expect("a waiting actor steps only once its wait is granted");
-                self.status[i] = Status::Running;
-                self.deliver(i, &outcome);
-                let text = text(describe, || format!("{label} ⇐ {}", render::outcome(&outcome)));
-                delivered = Some(outcome);
-                text
+                match self.world.take_ready(i) {
+                    Some(outcome) => {
+                        self.status[i] = Status::Running;
+                        self.deliver(i, &outcome);
+                        let text = text(describe, || format!("{label} ⇐ {}", render::outcome(&outcome)));
+                        delivered = Some(outcome);
+                        text
+                    }
+                    // A woken statement re-ran and has to wait again.
+                    None => text(describe, || format!("{label} … waits again")),
+                }
             }
             ChoiceKind::Step => {
                 let op = self.actors[i].next_op().expect("a running actor has an op");

@@ -146,6 +146,18 @@ impl Database {
     fn take_waiting_conn(&mut self, actor: ActorId) -> ConnId {
         self.waiting_on[actor].take().unwrap_or_else(|| panic!("actor {actor} waits on no connection"))
     }
+    /// Actors whose statements were woken together and race (the simulator only: on a real server
+    /// the race is over by the time the controller looks).
+    pub fn racing_actors(&self) -> Vec<ActorId> {
+        if self.real.is_some() {
+            return Vec::new();
+        }
+        let mut actors: Vec<ActorId> = self.sim.woken().map(|c| self.conn_owner[usize::from(c)]).collect();
+        actors.sort_unstable();
+        actors.dedup();
+        actors
+    }
+
     /// The rows of `table` as a new snapshot sees them.
     pub fn committed_rows(&self, table: TableId) -> Vec<Row> {
         self.with_real(|r| r.committed_rows(table)).unwrap_or_else(|| self.sim.committed_rows(table))

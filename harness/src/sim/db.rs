@@ -1,6 +1,9 @@
-//! A PostgreSQL-like database at READ COMMITTED, as a deterministic state machine.
+//! A PostgreSQL-like database at READ COMMITTED and REPEATABLE READ, as a deterministic state
+//! machine.
 //!
-//! It models what PostgreSQL 15 does for the statements in [`Sql`]: per-statement snapshots,
+//! It models what PostgreSQL 15 does for the statements in [`Sql`]: per-statement snapshots
+//! (per-transaction ones under REPEATABLE READ, where a write to a row changed since fails with
+//! 40001),
 //! row versions with update chains, READ COMMITTED re-checks of the newest row version
 //! (EvalPlanQual), unique indexes (optionally partial) that wait for in-progress inserters,
 //! `ON CONFLICT`, `FOR UPDATE` with `NOWAIT` / `SKIP LOCKED`, advisory locks with a FIFO wait
@@ -24,9 +27,17 @@
 //! deadlock in whichever backend's `deadlock_timeout` check first finds the cycle, which is the
 //! one that closes it when the earlier waiters' checks ran before the cycle existed.
 //!
+//! Wake order: when a transaction ends and two or more statements were waiting for it, PostgreSQL
+//! wakes them all and the operating system decides which reaches its row or key first. Such
+//! waiters are only marked woken; each is ready, and the one the explorer steps first re-runs
+//! first (the rest follow in the order they started waiting, within the same step). Nothing else
+//! moves until one of them has: on the server the race is over before the next client action.
+//! Waiters for an advisory lock are granted in order, as PostgreSQL's lock manager does.
+//!
 //! Known simplifications: rows come back in logical insertion order (PostgreSQL's sequential
-//! scan order moves updated rows); several waiters on one row are ordered by when they started
-//! waiting rather than through PostgreSQL's tuple lock; all locks are exclusive.
+//! scan order moves updated rows); waiters queued on one row's tuple lock, which PostgreSQL
+//! serves in order, race here like any other transaction waiters (more orders than the server
+//! shows, never fewer); all locks are exclusive.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -131,10 +142,17 @@ enum Block {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Session {
     block: Block,
+    /// The open block is REPEATABLE READ.
+    repeatable_read: bool,
+    /// Its snapshot, once the block's first statement took it.
+    tx_snapshot: Option<Seq>,
     lock_timeout: u32,
     /// `SET` inside a block is undone if the block aborts: the value before the first `SET`.
     lock_timeout_before: Option<u32>,
     pending: Option<Pending>,
+    /// Its pending statement's blocker is gone, together with another's: it re-runs when the
+    /// explorer steps it (see the module's "Wake order").
+    woken: bool,
     /// The outcome of a granted wait, until the client collects it.
     ready: Option<Outcome>,
 }
@@ -316,9 +334,12 @@ impl Db {
             }
             (Block::Failed, _) => done(Outcome::Err(ErrorCode::IN_FAILED_SQL_TRANSACTION)),
             // PostgreSQL only warns about these.
-            (Block::Open, Sql::Begin) | (Block::Idle, Sql::Commit | Sql::Rollback) => done(Outcome::Ok),
-            (Block::Idle, Sql::Begin) => {
+            (Block::Open, Sql::Begin | Sql::BeginRepeatableRead) | (Block::Idle, Sql::Commit | Sql::Rollback) => {
+                done(Outcome::Ok)
+            }
+            (Block::Idle, Sql::Begin | Sql::BeginRepeatableRead) => {
                 self.sessions[c].block = Block::Open;
+                self.sessions[c].repeatable_read = matches!(stmt, Sql::BeginRepeatableRead);
                 done(Outcome::Ok)
             }
             (Block::Open, Sql::Commit | Sql::Rollback) => {
@@ -335,7 +356,15 @@ impl Db {
                 done(Outcome::Ok)
             }
             _ => {
-                let snapshot = Self::reads_snapshot(stmt).then_some(self.seq);
+                let seq = self.seq;
+                let s = &mut self.sessions[c];
+                // PostgreSQL takes a REPEATABLE READ snapshot at the block's first statement,
+                // whatever it is (a lock call too), not at BEGIN.
+                let snapshot = if s.repeatable_read {
+                    Some(*s.tx_snapshot.get_or_insert(seq))
+                } else {
+                    Self::reads_snapshot(stmt).then_some(seq)
+                };
                 match self.attempt(conn, stmt, snapshot, fp) {
                     Some(outcome) => done(outcome),
                     None => Applied::Blocked,
@@ -347,12 +376,34 @@ impl Db {
     }
 
     pub fn is_ready(&self, conn: ConnId) -> bool {
-        self.sessions[self.session_index(conn)].ready.is_some()
+        let s = &self.sessions[self.session_index(conn)];
+        s.ready.is_some() || s.woken
     }
 
-    pub fn take_ready(&mut self, conn: ConnId, _fp: &mut Footprint) -> Option<Outcome> {
+    /// The outcome of a granted wait; a woken statement re-runs now, before the others woken with
+    /// it. `None` when it has to wait again.
+    pub fn take_ready(&mut self, conn: ConnId, fp: &mut Footprint) -> Option<Outcome> {
         let c = self.session_index(conn);
-        self.sessions[c].ready.take()
+        if !self.sessions[c].woken {
+            return self.sessions[c].ready.take();
+        }
+        fp.global();
+        let s = &mut self.sessions[c];
+        s.woken = false;
+        let p = s.pending.take().expect("a woken session waits");
+        self.wait_queue.retain(|&w| w != conn);
+        let outcome = self.attempt(conn, &p.stmt, p.snapshot, fp);
+        self.after(fp);
+        match outcome {
+            Some(outcome) => Some(outcome),
+            // It waits again; `after` may even have granted it already.
+            None => self.sessions[c].ready.take(),
+        }
+    }
+
+    /// Sessions whose statements were woken together and race for what they waited on.
+    pub fn woken(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.sessions.iter().enumerate().filter(|(_, s)| s.woken).map(|(c, _)| c as ConnId)
     }
 
     /// A timeout fires on the waiting statement: `lock_timeout` (55P03) if set, else
@@ -361,6 +412,7 @@ impl Db {
         fp.global();
         let c = self.session_index(conn);
         assert!(self.sessions[c].pending.take().is_some(), "cancel_wait: session {conn} does not wait");
+        self.sessions[c].woken = false;
         self.wait_queue.retain(|&w| w != conn);
         let code =
             if self.sessions[c].lock_timeout > 0 { ErrorCode::LOCK_NOT_AVAILABLE } else { ErrorCode::QUERY_CANCELED };
@@ -394,6 +446,7 @@ impl Db {
         fp.global();
         let c = self.session_index(conn);
         self.sessions[c].pending = None;
+        self.sessions[c].woken = false;
         self.wait_queue.retain(|&w| w != conn);
         self.end_tx(conn, false, fp);
         self.advisory.retain(|_, h| h.conn != conn);
@@ -471,7 +524,7 @@ impl Db {
             Sql::Insert { table, row, on_conflict } => {
                 fp.read(Resource::Commits);
                 fp.write(Resource::Table(table));
-                self.insert(conn, self.table(table), row, on_conflict)
+                self.insert(conn, self.table(table), row, on_conflict, snapshot)
             }
             Sql::AdvisoryLock { key, scope } => {
                 fp.write(Resource::Advisory(*key));
@@ -517,7 +570,7 @@ impl Db {
                 self.advisory.retain(|_, h| h.session + h.xact > 0);
                 Ok(Outcome::Ok)
             }
-            Sql::Begin | Sql::Commit | Sql::Rollback | Sql::SetLockTimeout(_) => {
+            Sql::Begin | Sql::BeginRepeatableRead | Sql::Commit | Sql::Rollback | Sql::SetLockTimeout(_) => {
                 unreachable!("transaction control is handled by execute")
             }
         }
@@ -607,7 +660,9 @@ impl Db {
         Ok(Outcome::Rows(rows))
     }
 
-    fn insert(&mut self, conn: ConnId, t: usize, row: &Row, on_conflict: &OnConflict) -> Step {
+    /// Under REPEATABLE READ (`snapshot` set) `ON CONFLICT` fails with 40001 when the row it
+    /// meets is not visible to the transaction's snapshot.
+    fn insert(&mut self, conn: ConnId, t: usize, row: &Row, on_conflict: &OnConflict, snapshot: Option<Seq>) -> Step {
         assert_eq!(
             row.len(),
             self.schema().tables[t].columns.len(),
@@ -620,8 +675,11 @@ impl Db {
                     None => {}
                     Some(Conflict::Wait(other)) => return Err(Stop::Wait(Wait::Tx(other))),
                     Some(Conflict::Live(ri)) => match on_conflict {
-                        OnConflict::DoUpdate { set, .. } => return self.upsert(conn, t, ri, row, set),
-                        _ => return Ok(Outcome::Rows(Vec::new())),
+                        OnConflict::DoUpdate { set, .. } => return self.upsert(conn, t, ri, row, set, snapshot),
+                        _ => {
+                            self.check_seen(conn, t, ri, snapshot)?;
+                            return Ok(Outcome::Rows(Vec::new()));
+                        }
                     },
                 }
             }
@@ -634,15 +692,37 @@ impl Db {
 
     /// `ON CONFLICT DO UPDATE` on the live conflicting row `ri`, visible to the snapshot or not
     /// (READ COMMITTED allows that). The row is locked first, as PostgreSQL does.
-    fn upsert(&mut self, conn: ConnId, t: usize, ri: usize, proposed: &Row, set: &[(Col, Expr)]) -> Step {
+    fn upsert(
+        &mut self,
+        conn: ConnId,
+        t: usize,
+        ri: usize,
+        proposed: &Row,
+        set: &[(Col, Expr)],
+        snapshot: Option<Seq>,
+    ) -> Step {
         match self.tables[t][ri].locker {
             Some(other) if other != conn => return Err(Stop::Wait(Wait::Tx(other))),
             _ => {}
         }
+        self.check_seen(conn, t, ri, snapshot)?;
         self.tables[t][ri].locker = Some(conn);
         let new = self.apply_set(t, set, &self.tables[t][ri].newest().values, Some(proposed));
         self.write_update(conn, t, ri, new.clone())?;
         Ok(Outcome::Rows(vec![new]))
+    }
+
+    /// REPEATABLE READ: the live version of row `ri` must be visible to the transaction's
+    /// snapshot, else the transaction could not have seen what it acts on (40001).
+    fn check_seen(&self, conn: ConnId, t: usize, ri: usize, snapshot: Option<Seq>) -> Result<(), Stop> {
+        let Some(snapshot) = snapshot.filter(|_| self.sessions[usize::from(conn)].repeatable_read) else {
+            return Ok(());
+        };
+        if visible(self.tables[t][ri].newest(), snapshot, conn) {
+            Ok(())
+        } else {
+            Err(Stop::Fail(ErrorCode::SERIALIZATION_FAILURE))
+        }
     }
 
     /// Write a new version of row `ri` after checking unique indexes against it.
@@ -680,6 +760,7 @@ impl Db {
             Policy::Nowait => Err(Stop::Fail(ErrorCode::LOCK_NOT_AVAILABLE)),
             Policy::Skip => Ok(false),
         };
+        let repeatable_read = self.sessions[usize::from(conn)].repeatable_read;
         let mut followed = false;
         for _ in 0..row.versions.len() {
             match row.versions[vi].xmax {
@@ -690,6 +771,9 @@ impl Db {
                     return Ok(false); // Already modified by this statement.
                 }
                 Some(Xid::Active { conn: other, .. }) => return held(other),
+                // The version this snapshot sees was updated or deleted by a transaction that
+                // committed after it: REPEATABLE READ cannot follow the chain.
+                Some(Xid::Committed(_)) if repeatable_read => return Err(Stop::Fail(ErrorCode::SERIALIZATION_FAILURE)),
                 Some(Xid::Committed(_)) if vi + 1 == row.versions.len() => return Ok(false), // Deleted.
                 Some(Xid::Committed(_)) => {
                     vi += 1;
@@ -831,6 +915,8 @@ impl Db {
         }
         self.advisory.retain(|_, h| h.session + h.xact > 0);
         let s = &mut self.sessions[usize::from(conn)];
+        s.repeatable_read = false;
+        s.tx_snapshot = None;
         let before = s.lock_timeout_before.take();
         if !commit {
             s.lock_timeout = before.unwrap_or(s.lock_timeout);
@@ -917,15 +1003,41 @@ impl Db {
     }
 
     /// Re-run, in FIFO order, every waiter whose blocker is gone, until none is left. A re-run
-    /// can end a transaction and free further waiters, hence the loop from the head.
+    /// can end a transaction and free further waiters, hence the loop from the head. When two or
+    /// more transaction waiters are free at once, they race: they are marked woken instead, and
+    /// the explorer picks who re-runs first; a lone woken waiter left over re-runs here.
     fn wake(&mut self, fp: &mut Footprint) {
         let n = self.wait_queue.len();
         for _ in 0..(n + 1) * (n + 1) {
-            let runnable = self.wait_queue.iter().position(|&w| {
-                let p = self.sessions[usize::from(w)].pending.as_ref().expect("a queued session waits");
-                self.blocker(p.wait, w).is_none()
+            let free = |db: &Db, w: ConnId| {
+                let p = db.sessions[usize::from(w)].pending.as_ref().expect("a queued session waits");
+                db.blocker(p.wait, w).is_none()
+            };
+            let racing: Vec<ConnId> = self
+                .wait_queue
+                .iter()
+                .copied()
+                .filter(|&w| {
+                    free(self, w)
+                        && matches!(self.sessions[usize::from(w)].pending.as_ref().map(|p| p.wait), Some(Wait::Tx(_)))
+                })
+                .collect();
+            if racing.len() >= 2 {
+                fp.global();
+                for w in racing {
+                    self.sessions[usize::from(w)].woken = true;
+                }
+            }
+            let runnable = self.wait_queue.iter().position(|&w| free(self, w) && !self.sessions[usize::from(w)].woken);
+            let runnable = runnable.or_else(|| {
+                // A woken waiter whose rivals have all moved has nobody left to race.
+                let woken: Vec<usize> = (0..self.wait_queue.len())
+                    .filter(|&k| self.sessions[usize::from(self.wait_queue[k])].woken)
+                    .collect();
+                (woken.len() == 1).then(|| woken[0])
             });
             let Some(pos) = runnable else { return };
+            self.sessions[usize::from(self.wait_queue[pos])].woken = false;
             fp.global();
             let conn = self.wait_queue.remove(pos);
             let p = self.sessions[usize::from(conn)].pending.take().expect("a queued session waits");
@@ -946,7 +1058,12 @@ impl Db {
     /// Drop versions that no snapshot can see any more, and renumber commit sequence numbers
     /// by rank among the live snapshots: only "committed before snapshot S or not" matters.
     fn settle(&mut self) {
-        let mut snaps: Vec<Seq> = self.sessions.iter().filter_map(|s| s.pending.as_ref()?.snapshot).collect();
+        let mut snaps: Vec<Seq> = self
+            .sessions
+            .iter()
+            .flat_map(|s| [s.pending.as_ref().and_then(|p| p.snapshot), s.tx_snapshot])
+            .flatten()
+            .collect();
         snaps.sort_unstable();
         snaps.dedup();
         let horizon = snaps.first().copied().unwrap_or(self.seq);
@@ -974,6 +1091,9 @@ impl Db {
             if let Some(snap) = s.pending.as_mut().and_then(|p| p.snapshot.as_mut()) {
                 *snap = rank(*snap);
             }
+            if let Some(snap) = s.tx_snapshot.as_mut() {
+                *snap = rank(*snap);
+            }
         }
         self.seq = snaps.len() as Seq;
     }
@@ -984,9 +1104,12 @@ impl Db {
             let queued = self.wait_queue.iter().filter(|&&w| w == conn).count();
             assert_eq!(queued, usize::from(s.pending.is_some()), "session {c} queued {queued} times");
             assert!(s.pending.is_none() || s.ready.is_none(), "session {c} both waits and is ready");
+            assert!(!s.woken || s.pending.is_some(), "session {c} is woken but waits for nothing");
             assert!(self.tx_active(conn) || !self.has_effects(conn), "session {c} has effects outside a transaction");
             assert!(s.block == Block::Open || s.lock_timeout_before.is_none());
-            if let Some(p) = &s.pending {
+            assert!(s.block == Block::Open || (!s.repeatable_read && s.tx_snapshot.is_none()));
+            assert!(s.repeatable_read || s.tx_snapshot.is_none());
+            if let Some(p) = s.pending.as_ref().filter(|_| !s.woken) {
                 assert!(self.blocker(p.wait, conn).is_some(), "session {c} waits for nothing");
                 assert_ne!(self.blocker(p.wait, conn), Some(conn), "session {c} waits for itself");
             }
@@ -1053,6 +1176,12 @@ impl Db {
         new
     }
 }
+
+#[cfg(test)]
+mod repeatable_read_tests;
+
+#[cfg(test)]
+mod wake_order_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1776,7 +1905,15 @@ mod tests {
             let mut d = db(3);
             let mut fp = Footprint::default();
             for _ in 0..40 {
-                let c = next(3) as ConnId;
+                let mut c = next(3) as ConnId;
+                // Statements woken together race before anything else happens (as the explorer
+                // enforces): one of them moves first.
+                let woken: Vec<ConnId> = d.woken().collect();
+                if !woken.is_empty() {
+                    c = woken[next(woken.len() as u64) as usize];
+                    d.take_ready(c, &mut fp);
+                    continue;
+                }
                 if d.sessions[usize::from(c)].pending.is_some() {
                     match next(4) {
                         0 => drop(d.cancel_wait(c, &mut fp)),

@@ -191,6 +191,12 @@ impl World {
         self.waits_in[actor].is_some_and(|at| self.subsystem(at).is_ready_dyn(actor))
     }
 
+    /// Actors whose waits ended together and race to re-run; until one of them has moved, nothing
+    /// else may (see `db.rs`, "Wake order"). Empty almost always.
+    pub fn racing_actors(&self) -> Vec<ActorId> {
+        self.db.racing_actors()
+    }
+
     /// Is `actor` a not-yet-spawned process or task? Dormant actors never count as deadlocked.
     pub fn is_dormant(&self, actor: ActorId) -> bool {
         self.waits_in[actor] == Some(Where::Os) && self.os.is_dormant(actor)

@@ -1,5 +1,6 @@
 //! Reusable parts a model can add to its world with [`super::World::add_part`]: an in-process
-//! mutex, atomic cells, a TTL cache with explored time, and a bounded connection pool. Each is a
+//! mutex, atomic cells, a TTL cache with explored time, a bounded connection pool, and a timer
+//! whose sleeps end when a clock actor's ticks say so. Each is a
 //! [`Subsystem`] like the built-in database, OS and HTTP boundary.
 //!
 //! Keys are small integers chosen by the model (a lock per area name, a cell per counter), so
@@ -566,6 +567,134 @@ impl Subsystem for ConnectionPool {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Timer
+
+/// Ops on [`Timer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerOp {
+    /// `time.sleep(n)`: waits until `n` ticks have passed.
+    Sleep(u32),
+    /// One tick of time passes, for every sleeper at once. A clock actor issues these, so the
+    /// explorer decides when a sleep ends relative to everything else. While nobody sleeps the
+    /// passing of time changes nothing, so a tick waits (idle, never deadlocked) for a sleeper.
+    Tick,
+}
+
+impl fmt::Display for TimerOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimerOp::Sleep(n) => write!(f, "({n})"),
+            TimerOp::Tick => Ok(()),
+        }
+    }
+}
+
+impl PartOp for TimerOp {
+    fn is_fallible(&self) -> bool {
+        false
+    }
+}
+
+/// Sleeps that end when a clock actor's ticks say so, never by the wall clock. A sleeper whose
+/// ticks have passed is ready; until then it waits (a timeout fault interrupts it: `ETIMEDOUT`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Timer {
+    /// Each sleeper with the ticks it still has to wait, in the order they fell asleep.
+    sleepers: Vec<(ActorId, u32)>,
+    /// Clocks whose tick waits for a sleeper.
+    idle_clocks: Vec<ActorId>,
+}
+
+impl Timer {
+    pub fn new() -> Timer {
+        Timer::default()
+    }
+
+    /// Actors asleep now, woken or not.
+    pub fn sleepers(&self) -> usize {
+        self.sleepers.len()
+    }
+
+    fn tick(&mut self) {
+        for (_, left) in &mut self.sleepers {
+            *left = left.saturating_sub(1);
+        }
+    }
+}
+
+impl Subsystem for Timer {
+    type Op = TimerOp;
+
+    fn name(&self) -> &'static str {
+        "timer"
+    }
+
+    fn apply(&mut self, actor: ActorId, op: &TimerOp, fp: &mut Footprint) -> Applied {
+        fp.write(resource(5, 0));
+        match *op {
+            TimerOp::Sleep(0) => Applied::Done(Outcome::Ok),
+            TimerOp::Sleep(n) => {
+                assert!(self.sleepers.len() < MAX_WAITERS, "too many sleepers");
+                self.sleepers.push((actor, n));
+                Applied::Blocked
+            }
+            TimerOp::Tick if self.sleepers.is_empty() => {
+                assert!(self.idle_clocks.len() < MAX_WAITERS, "too many clocks");
+                self.idle_clocks.push(actor);
+                Applied::Blocked
+            }
+            TimerOp::Tick => {
+                self.tick();
+                Applied::Done(Outcome::Ok)
+            }
+        }
+    }
+
+    fn is_ready(&self, actor: ActorId) -> bool {
+        self.sleepers.iter().any(|&(a, left)| a == actor && left == 0)
+            || (self.idle_clocks.contains(&actor) && !self.sleepers.is_empty())
+    }
+
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+        fp.write(resource(5, 0));
+        if let Some(k) = self.sleepers.iter().position(|&(a, left)| a == actor && left == 0) {
+            self.sleepers.remove(k);
+            return Some(Outcome::Ok);
+        }
+        let k = self.idle_clocks.iter().position(|&a| a == actor).filter(|_| !self.sleepers.is_empty())?;
+        self.idle_clocks.remove(k);
+        self.tick();
+        Some(Outcome::Ok)
+    }
+
+    fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+        fp.global();
+        self.sleepers.retain(|&(a, _)| a != actor);
+        self.idle_clocks.retain(|&a| a != actor);
+        Outcome::Err(ErrorCode::ETIMEDOUT)
+    }
+
+    fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
+        fp.global();
+        self.sleepers.retain(|(a, _)| !dead.contains(a));
+        self.idle_clocks.retain(|a| !dead.contains(a));
+    }
+
+    /// A clock is idle only while there is nobody to wake; once someone sleeps, its tick is due.
+    fn is_idle(&self, actor: ActorId) -> bool {
+        self.idle_clocks.contains(&actor) && self.sleepers.is_empty()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        if self.sleepers.is_empty() {
+            return Vec::new();
+        }
+        let asleep: Vec<String> = self.sleepers.iter().map(|(a, left)| format!("#{a} for {left} more ticks")).collect();
+        vec![format!("asleep: {}", asleep.join(", "))]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,6 +793,35 @@ mod tests {
         assert!(!p.is_ready(1));
         p.on_crash(&[0], &mut fp());
         assert_eq!(p.take_ready(1, &mut fp()), Some(Outcome::Value(Value::Int(0))));
+    }
+
+    #[test]
+    fn a_sleep_ends_only_after_its_ticks() {
+        let mut t = Timer::new();
+        assert_eq!(t.apply(0, &TimerOp::Sleep(0), &mut fp()), Applied::Done(Outcome::Ok));
+        assert_eq!(t.apply(0, &TimerOp::Sleep(2), &mut fp()), Applied::Blocked);
+        assert_eq!(t.apply(1, &TimerOp::Sleep(1), &mut fp()), Applied::Blocked);
+        assert!(!t.is_ready(0) && !t.is_ready(1));
+        assert_eq!(t.apply(2, &TimerOp::Tick, &mut fp()), Applied::Done(Outcome::Ok));
+        assert!(!t.is_ready(0) && t.is_ready(1));
+        assert_eq!(t.take_ready(1, &mut fp()), Some(Outcome::Ok));
+        t.apply(2, &TimerOp::Tick, &mut fp());
+        assert_eq!(t.take_ready(0, &mut fp()), Some(Outcome::Ok));
+        assert_eq!(t.sleepers(), 0);
+        t.apply(0, &TimerOp::Sleep(5), &mut fp());
+        t.on_crash(&[0], &mut fp());
+        assert_eq!(t.sleepers(), 0);
+    }
+
+    #[test]
+    fn a_tick_with_nobody_asleep_waits_idle_for_a_sleeper() {
+        let mut t = Timer::new();
+        assert_eq!(t.apply(2, &TimerOp::Tick, &mut fp()), Applied::Blocked);
+        assert!(t.is_idle(2) && !t.is_ready(2));
+        assert_eq!(t.apply(0, &TimerOp::Sleep(1), &mut fp()), Applied::Blocked);
+        assert!(t.is_ready(2) && !t.is_idle(2) && !t.is_ready(0));
+        assert_eq!(t.take_ready(2, &mut fp()), Some(Outcome::Ok));
+        assert!(!t.is_idle(2) && t.is_ready(0));
     }
 
     #[test]
