@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use racelab_harness::catalogue::RaceDef;
 use racelab_harness::explore::Choice;
-use racelab_harness::run::{Backend, Mode, Verdict};
+use racelab_harness::run::{Backend, Verdict};
 use racelab_harness::scenario::Scenario;
 use racelab_harness::token;
 use serde::Deserialize;
@@ -209,7 +209,7 @@ async fn solve(State(game): State<Shared>) -> Answer {
 }
 
 fn analyse(s: &Scenario) -> Analysis {
-    let c = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &Backend::Sim);
+    let c = s.model.check(&s.id, &s.mode, &s.bounds, &Backend::Sim);
     let b = &s.bounds;
     let bounds = format!(
         "{} actors, up to {} crashes, {} injected errors and {} timeouts per execution, {} steps deep",

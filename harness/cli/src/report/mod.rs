@@ -119,8 +119,10 @@ pub fn gather<'a>(
 }
 
 fn variant_page<'a>(s: &'a Scenario, summary: &str, backends: &Backends) -> Result<VariantPage<'a>, BadInput> {
-    let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &RunBackend::Sim);
-    let mut engines = vec![engine("sim exhaustive", &checked)];
+    // The scenario's own mode: exhaustive, or the sampling a file names for a model too large
+    // to enumerate.
+    let checked = s.model.check(&s.id, &s.mode, &s.bounds, &RunBackend::Sim);
+    let mut engines = vec![engine(&format!("sim {}", s.mode.name()), &checked)];
     for mode in [
         Mode::Random { seed: 0, schedules: SAMPLED_SCHEDULES },
         Mode::Pct { seed: 0, schedules: SAMPLED_SCHEDULES, depth: 2 },
@@ -130,9 +132,9 @@ fn variant_page<'a>(s: &'a Scenario, summary: &str, backends: &Backends) -> Resu
     }
     if backends.cluster.is_some() {
         if let Some(b) = backends.for_scenario(s)? {
-            let c = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
+            let c = s.model.check(&s.id, &s.mode, &s.bounds, &b);
             backends.healthy(&b)?;
-            engines.push(engine(&format!("{} exhaustive", b.name()), &c));
+            engines.push(engine(&format!("{} {}", b.name(), s.mode.name()), &c));
         }
     }
     let code_path = code_path(s);
