@@ -11,6 +11,7 @@ pub mod run;
 pub mod scenario;
 pub mod shape;
 pub mod sim;
+pub mod stress;
 pub mod testing;
 pub mod timeline;
 pub mod token;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::catalogue::{DynModel, Param, Params, RaceDef};
+use crate::catalogue::{Build, DynModel, Param, Params, RaceDef};
 use crate::explore::Bounds;
 use crate::run::Verdict;
 
@@ -40,6 +40,20 @@ pub struct Scenario {
     pub bounds: Bounds,
     pub path: PathBuf,
     pub model: Box<dyn DynModel>,
+    /// The file's parameters and the variant's constructor, to build the model again with
+    /// other workers (`racelab stress`).
+    pub params: BTreeMap<String, Param>,
+    pub build: Build,
+}
+
+impl Scenario {
+    /// The model with its worker count (see [`Params::workers`]) set to `n`, and the name of
+    /// that parameter; the name is `None` for a model without one (its count is unchanged).
+    pub fn with_workers(&self, n: usize) -> Result<(Box<dyn DynModel>, Option<String>), String> {
+        let params = Params::new(self.params.clone()).with_workers(n);
+        let model = (self.build)(&params)?;
+        Ok((model, params.workers_param()))
+    }
 }
 
 /// A scenario file that cannot be used, with where and why.
@@ -138,7 +152,7 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         };
         values.insert(name.clone(), param);
     }
-    let params = Params::new(values);
+    let params = Params::new(values.clone());
     let line_of = |name: &str| raw.params.get(name).map(|v| v.span());
     let model = (variant.build)(&params).map_err(|message| {
         let span = raw.params.keys().find(|k| message.contains(&format!("`{k}`"))).and_then(|k| line_of(k));
@@ -156,6 +170,8 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         bounds,
         path: path.to_path_buf(),
         model,
+        params: values,
+        build: variant.build,
     })
 }
 

@@ -233,9 +233,9 @@ impl Sessions {
             && self
                 .rt
                 .block_on(async {
-                    let sessions = try_join_all(clients.iter().map(|client| {
-                        bounded("recycling a session", client.simple_query(RECYCLE_SQL))
-                    }));
+                    let sessions = try_join_all(
+                        clients.iter().map(|client| bounded("recycling a session", client.simple_query(RECYCLE_SQL))),
+                    );
                     let seed = bounded("emptying and seeding the tables", control.batch_execute(&batch));
                     futures_util::future::try_join(sessions, seed).await
                 })
@@ -363,7 +363,9 @@ impl Sessions {
                     // Whatever it returned, the session is recycled next.
                     let _ = tokio::time::timeout(CONTROL_TIMEOUT, &mut r.task)
                         .await
-                        .map_err(|_| PgError::Timeout { what: format!("session {conn} to end its cancelled statement") })?
+                        .map_err(|_| PgError::Timeout {
+                            what: format!("session {conn} to end its cancelled statement"),
+                        })?
                         .map_err(|e| PgError::Sql { what: "a statement task".into(), message: e.to_string() })?;
                 }
             }
@@ -474,7 +476,6 @@ impl Sessions {
         Ok(())
     }
 }
-
 
 /// Returns whether a statement that completed may have changed committed rows.
 async fn settle(
