@@ -165,3 +165,26 @@ pub struct RaceDef {
     pub invariant: &'static str,
     pub variants: Vec<VariantDef>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_override_the_worker_parameter_within_its_range() {
+        let values = BTreeMap::from([("requests".to_string(), Param::Int(3))]);
+        let plain = Params::new(values.clone());
+        assert_eq!(plain.workers("requests", 2, 2, 32), Ok(3));
+        assert_eq!(plain.workers_param().as_deref(), Some("requests"));
+        assert!(plain.unread().is_empty());
+        assert_eq!(Params::new(values.clone()).with_workers(64).workers("requests", 2, 2, 32), Ok(32));
+        assert_eq!(Params::new(values.clone()).with_workers(1).workers("requests", 2, 2, 32), Ok(2));
+        // A bad value in the file is still an error, override or not.
+        let bad = BTreeMap::from([("requests".to_string(), Param::Int(99))]);
+        assert!(Params::new(bad).with_workers(8).workers("requests", 2, 2, 32).is_err());
+        // Other parameters are untouched.
+        let other = Params::new(BTreeMap::new()).with_workers(8);
+        assert_eq!(other.count("seats", 1, 1, 8), Ok(1));
+        assert_eq!(other.workers_param(), None);
+    }
+}

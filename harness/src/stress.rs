@@ -27,7 +27,7 @@
 //! sessions' own `statement_timeout` counts the same way.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
@@ -204,6 +204,8 @@ struct Shared {
     progress: AtomicU64,
     /// Actors whose thread has not ended.
     running: AtomicUsize,
+    /// Every actor starts its first op once all threads are up, so that they race.
+    start: Barrier,
 }
 
 /// How one actor's thread ended.
@@ -223,6 +225,7 @@ fn run_round<A: Actor + Send>(world: World, actors: Vec<A>, db: &dyn FreeDb, dea
         deadline,
         progress: AtomicU64::new(0),
         running: AtomicUsize::new(actors.len()),
+        start: Barrier::new(actors.len()),
     };
     let ends: Vec<ActorEnd<A>> = std::thread::scope(|scope| {
         scope.spawn(|| watch(&shared, db));
@@ -283,6 +286,7 @@ fn run_actor<A: Actor>(i: ActorId, mut actor: A, shared: &Shared, db: &dyn FreeD
     };
     let mut ops = 0;
     let mut stuck = None;
+    shared.start.wait();
     for _ in 0..MAX_OPS_PER_ACTOR {
         let Some(op) = actor.next_op() else { return end(actor, Status::Finished, ops, stuck, None) };
         let outcome = match &op.kind {
