@@ -284,10 +284,10 @@ fn run_actor<A: Actor>(i: ActorId, mut actor: A, shared: &Shared, db: &dyn FreeD
         }
         ActorEnd { actor, status, ops, stuck, unsupported }
     };
-    let mut ops = 0;
     let mut stuck = None;
     shared.start.wait();
-    for _ in 0..MAX_OPS_PER_ACTOR {
+    // `ops`: the ops this actor has completed.
+    for ops in 0..MAX_OPS_PER_ACTOR {
         let Some(op) = actor.next_op() else { return end(actor, Status::Finished, ops, stuck, None) };
         let outcome = match &op.kind {
             OpKind::Sql(sql) => {
@@ -307,7 +307,6 @@ fn run_actor<A: Actor>(i: ActorId, mut actor: A, shared: &Shared, db: &dyn FreeD
                 None => return end(actor, Status::Waiting, ops, stuck.or(Some(format!("#{i} in {}", op.name))), None),
             },
         };
-        ops += 1;
         shared.progress.fetch_add(1, Ordering::SeqCst);
         actor.on_outcome(&outcome);
     }

@@ -184,7 +184,7 @@ impl FreeDb for FreeSessions {
             }),
             Ok(Err(e)) => {
                 if slot.client.is_closed() {
-                    self.fail(PgError::sql(&format!("stress session {conn}"), &e));
+                    self.fail(PgError::sql(format!("stress session {conn}"), &e));
                 }
                 sql::error_outcome(&e)
             }
