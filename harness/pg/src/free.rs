@@ -183,7 +183,7 @@ impl FreeDb for FreeSessions {
                 Outcome::Err(ErrorCode::CONNECTION_FAILURE)
             }),
             Ok(Err(e)) => {
-                if slot.client.is_closed() {
+                if sql::connection_lost(&e) {
                     self.fail(PgError::sql(format!("stress session {conn}"), &e));
                 }
                 sql::error_outcome(&e)

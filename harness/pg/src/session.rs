@@ -594,6 +594,9 @@ async fn settle(
             };
             let outcome = match out {
                 Ok(Ok(msgs)) => sql::decode(&r.stmt, &msgs, types)?,
+                // A session the server ended (or a broken connection) is a lost server, not an
+                // outcome for the model.
+                Ok(Err(e)) if sql::connection_lost(&e) => return Err(PgError::sql("running a statement", &e)),
                 Ok(Err(e)) => sql::error_outcome(&e),
                 Err(e) => return Err(PgError::Sql { what: "a statement task".into(), message: e.to_string() }),
             };
