@@ -38,11 +38,16 @@ pub(crate) fn run(
         let free = racelab_pg::free_sessions(&cluster, &shape.schema, &text)
             .map_err(|e| BadInput(format!("{}: {e}", s.id)))?;
         let options = StressOptions { ops, round_limit: ROUND_LIMIT };
-        let report = model.stress(free.clone(), &options);
+        // Actors may panic on outcomes they were never meant to see once the server is lost:
+        // that is the failure to report.
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.stress(free.clone(), &options)));
+        let failure = free.failure();
         drop(free);
-        if let Some(failure) = &report.failure {
-            return Err(BadInput(format!("{}: postgres: {failure}", s.id)));
-        }
+        let report = match (report, failure) {
+            (_, Some(failure)) => return Err(BadInput(format!("{}: postgres: {failure}", s.id))),
+            (Err(panic), None) => std::panic::resume_unwind(panic),
+            (Ok(report), None) => report,
+        };
         print(w, s, &report, clients, workers.as_deref())?;
         disagree |= s.expected == Verdict::Holds && !report.violations.is_empty();
     }

@@ -80,6 +80,7 @@ impl FreeSessions {
     }
 
     fn fail(&self, e: PgError) {
+        crate::backend::mark_server_lost();
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if failure.is_none() {
             *failure = Some(e);
