@@ -370,3 +370,143 @@ impl RealDb for Committed {
         self.0.failure()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Invariant;
+    use crate::op::{OsOp, Value};
+    use crate::sim::parts::{AtomicCells, AtomicOp, Mutex as LockPart, MutexOp};
+    use crate::sim::PartId;
+
+    /// No database: the in-process parts only.
+    struct NoDb;
+
+    impl FreeDb for NoDb {
+        fn reset(&self, _schema: &Schema, sessions: usize, seed: &[(TableId, Row)]) {
+            assert_eq!((sessions, seed.len()), (0, 0));
+        }
+        fn execute(&self, _conn: ConnId, _stmt: &Sql) -> Outcome {
+            unreachable!("these models run no statement")
+        }
+        fn committed_rows(&self, _table: TableId) -> Vec<Row> {
+            Vec::new()
+        }
+        fn cancel_all(&self) {}
+        fn failure(&self) -> Option<String> {
+            None
+        }
+    }
+
+    const INCREMENTS: u32 = 50;
+
+    /// Workers add one to a shared counter `INCREMENTS` times each: load, then store, under a
+    /// lock when `locked`. `spawns` makes worker 0 start with an OS op instead.
+    struct Counter {
+        workers: usize,
+        locked: bool,
+        spawns: bool,
+        lock: PartId<LockPart>,
+        cells: PartId<AtomicCells>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    struct Worker {
+        lock: Option<PartId<LockPart>>,
+        cells: PartId<AtomicCells>,
+        step: u32,
+        seen: i64,
+        spawns: bool,
+    }
+
+    impl Actor for Worker {
+        fn next_op(&self) -> Option<Op> {
+            if self.spawns {
+                return Some(Op::os("spawn", OsOp::AwaitSpawn));
+            }
+            if self.step >= INCREMENTS * 4 {
+                return None;
+            }
+            Some(match (self.step % 4, self.lock) {
+                (0, Some(lock)) => lock.op("lock", MutexOp::Lock(1)),
+                (1, _) => self.cells.op("load", AtomicOp::Load(1)),
+                (2, _) => self.cells.op("store", AtomicOp::Store(1, self.seen + 1)),
+                (3, Some(lock)) => lock.op("unlock", MutexOp::Unlock(1)),
+                _ => Op::local("think"),
+            })
+        }
+        fn on_outcome(&mut self, outcome: &Outcome) {
+            if self.step % 4 == 1 {
+                self.seen = match outcome {
+                    Outcome::Value(Value::Int(v)) => *v,
+                    other => panic!("load returned {other:?}"),
+                };
+            }
+            self.step += 1;
+        }
+    }
+
+    impl Model for Counter {
+        type Actor = Worker;
+        fn init(&self) -> (World, Vec<Worker>) {
+            let mut world = World::new(Schema::default(), self.workers);
+            assert_eq!(world.add_part(LockPart::new()), self.lock);
+            assert_eq!(world.add_part(AtomicCells::new()), self.cells);
+            let workers = (0..self.workers)
+                .map(|i| Worker {
+                    lock: self.locked.then_some(self.lock),
+                    cells: self.cells,
+                    step: 0,
+                    seen: 0,
+                    spawns: self.spawns && i == 0,
+                })
+                .collect();
+            (world, workers)
+        }
+        fn actor_names(&self) -> Vec<String> {
+            (0..self.workers).map(|i| format!("worker {i}")).collect()
+        }
+        fn invariants(&self) -> Vec<Invariant<Worker>> {
+            let (cells, expected) = (self.cells, self.workers as i64 * i64::from(INCREMENTS));
+            vec![Invariant::final_only("no-lost-update", move |v: &View<Worker>| {
+                let total = v.world.part(cells).get(1);
+                if total == expected {
+                    Ok(())
+                } else {
+                    Err(format!("counter {total}, expected {expected}"))
+                }
+            })]
+        }
+        fn targets(&self) -> Vec<crate::model::Target<Worker>> {
+            Vec::new()
+        }
+    }
+
+    fn counter(locked: bool, spawns: bool) -> Counter {
+        // Part handles are indices in the order they are added.
+        let mut world = World::new(Schema::default(), 1);
+        let lock = world.add_part(LockPart::new());
+        let cells = world.add_part(AtomicCells::new());
+        Counter { workers: 8, locked, spawns, lock, cells }
+    }
+
+    fn options(ops: u64) -> StressOptions {
+        StressOptions { ops, round_limit: Duration::from_secs(30) }
+    }
+
+    #[test]
+    fn waits_in_parts_block_and_are_granted_across_threads() {
+        let r = stress(&counter(true, false), Arc::new(NoDb), &options(8 * 200 * 3));
+        assert_eq!((r.actors, r.rounds, r.ops), (8, 3, 8 * 200 * 3));
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.skipped, r.failure, r.violated_rounds), (None, None, 0));
+    }
+
+    #[test]
+    fn actors_that_need_the_os_are_not_run() {
+        let r = stress(&counter(true, true), Arc::new(NoDb), &options(1000));
+        let reason = r.skipped.expect("skipped");
+        assert!(reason.contains("actor #0 uses the operating system (spawn)"), "{reason}");
+        assert_eq!(r.rounds, 1);
+    }
+}
