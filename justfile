@@ -48,6 +48,11 @@ browser:
 pg *ids="summary-upsert progress-clear-insert nested-locks judge-persist session-get-or-create lock-reentrancy agent-lock-commit lock-timeout-leak pool-exhaustion/small-pool pool-exhaustion/sized-pool pool-exhaustion/checkout-timeout reaper-commit deferred-stop summarise-dedup skill-inject":
     cargo run --release -p racelab -- check {{ids}} --backend postgres
 
+# Actors running freely and concurrently on PostgreSQL, round after round, invariants after each
+# round: just stress summary-upsert 64 10000
+stress ids="summary-upsert progress-clear-insert nested-locks judge-persist" clients="64" ops="10000":
+    cargo run --release -p racelab -- stress {{ids}} --clients {{clients}} --ops {{ops}} --backend postgres
+
 # The simulator against PostgreSQL, schedule by schedule
 conform:
     cargo run --release -p racelab -- conform

@@ -22,11 +22,36 @@ pub enum Param {
 pub struct Params {
     values: BTreeMap<String, Param>,
     read: RefCell<BTreeSet<String>>,
+    /// Replaces the value of the parameter a model reads with [`Params::workers`].
+    workers: Option<usize>,
+    /// The name of that parameter, once a model has read it.
+    workers_param: RefCell<Option<String>>,
 }
 
 impl Params {
     pub fn new(values: BTreeMap<String, Param>) -> Params {
-        Params { values, read: RefCell::default() }
+        Params { values, read: RefCell::default(), workers: None, workers_param: RefCell::default() }
+    }
+
+    /// The same parameters with the model's worker count (the parameter it reads with
+    /// [`Params::workers`]) replaced by `n`, clamped to what the model allows: `racelab stress`
+    /// runs as many concurrent actors as it has clients.
+    pub fn with_workers(mut self, n: usize) -> Params {
+        self.workers = Some(n);
+        self
+    }
+
+    /// [`Params::count`] for the parameter that says how many concurrent workers (requests,
+    /// hooks, clients) race: [`Params::with_workers`] overrides it, within `min..=max`.
+    pub fn workers(&self, name: &str, default: usize, min: usize, max: usize) -> Result<usize, String> {
+        *self.workers_param.borrow_mut() = Some(name.to_string());
+        let count = self.count(name, default, min, max)?;
+        Ok(self.workers.map_or(count, |n| n.clamp(min, max)))
+    }
+
+    /// The parameter a model read with [`Params::workers`], if any.
+    pub fn workers_param(&self) -> Option<String> {
+        self.workers_param.borrow().clone()
     }
 
     /// A whole number in `min..=max`, or `default` when absent.
@@ -81,6 +106,12 @@ pub trait DynModel: Send + Sync {
     /// Replay a schedule on the simulator, properties unchecked: the seed rows and the op each
     /// choice issued, with its outcome; see [`crate::explore::shortest::trace`].
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled>;
+    /// Run the actors freely and concurrently on `db`, round after round; see [`crate::stress`].
+    fn stress(
+        &self,
+        db: std::sync::Arc<dyn crate::stress::FreeDb>,
+        options: &crate::stress::StressOptions,
+    ) -> crate::stress::StressReport;
 }
 
 impl<M: Model> DynModel for M {
@@ -109,6 +140,13 @@ impl<M: Model> DynModel for M {
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled> {
         crate::explore::shortest::trace(self, bounds, schedule)
     }
+    fn stress(
+        &self,
+        db: std::sync::Arc<dyn crate::stress::FreeDb>,
+        options: &crate::stress::StressOptions,
+    ) -> crate::stress::StressReport {
+        crate::stress::stress(self, db, options)
+    }
 }
 
 /// Builds a variant's model from parameters.
@@ -133,4 +171,27 @@ pub struct RaceDef {
     /// The invariant in one sentence.
     pub invariant: &'static str,
     pub variants: Vec<VariantDef>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_override_the_worker_parameter_within_its_range() {
+        let values = BTreeMap::from([("requests".to_string(), Param::Int(3))]);
+        let plain = Params::new(values.clone());
+        assert_eq!(plain.workers("requests", 2, 2, 32), Ok(3));
+        assert_eq!(plain.workers_param().as_deref(), Some("requests"));
+        assert!(plain.unread().is_empty());
+        assert_eq!(Params::new(values.clone()).with_workers(64).workers("requests", 2, 2, 32), Ok(32));
+        assert_eq!(Params::new(values.clone()).with_workers(1).workers("requests", 2, 2, 32), Ok(2));
+        // A bad value in the file is still an error, override or not.
+        let bad = BTreeMap::from([("requests".to_string(), Param::Int(99))]);
+        assert!(Params::new(bad).with_workers(8).workers("requests", 2, 2, 32).is_err());
+        // Other parameters are untouched.
+        let other = Params::new(BTreeMap::new()).with_workers(8);
+        assert_eq!(other.count("seats", 1, 1, 8), Ok(1));
+        assert_eq!(other.workers_param(), None);
+    }
 }

@@ -12,6 +12,7 @@ mod run_files;
 pub mod scenario;
 pub mod shape;
 pub mod sim;
+pub mod stress;
 pub mod testing;
 pub mod timeline;
 pub mod token;

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::catalogue::{DynModel, Param, Params, RaceDef};
+use crate::catalogue::{Build, DynModel, Param, Params, RaceDef};
 use crate::explore::Bounds;
 use crate::run::{Mode, Verdict};
 
@@ -58,10 +58,22 @@ pub struct Scenario {
     pub mode: Mode,
     pub path: PathBuf,
     pub model: Box<dyn DynModel>,
-    /// The `[params]` table, for engines that build the race themselves (turmoil).
+    /// The file's parameters and the variant's constructor: for engines that build the race
+    /// themselves (turmoil), and to build the model again with other workers (`racelab stress`).
     pub params: BTreeMap<String, Param>,
+    pub build: Build,
     /// Seeds for `--engine turmoil`, from `[turmoil] seeds`.
     pub turmoil_seeds: Option<u64>,
+}
+
+impl Scenario {
+    /// The model with its worker count (see [`Params::workers`]) set to `n`, and the name of
+    /// that parameter; the name is `None` for a model without one (its count is unchanged).
+    pub fn with_workers(&self, n: usize) -> Result<(Box<dyn DynModel>, Option<String>), String> {
+        let params = Params::new(self.params.clone()).with_workers(n);
+        let model = (self.build)(&params)?;
+        Ok((model, params.workers_param()))
+    }
 }
 
 /// A scenario file that cannot be used, with where and why.
@@ -251,6 +263,7 @@ pub fn parse(path: &Path, text: &str, catalogue: &[RaceDef]) -> Result<Scenario,
         model,
         params: values,
         turmoil_seeds,
+        build: variant.build,
     })
 }
 

@@ -278,7 +278,7 @@ fn every_hook_completes(view: &View<'_, LockingTask>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.count("hooks", 2, 2, racelab_harness::op::MAX_ACTORS)?;
+    let hooks = params.workers("hooks", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(NestedLocks { variant, hooks }))
 }
 

@@ -260,7 +260,7 @@ fn counters_reset(view: &View<'_, CreateSession>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let requests = params.count("requests", 2, 2, racelab_harness::op::MAX_ACTORS)?;
+    let requests = params.workers("requests", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(ProgressClearInsert { variant, requests }))
 }
 

@@ -348,7 +348,7 @@ fn success_means_stored(view: &View<'_, SummaryRequest>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let requests = params.count("requests", 2, 2, MAX_ACTORS)?;
+    let requests = params.workers("requests", 2, 2, MAX_ACTORS)?;
     Ok(Box::new(SummaryUpsert { variant, requests }))
 }
 

@@ -208,7 +208,7 @@ impl Model for SeatBooking {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let customers = params.count("customers", 2, 1, MAX_ACTORS)?;
+    let customers = params.workers("customers", 2, 1, MAX_ACTORS)?;
     let seats = params.int("seats", 1, 1, 8)?;
     Ok(Box::new(SeatBooking { variant, customers, seats }))
 }

@@ -10,6 +10,7 @@
 //! ```
 
 mod pg_spec;
+mod stress;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -161,6 +162,26 @@ enum Command {
         port: u16,
         #[command(flatten)]
         dir: ScenarioDir,
+    },
+    /// Run database scenarios' actors freely and concurrently on a real server, round after
+    /// round, and check the invariants after each round: operations/s and violations found.
+    Stress {
+        /// `race/variant`, a whole `race`, or `all`.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Concurrent clients: the model's worker count is raised to this, up to what it allows.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        clients: u64,
+        /// Run rounds until this many operations have run.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        ops: u64,
+        /// Stress needs a real server: only `postgres`.
+        #[arg(long, value_enum, default_value_t = Backend::Postgres)]
+        backend: Backend,
+        #[command(flatten)]
+        dir: ScenarioDir,
+        #[command(flatten)]
+        db: DatabaseArg,
     },
     /// Show the shortest counterexample, or what was explored for a variant that holds.
     Explain {
@@ -415,6 +436,14 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
                 None => 0,
             };
             play::serve(scenarios, &catalogue, start, port, app.name)
+        }
+        Command::Stress { ids, clients, ops, backend, dir, db } => {
+            let scenarios = load(&dir, &catalogue)?;
+            let selected = select(&scenarios, &catalogue, &ids)?;
+            if backend != Backend::Postgres {
+                return Err(BadInput("stress runs actors on a real server: use --backend postgres".into()));
+            }
+            stress::run(w, &selected, clients as usize, ops, &db)
         }
         Command::ExportSpec { id, out, token, dir } => {
             export_spec(w, &load(&dir, &catalogue)?, &catalogue, &id, token.as_deref(), out.as_deref())

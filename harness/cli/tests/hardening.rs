@@ -248,6 +248,30 @@ fn terminated_connections_exit_2() {
     assert!(stderr(&out).contains("postgres:"), "{}", stderr(&out));
 }
 
+/// The same during `racelab stress`: its actors' connections end under them; exit 2 with the
+/// server's message, no panic, and the scratch database is dropped.
+#[test]
+fn terminated_connections_during_stress_exit_2() {
+    let (host, url) = host();
+    let child = Command::new(env!("CARGO_BIN_EXE_racelab"))
+        .args(["stress", "nested-locks/fine-grained", "--clients", "4", "--ops", "100000000"])
+        .args(["--backend", "postgres", "--database-url", &url, "--scenarios", &scenarios_dir()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    query(
+        &host.config(),
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname LIKE 'racelab\\_%' AND pid <> pg_backend_pid()",
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgres:"), "{}", stderr(&out));
+    assert_eq!(scratch_databases(&host), Vec::<String>::new());
+}
+
 /// Defect 7: a malformed token is rejected before any server is involved; a bad
 /// `--database-url` names the flag; a private `TMPDIR` (mode 0700) does not stop a root run.
 #[test]

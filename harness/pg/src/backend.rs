@@ -73,6 +73,11 @@ impl RealDb for PgDb {
 
 static SERVER_LOST: AtomicBool = AtomicBool::new(false);
 
+/// Record that a backend of this process lost its server (see [`server_lost`]).
+pub(crate) fn mark_server_lost() {
+    SERVER_LOST.store(true, Ordering::SeqCst);
+}
+
 /// Has some controller of this process lost its server (a connection terminated, the server
 /// gone)? Models and explorers may then panic on the outcomes they were never meant to see;
 /// the caller reports the failure instead of the panic.

@@ -5,6 +5,7 @@
 //! - [`sql`]: [`racelab_harness::op::Sql`] as SQL text, the schema as DDL, results as values.
 //! - [`session`]: the step-by-step controller, with the simulator's API.
 //! - [`backend`]: the controller as the world's database, so the explorers drive it.
+//! - [`free`]: sessions that actors drive concurrently, for stress runs.
 //! - [`spec`]: PostgreSQL's isolation-test specs, parsed, run and printed as its tester does.
 //!
 //! ```no_run
@@ -25,6 +26,7 @@ pub mod backend;
 pub mod cluster;
 pub mod error;
 pub mod export;
+pub mod free;
 mod owner;
 pub mod session;
 pub mod spec;
@@ -33,4 +35,5 @@ pub mod sql;
 pub use backend::{postgres, server_lost};
 pub use cluster::{install_interrupt_cleanup, interrupted, Cluster};
 pub use error::PgError;
+pub use free::{free_sessions, FreeSessions};
 pub use session::Sessions;

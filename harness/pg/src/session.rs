@@ -5,18 +5,26 @@
 //! action the controller *settles*: it waits until every statement in flight, on any
 //! connection, has either completed or is blocked on a lock held by another of the sessions.
 //! Blocked is what PostgreSQL's isolation tester asks the server:
-//! `pg_isolation_test_session_is_blocked(pid, all session pids)`, polled from the control
-//! connection about every millisecond while some statement still runs. No fixed sleep stands
-//! in for that test.
+//! `pg_isolation_test_session_is_blocked(pid, all session pids)`, from the control
+//! connection. When the sessions report their deadlock checks (see below), a running statement
+//! is not asked about until it completes or reports one (a statement that waits reports it
+//! within about a millisecond); otherwise the controller asks about every millisecond. No
+//! fixed sleep stands in for that test.
 //!
 //! Deadlocks: PostgreSQL checks a waiter for a deadlock once, `deadlock_timeout` after it
 //! started waiting, and the simulator reports a deadlock in the statement that closes the
 //! cycle (the earlier waiters' checks having found none). To get the same on the server, a
 //! statement is only reported [`Applied::Blocked`] once it has waited `deadlock_timeout` plus
 //! a margin (its check has then run), and while the wait-for graph among the sessions has a
-//! cycle the controller keeps waiting for PostgreSQL to break it. So a step that blocks costs
-//! about 1.5 × `deadlock_timeout`; a step that completes costs one round trip, plus one
-//! status query while other statements wait.
+//! cycle the controller keeps waiting for PostgreSQL to break it. As a superuser, the
+//! sessions run with a 1 ms `deadlock_timeout` and report each check (`log_lock_waits`), and
+//! the controller wakes on that report: a step that blocks costs about two round trips and
+//! the check; a step that completes costs one round trip, plus one status query while other
+//! statements wait.
+//!
+//! Between schedules ([`Sessions::reset`]) and when a client crashes
+//! ([`Sessions::disconnect`]) sessions are recycled rather than reconnected, and committed
+//! rows are read from the server again only after a statement that may have changed them.
 //!
 //! The state of the server changes only inside calls to [`Sessions`]: the tokio runtime is a
 //! private current-thread one, driven only while a call runs. Outcomes of earlier-blocked
@@ -43,6 +51,7 @@ use futures_util::future::{select_all, try_join_all};
 use racelab_harness::op::{Applied, ConnId, ErrorCode, Outcome, Row, Sql, TableId};
 use racelab_harness::sim::Schema;
 use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, SimpleQueryMessage, Statement};
 
@@ -54,6 +63,10 @@ use crate::sql::{self, Types};
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the controller waits for a running statement before asking the server again.
 const POLL: Duration = Duration::from_millis(1);
+/// When the sessions report their deadlock checks, how long a statement may run before the
+/// controller asks the server about it: a statement that waits says so itself after about
+/// 1 ms, so until then it is either running or done.
+const QUIET_RUN: Duration = Duration::from_millis(20);
 /// Bound on the rig's own queries and waits.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a cycle in the wait-for graph may last before the controller gives up waiting for
@@ -85,6 +98,9 @@ struct Conn {
     running: Option<Running>,
     /// The outcome of an earlier-blocked statement, until the caller takes it.
     ready: Option<Outcome>,
+    /// Inside a transaction block (a `BEGIN` completed, no `COMMIT` or `ROLLBACK` since):
+    /// its writes change no committed row until it ends.
+    in_transaction: bool,
 }
 
 /// `n` sessions on a scratch database, plus a control connection.
@@ -99,7 +115,15 @@ pub struct Sessions {
     conns: Vec<Conn>,
     /// How long a statement must have been blocked before it is reported blocked.
     grace: Duration,
+    /// Woken whenever a session reports a deadlock check (see [`connect_counting_checks`]);
+    /// `None` when the sessions cannot report them.
+    checked: Option<Arc<Notify>>,
+    /// Committed rows read since the last action that could have changed them.
+    committed: Vec<(TableId, Vec<Row>)>,
 }
+
+/// Back to the session's initial state between schedules (see [`Sessions::reset`]).
+const RECYCLE_SQL: &str = "ROLLBACK; RESET ALL; SELECT pg_catalog.pg_advisory_unlock_all()";
 
 const STATUS_SQL: &str = "SELECT p, pg_catalog.pg_isolation_test_session_is_blocked(p, $2), \
                           pg_catalog.pg_blocking_pids(p) FROM unnest($1::int4[]) AS p";
@@ -167,8 +191,10 @@ impl Sessions {
             status,
             conns: Vec::new(),
             grace: deadlock + (deadlock / 2).max(Duration::from_millis(20)),
+            checked: superuser.then(|| Arc::new(Notify::new())),
+            committed: Vec::new(),
         };
-        s.conns = s.rt.block_on(open_conns(&s.config, &s.target, 0..n_conns))?;
+        s.conns = s.rt.block_on(open_conns(&s.config, &s.target, 0..n_conns, &s.checked))?;
         Ok(s)
     }
 
@@ -177,46 +203,56 @@ impl Sessions {
     /// transaction, session setting or advisory lock survives.
     pub fn reset(&mut self, seed_rows: &[(&str, Row)]) -> Result<(), PgError> {
         let n = self.conns.len();
-        // Sessions with nothing in flight are recycled (ROLLBACK, DISCARD ALL: no transaction,
-        // setting, advisory lock or temporary object survives), which costs two round trips
-        // instead of a reconnection; otherwise, or if that fails, they are ended and replaced.
-        let recycled = self.conns.iter().all(|c| c.running.is_none()) && {
-            let clients: Vec<Arc<Client>> = self.conns.iter().map(|c| c.client.clone()).collect();
-            self.rt
-                .block_on(try_join_all(clients.iter().map(|client| async move {
-                    bounded("rolling back", client.simple_query("ROLLBACK")).await?;
-                    bounded("discarding session state", client.simple_query("DISCARD ALL")).await
-                })))
-                .is_ok()
-        };
-        if recycled {
-            for c in &mut self.conns {
-                c.ready = None;
-            }
-        } else {
-            self.end_all()?;
-        }
+        self.committed.clear();
         let mut batch = String::new();
         let tables: Vec<&str> = self.schema.tables.iter().map(|t| t.name).collect();
         if !tables.is_empty() {
-            batch.push_str(&format!("TRUNCATE {};\n", tables.join(", ")));
+            // DELETE, not TRUNCATE: no new files, and no cache invalidation that every session
+            // would pay for at its next statement. The dead rows it leaves are pruned as pages
+            // are read again, so the tables stay small.
+            for t in &tables {
+                batch.push_str(&format!("DELETE FROM {t};\n"));
+            }
         }
         for (table, row) in seed_rows {
             let values: Vec<String> = row.iter().map(|&v| sql::literal(v)).collect();
             batch.push_str(&format!("INSERT INTO {table} VALUES ({});\n", values.join(", ")));
         }
-        let (control, config, target) = (&self.control, &self.config, &self.target);
-        let fresh = self.rt.block_on(async {
-            bounded("emptying and seeding the tables", control.batch_execute(&batch)).await?;
-            if recycled {
-                Ok(Vec::new())
-            } else {
-                open_conns(config, target, 0..n).await
+        // Sessions with nothing in flight are recycled in one round trip each: ROLLBACK ends
+        // any transaction (and its locks), RESET ALL restores the settings the session
+        // started with, and pg_advisory_unlock_all releases session-level advisory locks: what
+        // DISCARD ALL would do for the statements models run (DISCARD ALL itself cannot share
+        // a query string). The tables are emptied and seeded at the same time on the control
+        // connection: a DELETE of a row that a session's transaction holds waits for its
+        // ROLLBACK. A session that still runs something, or whose recycling fails, is ended
+        // and replaced.
+        let idle = self.conns.iter().all(|c| c.running.is_none());
+        let clients: Vec<Arc<Client>> = self.conns.iter().map(|c| c.client.clone()).collect();
+        let control = &self.control;
+        let recycled = idle
+            && self
+                .rt
+                .block_on(async {
+                    let sessions = try_join_all(
+                        clients.iter().map(|client| bounded("recycling a session", client.simple_query(RECYCLE_SQL))),
+                    );
+                    let seed = bounded("emptying and seeding the tables", control.batch_execute(&batch));
+                    futures_util::future::try_join(sessions, seed).await
+                })
+                .is_ok();
+        if recycled {
+            for c in &mut self.conns {
+                c.ready = None;
+                c.in_transaction = false;
             }
-        })?;
-        if !recycled {
-            self.conns = fresh;
+            return Ok(());
         }
+        self.end_all()?;
+        let (control, config, target, checked) = (&self.control, &self.config, &self.target, &self.checked);
+        self.conns = self.rt.block_on(async {
+            bounded("emptying and seeding the tables", control.batch_execute(&batch)).await?;
+            open_conns(config, target, 0..n, checked).await
+        })?;
         Ok(())
     }
 
@@ -261,6 +297,7 @@ impl Sessions {
         let c = self.index(conn);
         assert!(self.conns[c].running.is_some(), "cancel_wait: session {conn} does not wait");
         let pid = self.conns[c].pid;
+        self.committed.clear();
         let control = &self.control;
         let running = self.conns[c].running.as_mut().expect("checked");
         self.rt.block_on(async {
@@ -284,6 +321,7 @@ impl Sessions {
         assert!(self.conns[c].running.is_none() && self.conns[c].ready.is_none());
         let client = self.conns[c].client.clone();
         let end = matches!(stmt, Sql::Commit | Sql::Rollback);
+        self.committed.clear();
         self.rt.block_on(async {
             let r = tokio::time::timeout(CONTROL_TIMEOUT, run(&client, sql::INJECTED_FAULT)).await;
             // Any error (58030, or 25P02 in a failed transaction) is expected; anything else
@@ -296,30 +334,73 @@ impl Sessions {
             }
             Ok(())
         })?;
+        if end {
+            self.conns[c].in_transaction = false;
+        }
         self.settle()?;
         Ok(Outcome::Err(ErrorCode::IO_ERROR))
     }
 
-    /// The client of `conn` dies: its connection is dropped and its backend ended (the server
-    /// rolls back and releases its locks); a fresh session takes the same `ConnId`.
+    /// The client of `conn` dies: the server ends its session as it ends a dead client's: a
+    /// statement it runs is cancelled, its transaction rolled back, its session-level locks
+    /// and settings dropped. The connection itself is reused for the `ConnId`'s next client
+    /// (one round trip instead of a reconnection); if that fails, the backend is terminated and
+    /// a fresh session opened.
     pub fn disconnect(&mut self, conn: ConnId) -> Result<(), PgError> {
         let c = self.index(conn);
         let old = self.conns[c].pid;
-        if let Some(r) = self.conns[c].running.take() {
-            r.task.abort();
-        }
         self.conns[c].ready = None;
-        let (control, config, target) = (&self.control, &self.config, &self.target);
-        let fresh = self.rt.block_on(async {
-            terminate_and_wait(control, &[old], false).await?;
-            open_conns(config, target, c..c + 1).await
+        self.conns[c].in_transaction = false;
+        self.committed.clear();
+        let running = self.conns[c].running.take();
+        let client = self.conns[c].client.clone();
+        let control = &self.control;
+        let recycled = self.rt.block_on(async {
+            if let Some(mut r) = running {
+                bounded("pg_cancel_backend", control.execute("SELECT pg_catalog.pg_cancel_backend($1)", &[&old]))
+                    .await?;
+                if r.done.is_none() {
+                    // Whatever it returned, the session is recycled next.
+                    let _ = tokio::time::timeout(CONTROL_TIMEOUT, &mut r.task)
+                        .await
+                        .map_err(|_| PgError::Timeout {
+                            what: format!("session {conn} to end its cancelled statement"),
+                        })?
+                        .map_err(|e| PgError::Sql { what: "a statement task".into(), message: e.to_string() })?;
+                }
+            }
+            // A cancel that arrived after its statement ended may hit this instead: once more.
+            for _ in 0..2 {
+                if bounded("recycling a session", client.simple_query(RECYCLE_SQL)).await.is_ok() {
+                    return Ok(true);
+                }
+            }
+            Ok::<_, PgError>(false)
         })?;
-        self.conns[c] = fresh.into_iter().next().expect("one connection");
+        if !recycled {
+            let (control, config, target, checked) = (&self.control, &self.config, &self.target, &self.checked);
+            let fresh = self.rt.block_on(async {
+                terminate_and_wait(control, &[old], false).await?;
+                open_conns(config, target, c..c + 1, checked).await
+            })?;
+            self.conns[c] = fresh.into_iter().next().expect("one connection");
+        }
         self.settle()
     }
 
     /// The rows of `table` as a new snapshot sees them, ordered by the first column.
+    /// Properties read them after every step; they are read from the server again only after
+    /// a statement that may have changed them completed.
     pub fn committed_rows(&mut self, table: TableId) -> Result<Vec<Row>, PgError> {
+        if let Some((_, rows)) = self.committed.iter().find(|(t, _)| *t == table) {
+            return Ok(rows.clone());
+        }
+        let rows = self.read_committed_rows(table)?;
+        self.committed.push((table, rows.clone()));
+        Ok(rows)
+    }
+
+    fn read_committed_rows(&mut self, table: TableId) -> Result<Vec<Row>, PgError> {
         let text = format!("SELECT * FROM {table} ORDER BY 1");
         let control = &self.control;
         let msgs = self.rt.block_on(bounded("reading committed rows", control.simple_query(&text)))?;
@@ -387,24 +468,24 @@ impl Sessions {
 
     /// Wait until every statement in flight has completed or is blocked (see the module doc).
     fn settle(&mut self) -> Result<(), PgError> {
-        let Sessions { rt, control, status, conns, grace, types, .. } = self;
-        rt.block_on(settle(control, status, conns, *grace, types))
+        let Sessions { rt, control, status, conns, grace, types, checked, committed, .. } = self;
+        let changed = rt.block_on(settle(control, status, conns, *grace, types, checked.as_deref()))?;
+        if changed {
+            committed.clear();
+        }
+        Ok(())
     }
 }
 
-impl Drop for Sessions {
-    fn drop(&mut self) {
-        let _ = self.end_all();
-    }
-}
-
+/// Returns whether a statement that completed may have changed committed rows.
 async fn settle(
     control: &Client,
     status: &Statement,
     conns: &mut [Conn],
     grace: Duration,
     types: &Types,
-) -> Result<(), PgError> {
+    checked: Option<&Notify>,
+) -> Result<bool, PgError> {
     let start = Instant::now();
     let limit = STATEMENT_TIMEOUT + CONTROL_TIMEOUT;
     let mut cycle_since: Option<Instant> = None;
@@ -416,12 +497,17 @@ async fn settle(
         // Give statements that are not known to wait a moment to complete.
         let busy = unfinished.iter().any(|&c| conns[c].running.as_ref().is_some_and(|r| r.blocked.is_none()));
         if busy {
-            wait_any(conns, &unfinished, POLL).await;
+            // A statement that will wait reports its deadlock check within about a
+            // millisecond, if the sessions report them: until then there is nothing to ask.
+            let seen = total_checks(conns);
+            let quiet = if checked.is_some() { QUIET_RUN } else { POLL };
+            wait_any_or_check(conns, &unfinished, quiet, checked, seen).await;
             if unfinished.iter().all(|&c| is_finished(&conns[c])) {
                 continue;
             }
         }
         let all_pids: Vec<i32> = conns.iter().map(|c| c.pid).collect();
+        let seen = total_checks(conns);
         let asked: Vec<i32> = unfinished.iter().map(|&c| conns[c].pid).collect();
         let rows = bounded("asking which sessions are blocked", control.query(status, &[&asked, &all_pids])).await?;
         let now = Instant::now();
@@ -495,9 +581,10 @@ async fn settle(
         // lock_timeout) or completes: wait for that, or until the next check is due.
         let still: Vec<usize> = unfinished.into_iter().filter(|&c| !is_finished(&conns[c])).collect();
         let left = wait_until.saturating_duration_since(Instant::now()).max(Duration::from_micros(100));
-        wait_any(conns, &still, left).await;
+        wait_any_or_check(conns, &still, left, checked, seen).await;
     }
     // Collect what completed.
+    let mut changed = false;
     for conn in conns.iter_mut() {
         if conn.running.as_ref().is_some_and(Running::is_finished) {
             let r = conn.running.take().expect("checked");
@@ -507,13 +594,64 @@ async fn settle(
             };
             let outcome = match out {
                 Ok(Ok(msgs)) => sql::decode(&r.stmt, &msgs, types)?,
+                // A session the server ended (or a broken connection) is a lost server, not an
+                // outcome for the model.
+                Ok(Err(e)) if sql::connection_lost(&e) => return Err(PgError::sql("running a statement", &e)),
                 Ok(Err(e)) => sql::error_outcome(&e),
                 Err(e) => return Err(PgError::Sql { what: "a statement task".into(), message: e.to_string() }),
             };
+            changed |= match r.stmt {
+                Sql::Commit => true,
+                _ => !conn.in_transaction && !outcome.is_err() && may_change_committed_rows(&r.stmt),
+            };
+            match r.stmt {
+                Sql::Begin if !outcome.is_err() => conn.in_transaction = true,
+                Sql::Commit | Sql::Rollback => conn.in_transaction = false,
+                _ => {}
+            }
             conn.ready = Some(outcome);
         }
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// Statements that can never change what a new snapshot sees: the rest may (a write in
+/// autocommit, a COMMIT).
+fn may_change_committed_rows(stmt: &Sql) -> bool {
+    !matches!(
+        stmt,
+        Sql::Begin
+            | Sql::Rollback
+            | Sql::SetLockTimeout(_)
+            | Sql::Select { .. }
+            | Sql::AdvisoryLock { .. }
+            | Sql::AdvisoryTryLock { .. }
+            | Sql::AdvisoryUnlock { .. }
+            | Sql::AdvisoryUnlockAll
+    )
+}
+
+fn total_checks(conns: &[Conn]) -> u64 {
+    conns.iter().map(|c| c.checks.load(Ordering::SeqCst)).sum()
+}
+
+/// [`wait_any`], and also wake when a session reports a deadlock check that was not yet in
+/// `seen` (the count of checks when the caller last looked).
+async fn wait_any_or_check(conns: &mut [Conn], which: &[usize], limit: Duration, checked: Option<&Notify>, seen: u64) {
+    let Some(notify) = checked else {
+        return wait_any(conns, which, limit).await;
+    };
+    let notified = notify.notified();
+    tokio::pin!(notified);
+    // Registered before the count is read, so a report in between still wakes it.
+    notified.as_mut().enable();
+    if total_checks(conns) != seen {
+        return;
+    }
+    tokio::select! {
+        () = wait_any(conns, which, limit) => {}
+        () = notified => {}
+    }
 }
 
 /// Run `text` on a session. PostgreSQL sends an error to the client *before* it aborts the
@@ -588,15 +726,27 @@ async fn bounded<T>(
 }
 
 /// Open sessions for the given connection ids, all at once.
-async fn open_conns(config: &Config, target: &str, ids: std::ops::Range<usize>) -> Result<Vec<Conn>, PgError> {
+async fn open_conns(
+    config: &Config,
+    target: &str,
+    ids: std::ops::Range<usize>,
+    checked: &Option<Arc<Notify>>,
+) -> Result<Vec<Conn>, PgError> {
     try_join_all(ids.map(|i| async move {
         let mut config = config.clone();
         config.application_name(format!("racelab-c{i}"));
         let checks = Arc::new(AtomicU64::new(0));
-        let client = connect_counting_checks(&config, target, checks.clone()).await?;
+        let client = connect_counting_checks(&config, target, checks.clone(), checked.clone()).await?;
         let row =
             bounded("reading the backend pid", client.query_one("SELECT pg_catalog.pg_backend_pid()", &[])).await?;
-        Ok::<_, PgError>(Conn { client: Arc::new(client), pid: row.get(0), checks, running: None, ready: None })
+        Ok::<_, PgError>(Conn {
+            client: Arc::new(client),
+            pid: row.get(0),
+            checks,
+            running: None,
+            ready: None,
+            in_transaction: false,
+        })
     }))
     .await
 }
@@ -604,7 +754,12 @@ async fn open_conns(config: &Config, target: &str, ids: std::ops::Range<usize>) 
 /// Connect a session, counting the messages that say its deadlock check ran without finding
 /// a deadlock (`log_lock_waits`: "still waiting for", or "avoided deadlock" after
 /// rearranging the queue). Other notices are dropped. Bounded like [`connect`].
-async fn connect_counting_checks(config: &Config, target: &str, checks: Arc<AtomicU64>) -> Result<Client, PgError> {
+async fn connect_counting_checks(
+    config: &Config,
+    target: &str,
+    checks: Arc<AtomicU64>,
+    checked: Option<Arc<Notify>>,
+) -> Result<Client, PgError> {
     let attempt = tokio::time::timeout(CONTROL_TIMEOUT, config.connect(tokio_postgres::NoTls)).await;
     let (client, mut conn) = match attempt {
         Err(_) => return Err(PgError::Timeout { what: format!("connecting to {target}") }),
@@ -619,6 +774,9 @@ async fn connect_counting_checks(config: &Config, target: &str, checks: Arc<Atom
                         || n.message().contains(" avoided deadlock for ") =>
                 {
                     checks.fetch_add(1, Ordering::SeqCst);
+                    if let Some(notify) = &checked {
+                        notify.notify_waiters();
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => break,
@@ -656,5 +814,11 @@ async fn terminate_and_wait(control: &Client, pids: &[i32], everyone: bool) -> R
             return Err(PgError::Timeout { what: format!("sessions {pids:?} to end") });
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        let _ = self.end_all();
     }
 }

@@ -296,6 +296,12 @@ pub fn error_outcome(e: &tokio_postgres::Error) -> Outcome {
     })
 }
 
+/// Did `e` end the connection: the server terminated the session (SQLSTATE class 57P), the
+/// connection broke (class 08), or it closed without a SQLSTATE?
+pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed() || e.code().is_none_or(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+}
+
 /// A SQLSTATE as an [`ErrorCode`], reusing the known constants.
 pub fn error_code(code: &str) -> ErrorCode {
     const KNOWN: [ErrorCode; 9] = [

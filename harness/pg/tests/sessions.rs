@@ -215,16 +215,31 @@ fn disconnect_releases_session_advisory_locks() {
     done(&mut s, 0, Sql::Begin);
     done(&mut s, 0, Sql::Insert { table: "kv", row: kv(1, 1), on_conflict: OnConflict::Error });
     blocks(&mut s, 1, lock(1));
+    // The session is recycled (same backend), but nothing of the dead client's survives.
     s.disconnect(0).unwrap();
-    assert_ne!(s.pids()[0], old);
     assert_eq!(s.take_ready(1), Some(Outcome::Ok));
     assert_eq!(count(&mut s, &format!("{ADVISORY} AND pid = {old}")), 0);
     assert_eq!(s.committed_rows("kv").unwrap(), Vec::<Vec<Value>>::new(), "the open transaction rolled back");
     s.disconnect(1).unwrap();
     assert_eq!(count(&mut s, ADVISORY), 0);
-    // The fresh sessions work.
+    // The recycled sessions work.
     assert_eq!(done(&mut s, 0, lock(1)), Outcome::Ok);
     assert_eq!(done(&mut s, 1, Sql::AdvisoryTryLock { key: 1, scope: LockScope::Session }), Outcome::Bool(false));
+}
+
+#[test]
+fn disconnect_ends_a_waiting_statement() {
+    let t = test_db();
+    let mut s = open(&t, 2);
+    done(&mut s, 0, lock(1));
+    blocks(&mut s, 1, lock(1));
+    s.disconnect(1).unwrap();
+    assert!(!s.is_blocked(1));
+    assert_eq!(s.take_ready(1), None);
+    // The recycled session holds nothing and waits for the lock like any other session.
+    blocks(&mut s, 1, lock(1));
+    s.disconnect(0).unwrap();
+    assert_eq!(s.take_ready(1), Some(Outcome::Ok));
 }
 
 #[test]
