@@ -295,6 +295,7 @@ pub fn main(app: App) -> ExitCode {
     quiet_panics_when_the_server_is_gone();
     // From the first moment, so that an interrupt during start-up also ends with 130 and cleans
     // up whatever was made by then.
+    racelab_pg::also_on_interrupt(racelab_real::cleanup_all);
     if let Err(e) = racelab_pg::install_interrupt_cleanup() {
         eprintln!("{}: {e}", app.name);
         return ExitCode::from(2);

@@ -336,6 +336,10 @@ pub fn install_interrupt_cleanup() -> Result<(), PgError> {
                 // Hold the registry until the exit: nothing new is made meanwhile.
                 let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
                 clean(std::mem::take(&mut *live));
+                let others = ALSO_ON_INTERRUPT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                for cleanup in others {
+                    cleanup();
+                }
                 std::process::exit(130);
             })
             .map_err(|e| e.to_string())
@@ -345,6 +349,19 @@ pub fn install_interrupt_cleanup() -> Result<(), PgError> {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Cleanups of other backends (real files and processes) that the one process-wide handler
+/// runs too: a process has one SIGINT handler, so the backends share it.
+static ALSO_ON_INTERRUPT: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Run `cleanup` as well when an interrupt ends racelab (before the exit with 130).
+pub fn also_on_interrupt(cleanup: fn()) {
+    let mut others = ALSO_ON_INTERRUPT.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(others.len() < 16, "a handful of backends at most");
+    if !others.contains(&cleanup) {
+        others.push(cleanup);
+    }
+}
 
 /// Has a SIGINT or SIGTERM started the cleanup? The process is then about to exit with 130.
 pub fn interrupted() -> bool {

@@ -33,7 +33,7 @@ pub mod spec;
 pub mod sql;
 
 pub use backend::{postgres, server_lost};
-pub use cluster::{install_interrupt_cleanup, interrupted, Cluster};
+pub use cluster::{also_on_interrupt, install_interrupt_cleanup, interrupted, Cluster};
 pub use error::PgError;
 pub use free::{free_sessions, FreeSessions};
 pub use session::Sessions;
