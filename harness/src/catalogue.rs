@@ -97,7 +97,7 @@ impl<M: Model> DynModel for M {
         crate::explore::shortest::all_schedules(self, bounds, limit)
     }
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration {
-        crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets }, self, bounds)
+        crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets, ..Default::default() }, self, bounds)
     }
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled> {
         crate::explore::shortest::trace(self, bounds, schedule)

@@ -6,6 +6,7 @@
 //! the simulated world with state caching and sleep sets. When anything finds a violation,
 //! [`shortest`] turns it into a minimal schedule.
 
+pub mod budget;
 pub mod exhaustive;
 pub mod shortest;
 pub mod state;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::model::Model;
 
+pub use budget::{Budget, Progress, Shard};
 pub use state::{Event, State, Violation};
 
 /// Which fault (or none) a choice applies to its actor.
@@ -52,7 +54,7 @@ pub struct Choice {
 }
 
 /// The limits of an exploration. Everything the explorers do is bounded by these.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Bounds {
     /// Crash faults per execution.
     pub crashes: u8,
@@ -85,7 +87,7 @@ impl Default for Bounds {
 }
 
 /// How many schedules, states and steps an exploration covered. Each counter counts one thing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Complete executions covered: for a stateless strategy, the schedules it ran; for the
     /// exhaustive search, the paths from the initial state to a final state in the explored
@@ -114,8 +116,12 @@ pub struct Exploration {
     pub complete: bool,
     /// Why not, when it was not.
     pub incomplete_reason: Option<String>,
-    /// Names of the model's targets that no explored state reached.
+    /// Names of the model's targets that no explored state reached (only filled in when the
+    /// exploration was complete).
     pub unreached: Vec<String>,
+    /// Bitmask of the targets some explored state reached, whatever the completeness: a share
+    /// of a sharded search reports it so that the merge can take the union.
+    pub reached: u64,
 }
 
 /// An exploration strategy.

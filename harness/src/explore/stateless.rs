@@ -89,6 +89,7 @@ impl<S: Scheduler> Explorer for Stateless<S> {
             violation,
             complete,
             incomplete_reason: reason,
+            reached,
         }
     }
 }
