@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::explore::exhaustive::Exhaustive;
+use crate::explore::budget::Budget;
+use crate::explore::exhaustive::{self, Exhaustive};
 use crate::explore::shortest::{self, NotEnabled};
 use crate::explore::stateless::{Dfs, FirstEnabled, Pct, Random, Stateless};
-use crate::explore::{Bounds, Choice, Exploration, Explorer, Stats};
+use crate::explore::{Bounds, Choice, Exploration, Explorer, Shard, Stats, Violation};
 use crate::model::Model;
 use crate::sim::SharedDb;
 use crate::timeline::Timeline;
@@ -75,7 +76,50 @@ pub struct Checked {
     pub complete: bool,
     /// PCT's per-schedule probability bound for bugs of the chosen depth.
     pub pct_guarantee: Option<f64>,
+    /// For a sharded search: which shares this result covers. Its stats are then sums over the
+    /// shares it covers.
+    pub shares: Option<Shares>,
     pub elapsed_ms: u64,
+}
+
+/// The shares of a sharded exhaustive search that one result covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shares {
+    /// The one share this result is (from 0), or `None` for every share merged.
+    pub index: Option<u32>,
+    pub count: u32,
+    pub split_depth: u32,
+    /// Names of the targets the covered shares reached.
+    pub reached: Vec<String>,
+}
+
+/// How a run is carried out beyond its mode and bounds. None of it changes a verdict, except a
+/// spent budget, which makes it `inconclusive` and says so.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub budget: Budget,
+    /// Explore only share `index` of `count` (from 0); exhaustive, on the simulator.
+    pub share: Option<(u32, u32)>,
+    /// Explore as [`PARALLEL_SHARES`] shares on this many threads and merge them. The result
+    /// is the same for every thread count.
+    pub threads: Option<usize>,
+}
+
+/// Shares of a `--threads` search, whatever the thread count, so that its result does not
+/// depend on the thread count. Enough for the threads to balance uneven shares.
+pub const PARALLEL_SHARES: u32 = 16;
+
+/// What one share of a sharded search found, for [`merge`].
+#[derive(Clone, Debug)]
+pub struct ShareOutcome {
+    pub shard: Shard,
+    pub stats: Stats,
+    pub complete: bool,
+    pub reason: Option<String>,
+    /// Names of the targets it reached.
+    pub reached: Vec<String>,
+    /// The violation it found, with a schedule that reaches it.
+    pub violation: Option<(Violation, Vec<Choice>)>,
 }
 
 /// Where the database part of a world runs.
@@ -105,12 +149,47 @@ impl Backend {
 /// Explore `model` (registered as `id`) in `mode` within `bounds`, on `backend`. On a real server
 /// "exhaustive" enumerates schedules statelessly, up to `bounds.max_states` of them.
 pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
+    check_with(id, model, mode, bounds, backend, &Options::default())
+}
+
+/// [`check`], within `options`' budget, or one share of it, or on several threads.
+pub fn check_with<M: Model>(
+    id: &str,
+    model: &M,
+    mode: &Mode,
+    bounds: &Bounds,
+    backend: &Backend,
+    options: &Options,
+) -> Checked {
     let started = Instant::now();
+    let sharded = *mode == Mode::Exhaustive && matches!(backend, Backend::Sim);
+    if let (true, Some((index, count))) = (sharded, options.share) {
+        let split_depth = exhaustive::split_depth(model, bounds, count);
+        let shard = Shard { index, count, split_depth };
+        let outcome = explore_share(model, bounds, shard, &options.budget);
+        let share_complete = outcome.complete;
+        let mut checked = merge(id, model, bounds, vec![outcome], started);
+        checked.complete = share_complete;
+        if checked.verdict == Verdict::Inconclusive && share_complete {
+            checked.reason =
+                Some(format!("share {} of {count} explored completely; merge every share for a verdict", index + 1));
+        }
+        if let Some(shares) = &mut checked.shares {
+            shares.index = Some(index);
+        }
+        return checked;
+    }
+    if let (true, Some(threads)) = (sharded, options.threads) {
+        let outcomes = explore_in_parallel(model, bounds, threads.max(1), &options.budget);
+        return merge(id, model, bounds, outcomes, started);
+    }
     let mut pct_guarantee = None;
     let real = backend.real();
     let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone() };
     let exploration: Exploration = match (mode, &real) {
-        (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
+        (Mode::Exhaustive, None) => {
+            Exhaustive { budget: options.budget.clone(), ..Exhaustive::default() }.explore(model, bounds)
+        }
         (Mode::Exhaustive, Some(_)) => {
             Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone() }
                 .explore(model, bounds)
@@ -150,6 +229,143 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         bounds: bounds.clone(),
         complete: exploration.complete,
         pct_guarantee,
+        shares: None,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+fn target_names<M: Model>(model: &M, reached: u64) -> Vec<String> {
+    model
+        .targets()
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| reached & (1u64 << k) != 0)
+        .map(|(_, t)| t.name.to_string())
+        .collect()
+}
+
+/// Explore one share of the state space.
+pub fn explore_share<M: Model>(model: &M, bounds: &Bounds, shard: Shard, budget: &Budget) -> ShareOutcome {
+    let e = Exhaustive { shard: Some(shard), budget: budget.clone(), ..Exhaustive::default() }.explore(model, bounds);
+    ShareOutcome {
+        shard,
+        stats: e.stats,
+        complete: e.complete,
+        reason: e.incomplete_reason,
+        reached: target_names(model, e.reached),
+        violation: e.violation,
+    }
+}
+
+/// Explore every one of [`PARALLEL_SHARES`] shares, on `threads` threads. Once share `v` finds
+/// a violation, shares after `v` are abandoned (they could not change the merged result, which
+/// only looks at shares up to the first violating one); shares before it still run to the end.
+fn explore_in_parallel<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Budget) -> Vec<ShareOutcome> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    let count = PARALLEL_SHARES;
+    let split_depth = exhaustive::split_depth(model, bounds, count);
+    let next = AtomicU32::new(0);
+    let first_violation = AtomicU32::new(u32::MAX);
+    let results: Mutex<Vec<Option<ShareOutcome>>> = Mutex::new(vec![None; count as usize]);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(count as usize) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                if index >= count || index > first_violation.load(Ordering::SeqCst) {
+                    return;
+                }
+                let outcome = explore_share(model, bounds, Shard { index, count, split_depth }, budget);
+                if outcome.violation.is_some() {
+                    first_violation.fetch_min(index, Ordering::SeqCst);
+                }
+                results.lock().expect("no share panicked")[index as usize] = Some(outcome);
+            });
+        }
+    });
+    let results = results.into_inner().expect("no share panicked");
+    let last = first_violation.load(Ordering::SeqCst).min(count - 1);
+    results.into_iter().take(last as usize + 1).map(|r| r.expect("every share up to the first violation ran")).collect()
+}
+
+/// Combine shares of one sharded search into the verdict one unsharded search gives: violated if
+/// a share found a violation (the first violating share's, minimised over the whole model, so
+/// the counterexample is the one an unsharded run shows); holds only if every share completed
+/// and together they reached every target; otherwise inconclusive with the first share's
+/// reason. Stats are sums over the shares up to the first violating one. `outcomes` holds each
+/// share at most once, all of one search (same count and split depth).
+pub fn merge<M: Model>(
+    id: &str,
+    model: &M,
+    bounds: &Bounds,
+    mut outcomes: Vec<ShareOutcome>,
+    started: Instant,
+) -> Checked {
+    outcomes.sort_by_key(|o| o.shard.index);
+    let first = outcomes.first().expect("at least one share").shard;
+    let violating = outcomes.iter().position(|o| o.violation.is_some());
+    let covered = &outcomes[..violating.map_or(outcomes.len(), |v| v + 1)];
+    let mut stats = Stats::default();
+    let mut reached: Vec<String> = Vec::new();
+    for o in covered {
+        stats.executions = stats.executions.saturating_add(o.stats.executions);
+        stats.final_states += o.stats.final_states;
+        stats.states += o.stats.states;
+        stats.transitions += o.stats.transitions;
+        stats.pruned += o.stats.pruned;
+        stats.depth = stats.depth.max(o.stats.depth);
+        for name in &o.reached {
+            if !reached.contains(name) {
+                reached.push(name.clone());
+            }
+        }
+    }
+    // Target order, not share order.
+    let targets: Vec<String> = model.targets().iter().map(|t| t.name.to_string()).collect();
+    reached.sort_by_key(|name| targets.iter().position(|t| t == name));
+    // Shares after a violating one do not matter; without a violation every share must be here.
+    let all_shares = violating.is_some() || covered.len() as u32 == first.count;
+    let complete = violating.is_none() && all_shares && covered.iter().all(|o| o.complete);
+    let (verdict, reason, counterexample) = match violating {
+        Some(v) => {
+            let found = outcomes[v].violation.clone().expect("violating");
+            let schedule = shortest::minimise(model, bounds, found).1;
+            (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, None)))
+        }
+        None => match covered.iter().find(|o| !o.complete) {
+            Some(o) => {
+                let why = o.reason.clone().unwrap_or_else(|| "incomplete".to_string());
+                (Verdict::Inconclusive, Some(format!("share {} of {}: {why}", o.shard.index + 1, first.count)), None)
+            }
+            None if !all_shares => {
+                let missing: Vec<String> = (0..first.count)
+                    .filter(|i| !covered.iter().any(|o| o.shard.index == *i))
+                    .map(|i| (i + 1).to_string())
+                    .collect();
+                let why = format!("shares not explored: {} of {}", missing.join(", "), first.count);
+                (Verdict::Inconclusive, Some(why), None)
+            }
+            None => {
+                let unreached: Vec<&String> = targets.iter().filter(|t| !reached.contains(t)).collect();
+                if unreached.is_empty() {
+                    (Verdict::Holds, None, None)
+                } else {
+                    let names: Vec<&str> = unreached.iter().map(|s| s.as_str()).collect();
+                    let why = format!("vacuous: no explored state reached {}", names.join(", "));
+                    (Verdict::Inconclusive, Some(why), None)
+                }
+            }
+        },
+    };
+    Checked {
+        verdict,
+        reason,
+        counterexample,
+        stats,
+        bounds: bounds.clone(),
+        complete,
+        pct_guarantee: None,
+        shares: Some(Shares { index: None, count: first.count, split_depth: first.split_depth, reached }),
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }

@@ -136,8 +136,10 @@ fn exhaustive_counts_states_and_executions_of_two_unlocked_increments() {
     // Final states: rA wA rB wB and rB wB rA wA (counter 2, different values read), and every
     // overlapping order ending alike (both read 0, counter 1): 3.
     let model = Programs { programs: vec![increment(false), increment(false)], check_counter: false };
-    let (without, finals_without) = Exhaustive { sleep_sets: false, ..Exhaustive::default() }.final_states(&model, &Bounds::default());
-    let (with, finals_with) = Exhaustive { sleep_sets: true, ..Exhaustive::default() }.final_states(&model, &Bounds::default());
+    let (without, finals_without) =
+        Exhaustive { sleep_sets: false, ..Exhaustive::default() }.final_states(&model, &Bounds::default());
+    let (with, finals_with) =
+        Exhaustive { sleep_sets: true, ..Exhaustive::default() }.final_states(&model, &Bounds::default());
     assert!(without.complete && with.complete);
     assert_eq!(without.stats.states, 13);
     assert_eq!(with.stats.states, 13, "sleep sets never drop a state");
