@@ -71,3 +71,8 @@ pg-isolation src:
     cd {{src}}/src/test/isolation && PGDATESTYLE="Postgres, MDY" PGTZ=PST8PDT \
         {{justfile_directory()}}/target/release/racelab pg-spec \
         $(awk '/^test:/{for(i=2;i<=NF;i++) print "specs/"$i".spec"}' isolation_schedule) --expected-dir expected
+
+# The scale table: holding races × identical workers × one crash → states, time, bytes/state,
+# 1 vs 2 threads (RACELAB_SCALE_LIMIT seconds per exploration, RACELAB_SCALE_WORKERS counts)
+bench-scale:
+    cargo bench -p racelab-models --bench scale

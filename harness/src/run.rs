@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::explore::budget::Budget;
 use crate::explore::exhaustive::{self, Exhaustive};
+use crate::explore::parallel;
 use crate::explore::shortest::{self, NotEnabled};
 use crate::explore::stateless::{Dfs, FirstEnabled, Pct, Random, Stateless};
 use crate::explore::{Bounds, Choice, Exploration, Explorer, Shard, Stats, Violation};
@@ -79,6 +80,9 @@ pub struct Checked {
     /// For a sharded search: which shares this result covers. Its stats are then sums over the
     /// shares it covers.
     pub shares: Option<Shares>,
+    /// Stats this search did not count (their fields read 0): a parallel search counts only
+    /// what does not depend on the threads' timing.
+    pub uncounted: &'static [&'static str],
     pub elapsed_ms: u64,
 }
 
@@ -100,14 +104,10 @@ pub struct Options {
     pub budget: Budget,
     /// Explore only share `index` of `count` (from 0); exhaustive, on the simulator.
     pub share: Option<(u32, u32)>,
-    /// Explore as [`PARALLEL_SHARES`] shares on this many threads and merge them. The result
-    /// is the same for every thread count.
+    /// Explore on this many threads with a shared visited set ([`crate::explore::parallel`]).
+    /// The result is the same for every thread count.
     pub threads: Option<usize>,
 }
-
-/// Shares of a `--threads` search, whatever the thread count, so that its result does not
-/// depend on the thread count. Enough for the threads to balance uneven shares.
-pub const PARALLEL_SHARES: u32 = 16;
 
 /// What one share of a sharded search found, for [`merge`].
 #[derive(Clone, Debug)]
@@ -179,17 +179,15 @@ pub fn check_with<M: Model>(
         }
         return checked;
     }
-    if let (true, Some(threads)) = (sharded, options.threads) {
-        let outcomes = explore_in_parallel(model, bounds, threads.max(1), &options.budget);
-        return merge(id, model, bounds, outcomes, started);
-    }
+    let parallel = sharded && options.threads.is_some();
     let mut pct_guarantee = None;
     let real = backend.real();
     let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone() };
     let exploration: Exploration = match (mode, &real) {
-        (Mode::Exhaustive, None) => {
-            Exhaustive { budget: options.budget.clone(), ..Exhaustive::default() }.explore(model, bounds)
-        }
+        (Mode::Exhaustive, None) => match options.threads {
+            Some(threads) => parallel::explore(model, bounds, threads, &options.budget),
+            None => Exhaustive { budget: options.budget.clone(), ..Exhaustive::default() }.explore(model, bounds),
+        },
         (Mode::Exhaustive, Some(_)) => {
             Stateless { scheduler: Dfs::default(), schedules: bounds.max_states, real: real.clone() }
                 .explore(model, bounds)
@@ -230,6 +228,12 @@ pub fn check_with<M: Model>(
         complete: exploration.complete,
         pct_guarantee,
         shares: None,
+        uncounted: match (parallel, verdict) {
+            // Where a violation stopped the threads depends on their timing.
+            (true, Verdict::Violated) => &["executions", "final_states", "states", "transitions", "pruned", "depth"],
+            (true, _) => &["executions", "pruned", "depth"],
+            (false, _) => &[],
+        },
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }
@@ -255,37 +259,6 @@ pub fn explore_share<M: Model>(model: &M, bounds: &Bounds, shard: Shard, budget:
         reached: target_names(model, e.reached),
         violation: e.violation,
     }
-}
-
-/// Explore every one of [`PARALLEL_SHARES`] shares, on `threads` threads. Once share `v` finds
-/// a violation, shares after `v` are abandoned (they could not change the merged result, which
-/// only looks at shares up to the first violating one); shares before it still run to the end.
-fn explore_in_parallel<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Budget) -> Vec<ShareOutcome> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Mutex;
-    let count = PARALLEL_SHARES;
-    let split_depth = exhaustive::split_depth(model, bounds, count);
-    let next = AtomicU32::new(0);
-    let first_violation = AtomicU32::new(u32::MAX);
-    let results: Mutex<Vec<Option<ShareOutcome>>> = Mutex::new(vec![None; count as usize]);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(count as usize) {
-            scope.spawn(|| loop {
-                let index = next.fetch_add(1, Ordering::SeqCst);
-                if index >= count || index > first_violation.load(Ordering::SeqCst) {
-                    return;
-                }
-                let outcome = explore_share(model, bounds, Shard { index, count, split_depth }, budget);
-                if outcome.violation.is_some() {
-                    first_violation.fetch_min(index, Ordering::SeqCst);
-                }
-                results.lock().expect("no share panicked")[index as usize] = Some(outcome);
-            });
-        }
-    });
-    let results = results.into_inner().expect("no share panicked");
-    let last = first_violation.load(Ordering::SeqCst).min(count - 1);
-    results.into_iter().take(last as usize + 1).map(|r| r.expect("every share up to the first violation ran")).collect()
 }
 
 /// Combine shares of one sharded search into the verdict one unsharded search gives: violated if
@@ -366,6 +339,7 @@ pub fn merge<M: Model>(
         complete,
         pct_guarantee: None,
         shares: Some(Shares { index: None, count: first.count, split_depth: first.split_depth, reached }),
+        uncounted: &[],
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }

@@ -362,3 +362,29 @@ fn a_spent_time_limit_makes_the_search_inconclusive_with_partial_counts() {
     assert_eq!(e.incomplete_reason.as_deref(), Some("time limit reached: 0 s"));
     assert!(e.stats.states > 0 && e.stats.transitions >= CHECK_EVERY, "partial counts: {:?}", e.stats);
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The parallel search visits exactly the states of the sequential one, on any number of
+    /// threads, and finds a violation exactly when the sequential search does.
+    #[test]
+    fn the_parallel_search_visits_the_states_of_the_sequential_one(
+        programs in prop::collection::vec(prop::collection::vec(instr(), 1..4), 2..4),
+        crash in any::<bool>(),
+        check_counter in any::<bool>(),
+        threads in 1usize..4,
+    ) {
+        let model = Programs { programs, check_counter };
+        let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
+        let sequential = Exhaustive::default().explore(&model, &bounds);
+        let parallel = racelab_harness::explore::parallel::explore(&model, &bounds, threads, &Budget::default());
+        prop_assert_eq!(sequential.violation.is_some(), parallel.violation.is_some());
+        prop_assert_eq!(sequential.complete, parallel.complete);
+        if sequential.complete {
+            prop_assert_eq!(sequential.stats.states, parallel.stats.states);
+            prop_assert_eq!(sequential.stats.final_states, parallel.stats.final_states);
+            prop_assert_eq!(sequential.reached, parallel.reached);
+        }
+    }
+}

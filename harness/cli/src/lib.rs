@@ -596,6 +596,14 @@ fn check(
 }
 
 fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_json::Value {
+    let mut line = json_line_counted(s, mode, backend, c);
+    for name in c.uncounted {
+        line["stats"][*name] = serde_json::Value::Null;
+    }
+    line
+}
+
+fn json_line_counted(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_json::Value {
     let cx = c.counterexample.as_ref();
     json!({
         "id": s.id,
@@ -640,14 +648,21 @@ fn print_text(
     } else {
         "MISMATCH"
     };
+    let count = |name: &str, n: u64| {
+        if c.uncounted.contains(&name) {
+            format!("{} not counted", name.replace('_', " "))
+        } else {
+            format!("{n} {}", name.replace('_', " "))
+        }
+    };
     say!(
         w,
-        "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
+        "{:<48} {:<12} expected {:<12} {mark}  [{}, {}, {} ms]",
         s.id,
         c.verdict,
         s.expected,
-        c.stats.states,
-        c.stats.executions,
+        count("states", c.stats.states),
+        count("executions", c.stats.executions),
         c.elapsed_ms
     );
     if let Some(shares) = &c.shares {

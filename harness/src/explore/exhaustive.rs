@@ -77,7 +77,7 @@ struct Search<'m, M: Model> {
     budget: &'m Budget,
     shard: Option<Shard>,
     /// The cache of the top of the tree (paths shorter than the split depth) in a sharded search.
-    top: HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>,
+    top: Table,
     /// Visits of states at the split depth, owned or not.
     frontier_visits: u64,
     /// Choices on the depth-first stack still to explore, for progress lines.
@@ -85,7 +85,7 @@ struct Search<'m, M: Model> {
     /// Fingerprint → the sleep set it was explored with, and the complete executions found
     /// through it so far (`None` while it is on the current path).
     /// Unkeyed hasher: nothing here depends on iteration order, but no randomness at all is simpler.
-    visited: HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>,
+    visited: Table,
     stats: Stats,
     path: Vec<Choice>,
     reached: u64,
@@ -126,6 +126,7 @@ impl Exhaustive {
             complete,
             incomplete_reason: search.incomplete,
             reached: search.reached,
+            cache_bytes: table_bytes(&search.visited) + table_bytes(&search.top),
         };
         (exploration, search.finals)
     }
@@ -155,6 +156,17 @@ impl Exhaustive {
         search.stats.executions = search.visit(init, Vec::new());
         search
     }
+}
+
+type Table = HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>;
+
+/// What a visited-state table allocated: its slots (the standard table keeps at most 7 of 8
+/// slots full, one control byte each) and the sleep sets stored on the heap.
+fn table_bytes(table: &Table) -> u64 {
+    let slots = (table.capacity() as u64 * 8).div_ceil(7);
+    let slot = std::mem::size_of::<(u128, Visited)>() as u64 + 1;
+    let sleep: u64 = table.values().map(|v| (v.sleep.capacity() * std::mem::size_of::<Choice>()) as u64).sum();
+    slots * slot + sleep
 }
 
 impl<M: Model> Search<'_, M> {
@@ -282,7 +294,7 @@ impl<M: Model> Search<'_, M> {
         executions
     }
 
-    fn cache(&mut self, top: bool) -> &mut HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>> {
+    fn cache(&mut self, top: bool) -> &mut Table {
         if top {
             &mut self.top
         } else {

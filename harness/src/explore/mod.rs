@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod exhaustive;
+pub mod parallel;
 pub mod shortest;
 pub mod state;
 pub mod stateless;
@@ -122,6 +123,9 @@ pub struct Exploration {
     /// Bitmask of the targets some explored state reached, whatever the completeness: a share
     /// of a sharded search reports it so that the merge can take the union.
     pub reached: u64,
+    /// Bytes the exhaustive search's visited-state tables allocated (slots, control bytes and
+    /// stored sleep sets), for measuring bytes per state; 0 for stateless searches.
+    pub cache_bytes: u64,
 }
 
 /// An exploration strategy.

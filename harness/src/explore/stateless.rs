@@ -90,6 +90,7 @@ impl<S: Scheduler> Explorer for Stateless<S> {
             complete,
             incomplete_reason: reason,
             reached,
+            cache_bytes: 0,
         }
     }
 }
