@@ -76,3 +76,4 @@ pg-isolation src:
 # 1 vs 2 threads (RACELAB_SCALE_LIMIT seconds per exploration, RACELAB_SCALE_WORKERS counts)
 bench-scale:
     cargo bench -p racelab-models --bench scale
+    cargo bench -p racelab-models --bench threads

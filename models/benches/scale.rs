@@ -1,6 +1,6 @@
 //! The scale table: every race that holds, with more and more identical workers plus one crash,
-//! explored exhaustively: states, time, states/s, bytes per visited state, and the time on one
-//! and on two threads (`--threads`, which runs the sharded search).
+//! explored exhaustively: states, time, states/s and bytes per visited state of the sequential
+//! search, and the time of the parallel search (`--threads`) on one and on two threads.
 //!
 //! `cargo bench -p racelab-models --bench scale` (or `just bench-scale`) prints a Markdown
 //! table. Each exploration gets `RACELAB_SCALE_LIMIT` seconds (default 10), after which its row
@@ -13,7 +13,6 @@ use std::time::Instant;
 use racelab_harness::catalogue::{Param, Params};
 use racelab_harness::explore::budget::Budget;
 use racelab_harness::explore::Bounds;
-use racelab_harness::run::{Backend, Mode, Options};
 
 /// The holding variants whose workers are identical, and the parameter that counts them.
 const CELLS: &[(&str, &str, &str)] = &[
@@ -33,50 +32,54 @@ fn main() {
         .filter_map(|w| w.trim().parse().ok())
         .collect();
     let catalogue = racelab_models::catalogue();
-    println!("| race/variant | workers | faults | verdict | states | time (s) | states/s | bytes/state | 1 thread (s) | 2 threads (s) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| race/variant | workers | faults | result | states | sequential (s) | states/s | bytes/state | \
+         1 thread (s) | 2 threads (s) | speed-up | bytes/state (threads) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &(race, variant, param) in CELLS {
         let def = catalogue.iter().find(|r| r.id == race).expect("race in the catalogue");
         let build = def.variants.iter().find(|v| v.id == variant).expect("variant").build;
         for &n in &workers {
             let params = Params::new(BTreeMap::from([(param.to_string(), Param::Int(n as i64))]));
             let Ok(model) = build(&params) else {
-                println!("| {race}/{variant} | {n} | 1 crash | (more workers than the model takes) | | | | | | |");
+                println!("| {race}/{variant} | {n} | 1 crash | more workers than the model takes | | | | | | | | |");
                 continue;
             };
             let bounds = Bounds { crashes: 1, max_depth: 400, max_states: 100_000_000, ..Bounds::default() };
-            let id = format!("{race}/{variant}");
-            let options = |threads: Option<usize>| Options { budget: Budget::time_limit(limit), share: None, threads };
             let start = Instant::now();
-            let explored = model.explore_exhaustive_with(&bounds, &options(None).budget);
+            let sequential = model.explore_exhaustive_with(&bounds, &Budget::time_limit(limit));
             let secs = start.elapsed().as_secs_f64();
-            let verdict = if explored.violation.is_some() {
+            let parallel = |threads: usize| {
+                let start = Instant::now();
+                let e = model.explore_parallel(&bounds, threads, &Budget::time_limit(limit));
+                (e, start.elapsed().as_secs_f64())
+            };
+            let (one, t1) = parallel(1);
+            let (two, t2) = parallel(2);
+            let result = if sequential.violation.is_some() {
                 "violated".to_string()
-            } else if explored.complete {
+            } else if sequential.complete {
                 "complete".to_string()
             } else {
-                format!("stopped: {}", explored.incomplete_reason.unwrap_or_default())
+                format!("stopped: {}", sequential.incomplete_reason.clone().unwrap_or_default())
             };
-            let states = explored.stats.states;
-            // Threads only where one run completes quickly: each costs as much again.
-            let threads = |t: usize| {
-                let start = Instant::now();
-                let c = model.check_with(&id, &Mode::Exhaustive, &bounds, &Backend::Sim, &options(Some(t)));
-                if c.complete || c.counterexample.is_some() {
-                    format!("{:.2}", start.elapsed().as_secs_f64())
+            let states = sequential.stats.states;
+            let time = |e: &racelab_harness::explore::Exploration, t: f64| {
+                if e.complete || e.violation.is_some() {
+                    format!("{t:.2}")
                 } else {
-                    format!("> {limit}")
+                    format!("> {limit} ({} states)", e.stats.states)
                 }
             };
-            let (t1, t2) = if explored.complete && secs * 20.0 < limit as f64 {
-                (threads(1), threads(2))
-            } else {
-                ("–".to_string(), "–".to_string())
-            };
+            let speedup = if one.complete && two.complete { format!("{:.2}", t1 / t2) } else { "–".to_string() };
             println!(
-                "| {id} | {n} | 1 crash | {verdict} | {states} | {secs:.2} | {:.0} | {:.0} | {t1} | {t2} |",
+                "| {race}/{variant} | {n} | 1 crash | {result} | {states} | {secs:.2} | {:.0} | {:.0} | {} | {} | {speedup} | {:.0} |",
                 states as f64 / secs.max(1e-9),
-                explored.cache_bytes as f64 / states.max(1) as f64,
+                sequential.cache_bytes as f64 / states.max(1) as f64,
+                time(&one, t1),
+                time(&two, t2),
+                two.cache_bytes as f64 / two.stats.states.max(1) as f64,
             );
         }
     }

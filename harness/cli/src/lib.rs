@@ -384,7 +384,7 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
             if backend == Backend::Sim {
                 scale::catch_interrupts();
             }
-            let code = check(w, app.name, &selected, &mode, &backends, json, junit, &scale)?;
+            let code = check(w, app.name, &selected, &mode, &backends, (json, junit), &scale)?;
             Ok(if scale::interrupted() { ExitCode::from(130) } else { code })
         }
         Command::Merge { files, json, dir } => {
@@ -545,8 +545,7 @@ fn check(
     selected: &[&Scenario],
     mode: &Mode,
     backends: &Backends,
-    json: bool,
-    junit: Option<junit::JunitFile>,
+    (json, junit): (bool, Option<junit::JunitFile>),
     scale: &ScaleArgs,
 ) -> Result<ExitCode, BadInput> {
     let show_progress = scale.progress || std::io::stderr().is_terminal();

@@ -30,6 +30,9 @@ pub struct Progress {
     pub share: Option<(u32, u32)>,
 }
 
+/// Where progress reports go.
+pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// Limits and observers of one run. The default has none.
 #[derive(Clone, Default)]
 pub struct Budget {
@@ -38,7 +41,7 @@ pub struct Budget {
     /// Stop once this is set (by a SIGINT handler).
     pub interrupt: Option<&'static AtomicBool>,
     /// Called every [`CHECK_EVERY`] transitions.
-    pub progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    pub progress: Option<ProgressSink>,
 }
 
 impl std::fmt::Debug for Budget {

@@ -271,7 +271,7 @@ impl<M: Model> Search<'_, M> {
             if counts {
                 self.stats.transitions += 1;
             }
-            if self.steps % CHECK_EVERY == 0 {
+            if self.steps.is_multiple_of(CHECK_EVERY) {
                 self.look_up();
             }
             let child_sleep: Vec<(Choice, Footprint)> = if self.sleep_sets {

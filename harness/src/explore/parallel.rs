@@ -164,7 +164,7 @@ impl<M: Model> Walker<'_, '_, M> {
             let mut next = state.clone();
             next.apply(choice, shared.bounds);
             self.steps += 1;
-            if self.steps % CHECK_EVERY == 0 {
+            if self.steps.is_multiple_of(CHECK_EVERY) {
                 self.look_up();
             }
             self.path.push(choice);
