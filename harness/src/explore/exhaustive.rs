@@ -256,6 +256,7 @@ impl<M: Model> Search<'_, M> {
                 explored.push((c, fp));
             }
         }
+        let mut state = Some(state);
         self.pending += todo.len() as u64;
         let mut left = todo.len() as u64;
         for choice in todo {
@@ -265,7 +266,8 @@ impl<M: Model> Search<'_, M> {
             }
             self.pending -= 1;
             left -= 1;
-            let mut next = state.clone();
+            // The last child takes the state itself: one whole-world copy fewer per state.
+            let mut next = if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, self.bounds);
             self.steps += 1;
             if counts {

@@ -160,8 +160,11 @@ impl<M: Model> Walker<'_, '_, M> {
         if self.rotation > 0 {
             todo.rotate_left(turn);
         }
-        for choice in todo {
-            let mut next = state.clone();
+        let last = todo.len() - 1;
+        let mut state = Some(state);
+        for (k, choice) in todo.into_iter().enumerate() {
+            // The last child takes the state itself: one whole-world copy fewer per state.
+            let mut next = if k == last { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             next.apply(choice, shared.bounds);
             self.steps += 1;
             if self.steps.is_multiple_of(CHECK_EVERY) {
