@@ -267,7 +267,8 @@ impl<M: Model> Search<'_, M> {
             self.pending -= 1;
             left -= 1;
             // The last child takes the state itself: one whole-world copy fewer per state.
-            let mut next = if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
+            let mut next =
+                if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, self.bounds);
             self.steps += 1;
             if counts {

@@ -1,21 +1,26 @@
 //! Exhaustive search on several threads, with one shared set of visited states.
 //!
-//! Every thread runs a depth-first search from the initial state, each trying the choices of a
-//! state in its own rotation so that the threads spread over the graph. A thread expands a state
-//! only if it is the first to insert its fingerprint into the shared set (lock-striped by
-//! fingerprint); the state is then expanded completely, every enabled choice, by that thread.
-//! So every reachable state (within the bounds) is expanded exactly once, whatever the timing,
-//! and the counts that depend only on the set of states are the same for any number of threads:
-//! distinct states, distinct final states, and transitions (the enabled choices of every
-//! state). Counts that depend on the order of the search (complete executions, the longest path)
-//! are not counted. No sleep sets: their bookkeeping assumes that a state's earlier visit has
-//! finished, which another thread's visit may not have.
+//! A state is claimed by the thread that first inserts its fingerprint into the shared set
+//! (lock-striped by fingerprint); that thread checks it and later expands it completely, every
+//! enabled choice. So every reachable state (within the bounds) is checked and expanded exactly
+//! once, whatever the timing, and the counts that depend only on the set of states are the same
+//! for any number of threads: distinct states, distinct final states, and transitions (the
+//! enabled choices of every state). Counts that depend on the order of the search (complete
+//! executions, the longest path) are not counted.
+//!
+//! Each thread searches depth-first with a stack of its own claimed states. A thread with
+//! nothing to do says so; a busy thread then gives away the oldest state on its stack (the root
+//! of the largest unexplored subtree) as the schedule that reaches it, and the idle thread
+//! replays that schedule from the initial state (states never cross threads, so actors need not
+//! be `Send`). No sleep sets: their bookkeeping assumes a state's earlier visit has finished,
+//! which another thread's may not have.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use crate::model::Model;
 
@@ -26,10 +31,16 @@ use super::{unreached_targets, Bounds, Choice, Exploration, Stats, Violation};
 /// Lock stripes of the visited set: enough that two to a few dozen threads rarely meet.
 const STRIPES: usize = 256;
 
-/// Stack of each search thread: the search recurses once per step, up to the depth bound.
-const STACK_BYTES: usize = 256 << 20;
-
 type Stripe = Mutex<HashSet<u128, BuildHasherDefault<DefaultHasher>>>;
+
+/// Work given away: schedules reaching claimed states not yet expanded.
+#[derive(Default)]
+struct Pool {
+    schedules: Vec<Vec<Choice>>,
+    /// Threads waiting for work; when every thread waits and the pool is empty, the search is over.
+    idle: usize,
+    done: bool,
+}
 
 struct Shared<'m, M: Model> {
     model: &'m M,
@@ -43,6 +54,11 @@ struct Shared<'m, M: Model> {
     final_states: AtomicU64,
     transitions: AtomicU64,
     reached: AtomicU64,
+    threads: usize,
+    pool: Mutex<Pool>,
+    wake: Condvar,
+    /// Threads waiting for work, read without the lock by busy threads.
+    hungry: AtomicUsize,
 }
 
 /// The result of a parallel search. `stats.executions`, `stats.depth` and `stats.pruned` are not
@@ -60,21 +76,23 @@ pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Bu
         final_states: AtomicU64::new(0),
         transitions: AtomicU64::new(0),
         reached: AtomicU64::new(0),
+        threads: threads.clamp(1, 256),
+        pool: Mutex::new(Pool::default()),
+        wake: Condvar::new(),
+        hungry: AtomicUsize::new(0),
     };
-    let threads = threads.clamp(1, 256);
     std::thread::scope(|scope| {
-        for rotation in 0..threads {
+        for first in 0..shared.threads {
             let shared = &shared;
-            std::thread::Builder::new()
-                .stack_size(STACK_BYTES)
-                .spawn_scoped(scope, move || {
+            scope.spawn(move || {
+                let mut walker = Walker { shared, props: Properties::of(shared.model), stack: Vec::new(), steps: 0 };
+                if first == 0 {
                     let init = State::initial(shared.model);
                     assert!(init.world.db.is_simulated(), "the parallel search forks states: simulator only");
-                    let mut walker =
-                        Walker { shared, props: Properties::of(shared.model), rotation, path: Vec::new(), steps: 0 };
-                    walker.visit(init);
-                })
-                .expect("a search thread starts");
+                    walker.claimed(init, 0, None);
+                }
+                walker.run();
+            });
         }
     });
     let violation = shared.violation.into_inner().expect("no search thread panicked");
@@ -107,11 +125,18 @@ pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Bu
     }
 }
 
+/// A claimed state waiting to be expanded, the depth it was reached at, and the choice that
+/// reached it from the state below it on the stack's path.
+struct Item<A> {
+    state: State<A>,
+    depth: u32,
+    choice: Option<Choice>,
+}
+
 struct Walker<'s, 'm, M: Model> {
     shared: &'s Shared<'m, M>,
     props: Properties<M::Actor>,
-    rotation: usize,
-    path: Vec<Choice>,
+    stack: Vec<Item<M::Actor>>,
     steps: u64,
 }
 
@@ -128,11 +153,26 @@ impl<M: Model> Walker<'_, '_, M> {
         self.shared.stop.store(true, Ordering::SeqCst);
     }
 
-    fn visit(&mut self, state: State<M::Actor>) {
+    fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// The schedule to a state at `depth` reached by `choice`: its parent is the state this
+    /// thread last expanded at one depth less (depth-first order), whose schedule begins `trail`,
+    /// the schedule of the state being expanded.
+    fn schedule(trail: &[Choice], depth: u32, choice: Option<Choice>) -> Vec<Choice> {
+        let mut path = trail[..(depth as usize).saturating_sub(1).min(trail.len())].to_vec();
+        path.extend(choice);
+        path
+    }
+
+    /// Check a newly claimed state and put it on the stack, or stop the search.
+    fn claimed(&mut self, state: State<M::Actor>, depth: u32, choice: Option<Choice>) {
+        self.claimed_on(state, depth, choice, &[])
+    }
+
+    fn claimed_on(&mut self, state: State<M::Actor>, depth: u32, choice: Option<Choice>, trail: &[Choice]) {
         let shared = self.shared;
-        if shared.stop.load(Ordering::Relaxed) || !self.claim(state.fingerprint()) {
-            return;
-        }
         if shared.states.fetch_add(1, Ordering::Relaxed) >= shared.bounds.max_states {
             self.stop_with(&shared.incomplete, format!("state bound reached: {} states", shared.bounds.max_states));
             return;
@@ -140,53 +180,118 @@ impl<M: Model> Walker<'_, '_, M> {
         shared.reached.fetch_or(state.targets_reached(&self.props), Ordering::Relaxed);
         if let Some(v) = state.check(shared.model, &self.props) {
             let mut slot = shared.violation.lock().expect("no search thread panicked");
-            slot.get_or_insert((v, self.path.clone()));
+            slot.get_or_insert((v, Self::schedule(trail, depth, choice)));
             shared.stop.store(true, Ordering::SeqCst);
             return;
         }
         if !state.any_step() {
             shared.final_states.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut todo = state.choices(shared.bounds);
-        if todo.is_empty() {
             return;
         }
-        if self.path.len() as u32 >= shared.bounds.max_depth {
+        self.stack.push(Item { state, depth, choice });
+    }
+
+    /// Take work until the search is over.
+    fn run(&mut self) {
+        // The schedule of the item being expanded and its ancestors, by depth.
+        let mut trail: Vec<Choice> = Vec::new();
+        loop {
+            while let Some(item) = self.stack.pop() {
+                if self.stopped() {
+                    self.stack.clear();
+                    break;
+                }
+                trail.truncate((item.depth as usize).saturating_sub(1));
+                trail.extend(item.choice);
+                self.expand(item, &trail);
+                self.give_away(&trail);
+            }
+            match self.take() {
+                Some(schedule) => {
+                    let mut state = State::initial(self.shared.model);
+                    for &c in &schedule {
+                        state.apply(c, self.shared.bounds);
+                    }
+                    let depth = schedule.len() as u32;
+                    trail = schedule;
+                    let choice = trail.pop();
+                    self.stack.push(Item { state, depth, choice });
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Expand a claimed state: every enabled choice; claim and check each new child.
+    fn expand(&mut self, item: Item<M::Actor>, trail: &[Choice]) {
+        let shared = self.shared;
+        let todo = item.state.choices(shared.bounds);
+        if item.depth >= shared.bounds.max_depth {
             self.stop_with(&shared.incomplete, format!("depth bound reached: {} steps", shared.bounds.max_depth));
             return;
         }
         shared.transitions.fetch_add(todo.len() as u64, Ordering::Relaxed);
-        let turn = (self.rotation + self.path.len()) % todo.len();
-        if self.rotation > 0 {
-            todo.rotate_left(turn);
-        }
-        let last = todo.len() - 1;
-        let mut state = Some(state);
-        for (k, choice) in todo.into_iter().enumerate() {
-            // The last child takes the state itself: one whole-world copy fewer per state.
-            let mut next = if k == last { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
+        let mut state = Some(item.state);
+        // Children are pushed in reverse, so the first choice is expanded first.
+        for (k, &choice) in todo.iter().enumerate().rev() {
+            // The last child made takes the state itself: one whole-world copy fewer per state.
+            let mut next =
+                if k == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             next.apply(choice, shared.bounds);
             self.steps += 1;
             if self.steps.is_multiple_of(CHECK_EVERY) {
-                self.look_up();
+                self.look_up(item.depth);
             }
-            self.path.push(choice);
-            self.visit(next);
-            self.path.pop();
+            if self.claim(next.fingerprint()) {
+                self.claimed_on(next, item.depth + 1, Some(choice), trail);
+            }
         }
     }
 
-    fn look_up(&self) {
-        let shared = self.shared;
-        if self.rotation == 0 {
-            shared.budget.report(&Progress {
-                states: shared.states.load(Ordering::Relaxed),
-                transitions: shared.transitions.load(Ordering::Relaxed),
-                depth: self.path.len() as u32,
-                frontier: 0,
-                share: None,
-            });
+    /// If a thread waits for work, give it the oldest state on the stack.
+    fn give_away(&mut self, trail: &[Choice]) {
+        if self.shared.hungry.load(Ordering::Relaxed) == 0 || self.stack.len() < 2 {
+            return;
         }
+        let oldest = self.stack.remove(0);
+        let schedule = Self::schedule(trail, oldest.depth, oldest.choice);
+        let mut pool = self.shared.pool.lock().expect("no search thread panicked");
+        pool.schedules.push(schedule);
+        self.shared.wake.notify_one();
+    }
+
+    /// Wait for given-away work; `None` once every thread waits with nothing left, or the search
+    /// stopped.
+    fn take(&self) -> Option<Vec<Choice>> {
+        let shared = self.shared;
+        let mut pool = shared.pool.lock().expect("no search thread panicked");
+        pool.idle += 1;
+        shared.hungry.fetch_add(1, Ordering::SeqCst);
+        loop {
+            if let Some(schedule) = pool.schedules.pop() {
+                pool.idle -= 1;
+                shared.hungry.fetch_sub(1, Ordering::SeqCst);
+                return Some(schedule);
+            }
+            if pool.done || pool.idle == shared.threads || self.stopped() {
+                pool.done = true;
+                shared.wake.notify_all();
+                return None;
+            }
+            // Bounded waits: a stop flag set without the lock is seen within a few milliseconds.
+            pool = shared.wake.wait_timeout(pool, Duration::from_millis(5)).expect("no search thread panicked").0;
+        }
+    }
+
+    fn look_up(&self, depth: u32) {
+        let shared = self.shared;
+        shared.budget.report(&Progress {
+            states: shared.states.load(Ordering::Relaxed),
+            transitions: shared.transitions.load(Ordering::Relaxed),
+            depth,
+            frontier: self.stack.len() as u64,
+            share: None,
+        });
         if let Some(why) = shared.budget.exceeded() {
             self.stop_with(&shared.incomplete, why);
         }
