@@ -64,9 +64,15 @@ pub fn split_depth<M: Model>(model: &M, bounds: &Bounds, shares: u32) -> u32 {
     MAX_SPLIT_DEPTH
 }
 
+/// Marks a state on the current path. Execution counts saturate one below it.
+const ON_PATH: u64 = u64::MAX;
+
 struct Visited {
-    sleep: Vec<Choice>,
-    executions: Option<u64>,
+    /// A boxed slice, not a `Vec`: 16 bytes a state instead of 24, and an empty one allocates
+    /// nothing.
+    sleep: Box<[Choice]>,
+    /// Complete executions through this state; [`ON_PATH`] while it is on the current path.
+    executions: u64,
 }
 
 struct Search<'m, M: Model> {
@@ -165,7 +171,7 @@ type Table = HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>;
 fn table_bytes(table: &Table) -> u64 {
     let slots = (table.capacity() as u64 * 8).div_ceil(7);
     let slot = std::mem::size_of::<(u128, Visited)>() as u64 + 1;
-    let sleep: u64 = table.values().map(|v| (v.sleep.capacity() * std::mem::size_of::<Choice>()) as u64).sum();
+    let sleep: u64 = table.values().map(|v| (v.sleep.len() * std::mem::size_of::<Choice>()) as u64).sum();
     slots * slot + sleep
 }
 
@@ -200,12 +206,15 @@ impl<M: Model> Search<'_, M> {
         let todo: Vec<Choice> = match self.cache(in_top).get_mut(&key) {
             Some(stored) => {
                 // A state on the current path (a cycle) contributes no complete execution.
-                let known = stored.executions.unwrap_or(0);
+                let on_path = stored.executions == ON_PATH;
+                let known = if on_path { 0 } else { stored.executions };
                 let todo: Vec<Choice> =
                     enabled.iter().copied().filter(|c| stored.sleep.contains(c) && !asleep(c)).collect();
                 done = enabled.iter().copied().filter(|c| !stored.sleep.contains(c)).collect();
-                stored.sleep.retain(|c| asleep(c));
-                if todo.is_empty() || stored.executions.is_none() {
+                if stored.sleep.iter().any(|c| !asleep(c)) {
+                    stored.sleep = stored.sleep.iter().copied().filter(|c| asleep(c)).collect();
+                }
+                if todo.is_empty() || on_path {
                     return known;
                 }
                 executions = known;
@@ -217,7 +226,7 @@ impl<M: Model> Search<'_, M> {
                     return 0;
                 }
                 self.cache(in_top)
-                    .insert(key, Visited { sleep: sleep.iter().map(|(c, _)| *c).collect(), executions: None });
+                    .insert(key, Visited { sleep: sleep.iter().map(|(c, _)| *c).collect(), executions: ON_PATH });
                 if counts {
                     self.stats.states += 1;
                 }
@@ -289,7 +298,7 @@ impl<M: Model> Search<'_, M> {
             };
             self.path.push(choice);
             self.stats.depth = self.stats.depth.max(self.path.len() as u32);
-            executions = executions.saturating_add(self.visit(next, child_sleep));
+            executions = executions.saturating_add(self.visit(next, child_sleep)).min(ON_PATH - 1);
             self.path.pop();
             explored.push((choice, fp));
         }
@@ -307,7 +316,7 @@ impl<M: Model> Search<'_, M> {
 
     fn record(&mut self, key: u128, top: bool, executions: u64) {
         if let Some(v) = self.cache(top).get_mut(&key) {
-            v.executions = Some(executions);
+            v.executions = executions;
         }
     }
 

@@ -93,7 +93,7 @@ pub struct Stats {
     /// Complete executions covered: for a stateless strategy, the schedules it ran; for the
     /// exhaustive search, the paths from the initial state to a final state in the explored
     /// graph (counted through the state cache, so one visit of a state stands for every path
-    /// through it; saturates at `u64::MAX`).
+    /// through it; saturates at `u64::MAX - 1`).
     pub executions: u64,
     /// Distinct final states (no actor can move) reached.
     pub final_states: u64,
