@@ -144,6 +144,19 @@ fn a_time_limit_gives_an_inconclusive_verdict_with_partial_counts() {
 }
 
 #[test]
+fn progress_lines_go_to_standard_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = large_scenario(tmp.path());
+    let args = ["check", "summary-upsert/advisory-xact-lock", "--json", "--scenarios", &dir];
+    let out = racelab(&[&args[..], &["--time-limit", "3", "--progress"]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains("states/s")).unwrap_or_else(|| panic!("a progress line: {err}"));
+    assert!(line.starts_with("summary-upsert/advisory-xact-lock: "), "{line}");
+    assert!(line.contains(" depth ") && line.contains(" frontier "), "{line}");
+    assert_eq!(lines(&out).len(), 1, "standard output holds only the verdict");
+}
+
+#[test]
 fn ctrl_c_gives_an_inconclusive_verdict_and_exit_130() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = large_scenario(tmp.path());
