@@ -207,7 +207,7 @@ pub fn check_with<M: Model>(
         Some(found) => {
             // Breadth-first search forks states, so a real server only gets shrinking.
             let schedule = match &real {
-                None => shortest::minimise(model, bounds, found).1,
+                None => shortest::minimise_within(model, bounds, found, &options.budget).1,
                 Some(db) => shortest::shrink(model, bounds, &found.0.invariant, &found.1, Some(db)),
             };
             (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, real.as_ref())))

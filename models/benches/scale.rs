@@ -73,11 +73,8 @@ fn main() {
                 }
             };
             // Below a tenth of a second the ratio is all noise.
-            let speedup = if one.complete && two.complete && t1 >= 0.1 {
-                format!("{:.2}", t1 / t2)
-            } else {
-                "–".to_string()
-            };
+            let speedup =
+                if one.complete && two.complete && t1 >= 0.1 { format!("{:.2}", t1 / t2) } else { "–".to_string() };
             println!(
                 "| {race}/{variant} | {n} | 1 crash | {result} | {states} | {secs:.2} | {:.0} | {:.0} | {} | {} | {speedup} | {:.0} |",
                 states as f64 / secs.max(1e-9),
