@@ -121,7 +121,7 @@ fn breadth_first_within<M: Model>(model: &M, bounds: &Bounds, budget: &Budget) -
     seen.insert(init.fingerprint());
     let mut queue: VecDeque<(State<M::Actor>, Option<u32>, u32)> = VecDeque::from([(init, None, 0)]);
     while let Some((state, node, depth)) = queue.pop_front() {
-        if nodes.len() % CHECK_EVERY as usize == 0 && budget.exceeded().is_some() {
+        if nodes.len().is_multiple_of(CHECK_EVERY as usize) && budget.exceeded().is_some() {
             return None;
         }
         if depth >= bounds.max_depth {
