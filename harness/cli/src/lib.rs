@@ -196,7 +196,8 @@ struct ScaleArgs {
     /// the counts so far (exhaustive searches).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     time_limit: Option<u64>,
-    /// Print a progress line on standard error (on a terminal it is printed anyway).
+    /// Print a progress line on standard error (on a terminal it is printed anyway when one
+    /// scenario is checked).
     #[arg(long)]
     progress: bool,
     /// Explore only share i of n of each scenario's state space (1 ≤ i ≤ n), for `racelab merge`.
@@ -548,8 +549,10 @@ fn check(
     (json, junit): (bool, Option<junit::JunitFile>),
     scale: &ScaleArgs,
 ) -> Result<ExitCode, BadInput> {
-    let show_progress = scale.progress || std::io::stderr().is_terminal();
-    let bar = if std::io::stderr().is_terminal() && selected.len() > 1 && !show_progress {
+    // On a terminal, several scenarios get a bar of scenarios; one gets the search's own line.
+    let terminal = std::io::stderr().is_terminal();
+    let show_progress = scale.progress || (terminal && selected.len() == 1);
+    let bar = if terminal && selected.len() > 1 && !show_progress {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
         bar
