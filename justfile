@@ -84,3 +84,9 @@ real *ids="state-save guidance-write config-edit daemon-spawn":
 # Simulated files against the real OS on random programs, with more cases than cargo test runs
 conform-files cases="4000":
     RACELAB_FILE_CASES={{cases}} cargo test --release -p racelab-real --test conform_prop
+
+# The scale table: holding races × identical workers × one crash → states, time, bytes/state,
+# 1 vs 2 threads (RACELAB_SCALE_LIMIT seconds per exploration, RACELAB_SCALE_WORKERS counts)
+bench-scale:
+    cargo bench -p racelab-models --bench scale
+    cargo bench -p racelab-models --bench threads

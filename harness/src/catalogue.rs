@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::explore::shortest::NotEnabled;
 use crate::explore::{Bounds, Choice, Exploration};
 use crate::model::Model;
-use crate::run::{Backend, Checked, Mode, Replay};
+use crate::run::{Backend, Checked, Mode, Options, Replay, ShareOutcome};
 
 /// A parameter value from a scenario file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +92,11 @@ pub trait DynModel: Send + Sync {
     fn actor_names(&self) -> Vec<String>;
     /// Explore and decide a verdict; see [`crate::run::check`].
     fn check(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked;
+    /// [`DynModel::check`] within a budget, as one share, or on several threads; see
+    /// [`crate::run::check_with`].
+    fn check_with(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend, options: &Options) -> Checked;
+    /// Combine the shares of a sharded search into one verdict; see [`crate::run::merge`].
+    fn merge(&self, id: &str, bounds: &Bounds, shares: Vec<ShareOutcome>) -> Checked;
     /// Replay a schedule exactly; see [`crate::run::replay`].
     fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled>;
     /// Schema, sessions and text columns, for a real server; `None` when it opens no connection.
@@ -103,6 +108,10 @@ pub trait DynModel: Send + Sync {
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
+    /// The raw exhaustive search within a budget (sleep sets on): for the scale benchmark.
+    fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration;
+    /// The parallel search on `threads` threads within a budget: for the scale benchmark.
+    fn explore_parallel(&self, bounds: &Bounds, threads: usize, budget: &crate::explore::Budget) -> Exploration;
     /// Replay a schedule on the simulator, properties unchecked: the seed rows and the op each
     /// choice issued, with its outcome; see [`crate::explore::shortest::trace`].
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled>;
@@ -121,6 +130,12 @@ impl<M: Model> DynModel for M {
     fn check(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
         crate::run::check(id, self, mode, bounds, backend)
     }
+    fn check_with(&self, id: &str, mode: &Mode, bounds: &Bounds, backend: &Backend, options: &Options) -> Checked {
+        crate::run::check_with(id, self, mode, bounds, backend, options)
+    }
+    fn merge(&self, id: &str, bounds: &Bounds, shares: Vec<ShareOutcome>) -> Checked {
+        crate::run::merge(id, self, bounds, shares, std::time::Instant::now())
+    }
     fn replay(&self, bounds: &Bounds, schedule: &[Choice], backend: &Backend) -> Result<Replay, NotEnabled> {
         crate::run::replay(self, bounds, schedule, backend)
     }
@@ -135,7 +150,18 @@ impl<M: Model> DynModel for M {
         crate::explore::shortest::all_schedules(self, bounds, limit)
     }
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration {
-        crate::explore::Explorer::explore(&mut crate::explore::exhaustive::Exhaustive { sleep_sets }, self, bounds)
+        crate::explore::Explorer::explore(
+            &mut crate::explore::exhaustive::Exhaustive { sleep_sets, ..Default::default() },
+            self,
+            bounds,
+        )
+    }
+    fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration {
+        let mut search = crate::explore::exhaustive::Exhaustive { budget: budget.clone(), ..Default::default() };
+        crate::explore::Explorer::explore(&mut search, self, bounds)
+    }
+    fn explore_parallel(&self, bounds: &Bounds, threads: usize, budget: &crate::explore::Budget) -> Exploration {
+        crate::explore::parallel::explore(self, bounds, threads, budget)
     }
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled> {
         crate::explore::shortest::trace(self, bounds, schedule)

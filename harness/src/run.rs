@@ -5,10 +5,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::explore::exhaustive::Exhaustive;
+use crate::explore::budget::Budget;
+use crate::explore::exhaustive::{self, Exhaustive};
+use crate::explore::parallel;
 use crate::explore::shortest::{self, NotEnabled};
 use crate::explore::stateless::{Dfs, FirstEnabled, Pct, Random, Stateless};
-use crate::explore::{Bounds, Choice, Exploration, Explorer, Stats};
+use crate::explore::{Bounds, Choice, Exploration, Explorer, Shard, Stats, Violation};
 use crate::model::Model;
 use crate::sim::{Attached, SharedDb, SharedFiles, SharedProcesses};
 use crate::timeline::Timeline;
@@ -75,7 +77,49 @@ pub struct Checked {
     pub complete: bool,
     /// PCT's per-schedule probability bound for bugs of the chosen depth.
     pub pct_guarantee: Option<f64>,
+    /// For a sharded search: which shares this result covers. Its stats are then sums over the
+    /// shares it covers.
+    pub shares: Option<Shares>,
+    /// Stats this search did not count (their fields read 0): a parallel search counts only
+    /// what does not depend on the threads' timing.
+    pub uncounted: &'static [&'static str],
     pub elapsed_ms: u64,
+}
+
+/// The shares of a sharded exhaustive search that one result covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shares {
+    /// The one share this result is (from 0), or `None` for every share merged.
+    pub index: Option<u32>,
+    pub count: u32,
+    pub split_depth: u32,
+    /// Names of the targets the covered shares reached.
+    pub reached: Vec<String>,
+}
+
+/// How a run is carried out beyond its mode and bounds. None of it changes a verdict, except a
+/// spent budget, which makes it `inconclusive` and says so.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub budget: Budget,
+    /// Explore only share `index` of `count` (from 0); exhaustive, on the simulator.
+    pub share: Option<(u32, u32)>,
+    /// Explore on this many threads with a shared visited set ([`crate::explore::parallel`]).
+    /// The result is the same for every thread count.
+    pub threads: Option<usize>,
+}
+
+/// What one share of a sharded search found, for [`merge`].
+#[derive(Clone, Debug)]
+pub struct ShareOutcome {
+    pub shard: Shard,
+    pub stats: Stats,
+    pub complete: bool,
+    pub reason: Option<String>,
+    /// Names of the targets it reached.
+    pub reached: Vec<String>,
+    /// The violation it found, with a schedule that reaches it.
+    pub violation: Option<(Violation, Vec<Choice>)>,
 }
 
 /// Where the database part of a world runs.
@@ -138,16 +182,49 @@ impl Backend {
 /// "exhaustive" first tries the simulator's shortest counterexample there; unless the server
 /// reproduces it, it enumerates schedules statelessly, up to `bounds.max_states` of them.
 pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backend: &Backend) -> Checked {
+    check_with(id, model, mode, bounds, backend, &Options::default())
+}
+
+/// [`check`], within `options`' budget, or one share of it, or on several threads.
+pub fn check_with<M: Model>(
+    id: &str,
+    model: &M,
+    mode: &Mode,
+    bounds: &Bounds,
+    backend: &Backend,
+    options: &Options,
+) -> Checked {
     let started = Instant::now();
     if let (Mode::Exhaustive, Some(_)) = (mode, backend.files()) {
         return crate::run_files::check_exhaustive(id, model, bounds, backend, started);
     }
+    let sharded = *mode == Mode::Exhaustive && matches!(backend, Backend::Sim);
+    if let (true, Some((index, count))) = (sharded, options.share) {
+        let split_depth = exhaustive::split_depth(model, bounds, count);
+        let shard = Shard { index, count, split_depth };
+        let outcome = explore_share(model, bounds, shard, &options.budget);
+        let share_complete = outcome.complete;
+        let mut checked = merge(id, model, bounds, vec![outcome], started);
+        checked.complete = share_complete;
+        if checked.verdict == Verdict::Inconclusive && share_complete {
+            checked.reason =
+                Some(format!("share {} of {count} explored completely; merge every share for a verdict", index + 1));
+        }
+        if let Some(shares) = &mut checked.shares {
+            shares.index = Some(index);
+        }
+        return checked;
+    }
+    let parallel = sharded && options.threads.is_some();
     let mut pct_guarantee = None;
     let real = backend.real();
     let os = Attached { db: None, ..backend.attached() };
     let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone(), os: os.clone() };
     let exploration: Exploration = match (mode, &real) {
-        (Mode::Exhaustive, None) => Exhaustive::default().explore(model, bounds),
+        (Mode::Exhaustive, None) => match options.threads {
+            Some(threads) => parallel::explore(model, bounds, threads, &options.budget),
+            None => Exhaustive { budget: options.budget.clone(), ..Exhaustive::default() }.explore(model, bounds),
+        },
         (Mode::Exhaustive, Some(db)) => match simulator_counterexample_on(model, bounds, db) {
             Some(confirmed) => confirmed,
             None => Stateless {
@@ -174,7 +251,7 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         Some(found) => {
             // Breadth-first search forks states, so a real server only gets shrinking.
             let schedule = match (backend, &real) {
-                (Backend::Sim, _) => shortest::minimise(model, bounds, found).1,
+                (Backend::Sim, _) => shortest::minimise_within(model, bounds, found, &options.budget).1,
                 (_, Some(db)) => shrink_on_real(model, bounds, &found, db),
                 (_, None) => {
                     shortest::shrink_attached(model, bounds, &found.0.invariant, &found.1, &backend.attached())
@@ -198,6 +275,119 @@ pub fn check<M: Model>(id: &str, model: &M, mode: &Mode, bounds: &Bounds, backen
         bounds: bounds.clone(),
         complete: exploration.complete,
         pct_guarantee,
+        shares: None,
+        uncounted: match (parallel, verdict) {
+            // Where a violation stopped the threads depends on their timing.
+            (true, Verdict::Violated) => &["executions", "final_states", "states", "transitions", "pruned", "depth"],
+            (true, _) => &["executions", "pruned", "depth"],
+            (false, _) => &[],
+        },
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+fn target_names<M: Model>(model: &M, reached: u64) -> Vec<String> {
+    model
+        .targets()
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| reached & (1u64 << k) != 0)
+        .map(|(_, t)| t.name.to_string())
+        .collect()
+}
+
+/// Explore one share of the state space.
+pub fn explore_share<M: Model>(model: &M, bounds: &Bounds, shard: Shard, budget: &Budget) -> ShareOutcome {
+    let e = Exhaustive { shard: Some(shard), budget: budget.clone(), ..Exhaustive::default() }.explore(model, bounds);
+    ShareOutcome {
+        shard,
+        stats: e.stats,
+        complete: e.complete,
+        reason: e.incomplete_reason,
+        reached: target_names(model, e.reached),
+        violation: e.violation,
+    }
+}
+
+/// Combine shares of one sharded search into the verdict one unsharded search gives: violated if
+/// a share found a violation (the first violating share's, minimised over the whole model, so
+/// the counterexample is the one an unsharded run shows); holds only if every share completed
+/// and together they reached every target; otherwise inconclusive with the first share's
+/// reason. Stats are sums over the shares up to the first violating one. `outcomes` holds each
+/// share at most once, all of one search (same count and split depth).
+pub fn merge<M: Model>(
+    id: &str,
+    model: &M,
+    bounds: &Bounds,
+    mut outcomes: Vec<ShareOutcome>,
+    started: Instant,
+) -> Checked {
+    outcomes.sort_by_key(|o| o.shard.index);
+    let first = outcomes.first().expect("at least one share").shard;
+    let violating = outcomes.iter().position(|o| o.violation.is_some());
+    let covered = &outcomes[..violating.map_or(outcomes.len(), |v| v + 1)];
+    let mut stats = Stats::default();
+    let mut reached: Vec<String> = Vec::new();
+    for o in covered {
+        stats.executions = stats.executions.saturating_add(o.stats.executions);
+        stats.final_states += o.stats.final_states;
+        stats.states += o.stats.states;
+        stats.transitions += o.stats.transitions;
+        stats.pruned += o.stats.pruned;
+        stats.depth = stats.depth.max(o.stats.depth);
+        for name in &o.reached {
+            if !reached.contains(name) {
+                reached.push(name.clone());
+            }
+        }
+    }
+    // Target order, not share order.
+    let targets: Vec<String> = model.targets().iter().map(|t| t.name.to_string()).collect();
+    reached.sort_by_key(|name| targets.iter().position(|t| t == name));
+    // Shares after a violating one do not matter; without a violation every share must be here.
+    let all_shares = violating.is_some() || covered.len() as u32 == first.count;
+    let complete = violating.is_none() && all_shares && covered.iter().all(|o| o.complete);
+    let (verdict, reason, counterexample) = match violating {
+        Some(v) => {
+            let found = outcomes[v].violation.clone().expect("violating");
+            let schedule = shortest::minimise(model, bounds, found).1;
+            (Verdict::Violated, None, Some(counterexample(id, model, bounds, &schedule, &Attached::default())))
+        }
+        None => match covered.iter().find(|o| !o.complete) {
+            Some(o) => {
+                let why = o.reason.clone().unwrap_or_else(|| "incomplete".to_string());
+                (Verdict::Inconclusive, Some(format!("share {} of {}: {why}", o.shard.index + 1, first.count)), None)
+            }
+            None if !all_shares => {
+                let missing: Vec<String> = (0..first.count)
+                    .filter(|i| !covered.iter().any(|o| o.shard.index == *i))
+                    .map(|i| (i + 1).to_string())
+                    .collect();
+                let why = format!("shares not explored: {} of {}", missing.join(", "), first.count);
+                (Verdict::Inconclusive, Some(why), None)
+            }
+            None => {
+                let unreached: Vec<&String> = targets.iter().filter(|t| !reached.contains(t)).collect();
+                if unreached.is_empty() {
+                    (Verdict::Holds, None, None)
+                } else {
+                    let names: Vec<&str> = unreached.iter().map(|s| s.as_str()).collect();
+                    let why = format!("vacuous: no explored state reached {}", names.join(", "));
+                    (Verdict::Inconclusive, Some(why), None)
+                }
+            }
+        },
+    };
+    Checked {
+        verdict,
+        reason,
+        counterexample,
+        stats,
+        bounds: bounds.clone(),
+        complete,
+        pct_guarantee: None,
+        shares: Some(Shares { index: None, count: first.count, split_depth: first.split_depth, reached }),
+        uncounted: &[],
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }
@@ -225,6 +415,8 @@ fn simulator_counterexample_on<M: Model>(model: &M, bounds: &Bounds, db: &Shared
         complete: false,
         incomplete_reason: None,
         unreached: Vec::new(),
+        reached: 0,
+        cache_bytes: 0,
     })
 }
 

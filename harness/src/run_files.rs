@@ -79,6 +79,8 @@ pub(crate) fn check_exhaustive<M: Model>(
         counterexample: cx,
         stats,
         bounds: bounds.clone(),
+        shares: None,
+        uncounted: &[],
         complete: verdict == Verdict::Holds,
         pct_guarantee: None,
         elapsed_ms: started.elapsed().as_millis() as u64,

@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
+use racelab_harness::explore::budget::{Budget, CHECK_EVERY};
 use racelab_harness::explore::exhaustive::Exhaustive;
 use racelab_harness::explore::shortest;
 use racelab_harness::explore::stateless::{Dfs, Pct, Random, Stateless};
-use racelab_harness::explore::{Bounds, ChoiceKind, Explorer, State};
+use racelab_harness::explore::{Bounds, ChoiceKind, Explorer, Shard, State};
 use racelab_harness::model::{Actor, Invariant, Model, Target, View};
 use racelab_harness::op::{Op, OsOp, Outcome, Value};
 use racelab_harness::sim::{Schema, World};
@@ -135,8 +136,10 @@ fn exhaustive_counts_states_and_executions_of_two_unlocked_increments() {
     // Final states: rA wA rB wB and rB wB rA wA (counter 2, different values read), and every
     // overlapping order ending alike (both read 0, counter 1): 3.
     let model = Programs { programs: vec![increment(false), increment(false)], check_counter: false };
-    let (without, finals_without) = Exhaustive { sleep_sets: false }.final_states(&model, &Bounds::default());
-    let (with, finals_with) = Exhaustive { sleep_sets: true }.final_states(&model, &Bounds::default());
+    let (without, finals_without) =
+        Exhaustive { sleep_sets: false, ..Exhaustive::default() }.final_states(&model, &Bounds::default());
+    let (with, finals_with) =
+        Exhaustive { sleep_sets: true, ..Exhaustive::default() }.final_states(&model, &Bounds::default());
     assert!(without.complete && with.complete);
     assert_eq!(without.stats.states, 13);
     assert_eq!(with.stats.states, 13, "sleep sets never drop a state");
@@ -306,11 +309,82 @@ proptest! {
         let model = Programs { programs, check_counter: false };
         let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
         let naive = naive_finals(&model, &bounds);
-        let (reduced, finals) = Exhaustive { sleep_sets: true }.final_states(&model, &bounds);
-        let (plain, plain_finals) = Exhaustive { sleep_sets: false }.final_states(&model, &bounds);
+        let (reduced, finals) = Exhaustive { sleep_sets: true, ..Exhaustive::default() }.final_states(&model, &bounds);
+        let (plain, plain_finals) = Exhaustive { sleep_sets: false, ..Exhaustive::default() }.final_states(&model, &bounds);
         prop_assert!(reduced.complete && plain.complete);
         prop_assert_eq!(&finals, &naive);
         prop_assert_eq!(&plain_finals, &naive);
         prop_assert_eq!(reduced.stats.states, plain.stats.states);
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A sharded search loses nothing: the shares together reach exactly the final states of the
+    /// unsharded search, whatever the number of shares and the frontier depth, and each share's
+    /// top-of-tree counts are kept once.
+    #[test]
+    fn shares_together_reach_every_final_state(
+        programs in prop::collection::vec(prop::collection::vec(instr(), 1..4), 2..4),
+        crash in any::<bool>(),
+        count in 1u32..6,
+        split_depth in 1u32..5,
+    ) {
+        let model = Programs { programs, check_counter: false };
+        let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
+        let naive = naive_finals(&model, &bounds);
+        let mut union = BTreeSet::new();
+        let mut states = 0;
+        for index in 0..count {
+            let shard = Some(Shard { index, count, split_depth });
+            let (share, finals) = Exhaustive { shard, ..Exhaustive::default() }.final_states(&model, &bounds);
+            prop_assert!(share.complete);
+            states += share.stats.states;
+            union.extend(finals);
+        }
+        prop_assert_eq!(&union, &naive);
+        let whole = Exhaustive::default().explore(&model, &bounds);
+        prop_assert!(states >= whole.stats.states, "shares together visit every state at least once");
+    }
+}
+
+#[test]
+fn a_spent_time_limit_makes_the_search_inconclusive_with_partial_counts() {
+    let model = Programs { programs: vec![increment(false); 3], check_counter: false };
+    let budget = Budget::time_limit(0);
+    let e = Exhaustive { budget, ..Exhaustive::default() }.explore(&model, &Bounds::default());
+    // The clock is read every few thousand transitions; this model has fewer, so it completes.
+    assert!(e.complete, "{:?}", e.incomplete_reason);
+    let big = Programs { programs: vec![increment(false); 6], check_counter: false };
+    let e = Exhaustive { budget: Budget::time_limit(0), ..Exhaustive::default() }.explore(&big, &Bounds::default());
+    assert!(!e.complete);
+    assert_eq!(e.incomplete_reason.as_deref(), Some("time limit reached: 0 s"));
+    assert!(e.stats.states > 0 && e.stats.transitions >= CHECK_EVERY, "partial counts: {:?}", e.stats);
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The parallel search visits exactly the states of the sequential one, on any number of
+    /// threads, and finds a violation exactly when the sequential search does.
+    #[test]
+    fn the_parallel_search_visits_the_states_of_the_sequential_one(
+        programs in prop::collection::vec(prop::collection::vec(instr(), 1..4), 2..4),
+        crash in any::<bool>(),
+        check_counter in any::<bool>(),
+        threads in 1usize..4,
+    ) {
+        let model = Programs { programs, check_counter };
+        let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
+        let sequential = Exhaustive::default().explore(&model, &bounds);
+        let parallel = racelab_harness::explore::parallel::explore(&model, &bounds, threads, &Budget::default());
+        prop_assert_eq!(sequential.violation.is_some(), parallel.violation.is_some());
+        prop_assert_eq!(sequential.complete, parallel.complete);
+        if sequential.complete {
+            prop_assert_eq!(sequential.stats.states, parallel.stats.states);
+            prop_assert_eq!(sequential.stats.final_states, parallel.stats.final_states);
+            prop_assert_eq!(sequential.reached, parallel.reached);
+        }
     }
 }

@@ -28,6 +28,7 @@ mod diagram;
 mod junit;
 mod play;
 mod report;
+mod scale;
 mod walk;
 
 #[derive(Parser)]
@@ -78,6 +79,18 @@ enum Command {
         dir: ScenarioDir,
         #[command(flatten)]
         db: DatabaseArg,
+        #[command(flatten)]
+        scale: ScaleArgs,
+    },
+    /// Combine the shares of `check --shard i/n --json` runs (their JSON Lines files) into the
+    /// verdict one unsharded run gives.
+    Merge {
+        #[arg(required = true, value_name = "FILE.jsonl")]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ScenarioDir,
     },
     /// Replay a schedule token and print its timeline.
     Replay {
@@ -200,6 +213,29 @@ struct ScenarioDir {
     /// Directory of scenario files (default: the catalogue's own, else ./scenarios).
     #[arg(long = "scenarios", value_name = "DIR")]
     path: Option<PathBuf>,
+}
+
+/// Budgets, progress, shards and threads of exhaustive searches on the simulator.
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Stop each scenario's exploration after SECS seconds with an `inconclusive` verdict and
+    /// the counts so far (exhaustive searches).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    time_limit: Option<u64>,
+    /// Print a progress line on standard error (on a terminal it is printed anyway when one
+    /// scenario is checked).
+    #[arg(long)]
+    progress: bool,
+    /// Explore only share i of n of each scenario's state space (1 ≤ i ≤ n), for `racelab merge`.
+    #[arg(long, value_name = "i/n", value_parser = parse_share_arg)]
+    shard: Option<(u32, u32)>,
+    /// Explore on N threads (the same result for every N).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), conflicts_with = "shard")]
+    threads: Option<u16>,
+}
+
+fn parse_share_arg(text: &str) -> Result<(u32, u32), String> {
+    racelab_harness::explore::budget::parse_share(text)
 }
 
 #[derive(clap::Args)]
@@ -374,7 +410,7 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
         Command::List { json, dir } => list(w, &catalogue, &load(&dir, &catalogue)?, json),
-        Command::Check { ids, backend, engine, mode, seed, schedules, depth, json, junit, dir, db } => {
+        Command::Check { ids, backend, engine, mode, seed, schedules, depth, json, junit, dir, db, scale } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
             if engine == Engine::Turmoil {
@@ -390,8 +426,21 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
             });
             let junit = junit.as_deref().map(junit::JunitFile::create).transpose()?;
+            if (scale.shard.is_some() || scale.threads.is_some())
+                && (backend != Backend::Sim || mode.as_ref().is_some_and(|m| *m != Mode::Exhaustive))
+            {
+                return Err(BadInput("--shard and --threads need the exhaustive mode on the simulator".into()));
+            }
             let backends = Backends::new(backend, &db)?;
-            check(w, app.name, &selected, mode.as_ref(), &backends, json, junit)
+            if backend == Backend::Sim {
+                scale::catch_interrupts();
+            }
+            let code = check(w, app.name, &selected, mode.as_ref(), &backends, (json, junit), &scale)?;
+            Ok(if scale::interrupted() { ExitCode::from(130) } else { code })
+        }
+        Command::Merge { files, json, dir } => {
+            let scenarios = load(&dir, &catalogue)?;
+            merge(w, app.name, &scenarios, &files, json)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -567,10 +616,13 @@ fn check(
     selected: &[&Scenario],
     mode: Option<&Mode>,
     backends: &Backends,
-    json: bool,
-    junit: Option<junit::JunitFile>,
+    (json, junit): (bool, Option<junit::JunitFile>),
+    scale: &ScaleArgs,
 ) -> Result<ExitCode, BadInput> {
-    let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
+    // On a terminal, several scenarios get a bar of scenarios; one gets the search's own line.
+    let terminal = std::io::stderr().is_terminal();
+    let show_progress = scale.progress || (terminal && selected.len() == 1);
+    let bar = if terminal && selected.len() > 1 && !show_progress {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
         bar
@@ -588,12 +640,16 @@ fn check(
             continue;
         };
         let mode = mode.unwrap_or(&s.mode);
-        let checked = guarded(backends, &backend, || s.model.check(&s.id, mode, &s.bounds, &backend))?;
+        let options = scale::options(scale, &s.id, show_progress);
+        let checked = guarded(backends, &backend, || s.model.check_with(&s.id, mode, &s.bounds, &backend, &options))?;
+        scale::clear_progress(show_progress);
         backend_name = backend.name();
         cases.push(junit::Case::ran(s, &checked));
         bar.inc(1);
         ran += 1;
-        if checked.verdict != s.expected {
+        // A share alone is no verdict: `merge` compares.
+        let share_alone = checked.shares.as_ref().is_some_and(|sh| sh.index.is_some());
+        if checked.verdict != s.expected && !share_alone {
             mismatches += 1;
         }
         if json {
@@ -614,6 +670,14 @@ fn check(
 }
 
 fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_json::Value {
+    let mut line = json_line_counted(s, mode, backend, c);
+    for name in c.uncounted {
+        line["stats"][*name] = serde_json::Value::Null;
+    }
+    line
+}
+
+fn json_line_counted(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_json::Value {
     let cx = c.counterexample.as_ref();
     json!({
         "id": s.id,
@@ -629,6 +693,7 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
         "complete": c.complete,
         "bounds": c.bounds,
         "pct_guarantee": c.pct_guarantee,
+        "shares": c.shares.as_ref().map(scale::shares_json),
         "stats": {
             "executions": c.stats.executions,
             "final_states": c.stats.final_states,
@@ -649,17 +714,37 @@ fn print_text(
     c: &Checked,
     explain: bool,
 ) -> Result<(), BadInput> {
-    let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
+    let share_alone = c.shares.as_ref().is_some_and(|sh| sh.index.is_some());
+    let mark = if share_alone {
+        "share"
+    } else if c.verdict == s.expected {
+        "ok"
+    } else {
+        "MISMATCH"
+    };
+    let count = |name: &str, n: u64| {
+        if c.uncounted.contains(&name) {
+            format!("{} not counted", name.replace('_', " "))
+        } else {
+            format!("{n} {}", name.replace('_', " "))
+        }
+    };
     say!(
         w,
-        "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
+        "{:<48} {:<12} expected {:<12} {mark}  [{}, {}, {} ms]",
         s.id,
         c.verdict,
         s.expected,
-        c.stats.states,
-        c.stats.executions,
+        count("states", c.stats.states),
+        count("executions", c.stats.executions),
         c.elapsed_ms
     );
+    if let Some(shares) = &c.shares {
+        let which = shares
+            .index
+            .map_or(format!("{} shares merged", shares.count), |i| format!("share {} of {}", i + 1, shares.count));
+        say!(w, "  {which} (frontier at depth {}); counts are sums over shares", shares.split_depth);
+    }
     if let Some(cx) = &c.counterexample {
         say!(w, "\n{}\n", cx.timeline.render(terminal_width()));
         say!(w, "violated: {}: {}", cx.invariant, cx.detail);
@@ -705,6 +790,71 @@ fn print_text(
         say!(w);
     }
     Ok(())
+}
+
+/// `racelab merge`: read the shares' JSON Lines, group them by scenario, merge each group.
+fn merge(
+    w: &mut dyn Write,
+    program: &str,
+    scenarios: &[Scenario],
+    files: &[PathBuf],
+    json: bool,
+) -> Result<ExitCode, BadInput> {
+    // Per scenario (in scenario-file order, whatever the order of the files): its shares.
+    let mut groups: Vec<Vec<racelab_harness::run::ShareOutcome>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| BadInput(format!("{}: {e}", file.display())))?;
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let at = |msg: String| BadInput(format!("{}:{}: {msg}", file.display(), n + 1));
+            let share = scale::parse_share_line(line).map_err(at)?;
+            let k = scenarios
+                .iter()
+                .position(|s| s.id == share.id)
+                .ok_or_else(|| at(format!("no scenario file names `{}`", share.id)))?;
+            let ours = serde_json::to_value(&scenarios[k].bounds).expect("bounds serialize");
+            if share.bounds != ours {
+                return Err(at(format!("`{}` was explored under other bounds than its scenario file's", share.id)));
+            }
+            let group = &mut groups[k];
+            let new = share.outcome.shard;
+            if let Some(other) = group.first().map(|o| o.shard) {
+                if (other.count, other.split_depth) != (new.count, new.split_depth) {
+                    return Err(at(format!(
+                        "`{}`: share of {} (frontier depth {}) mixed with shares of {} (depth {})",
+                        share.id, new.count, new.split_depth, other.count, other.split_depth
+                    )));
+                }
+            }
+            if group.iter().any(|o| o.shard.index == new.index) {
+                return Err(at(format!("`{}`: share {} of {} given twice", share.id, new.index + 1, new.count)));
+            }
+            group.push(share.outcome);
+        }
+    }
+    let mut merged = 0;
+    let mut mismatches = 0;
+    for (s, shares) in scenarios.iter().zip(groups) {
+        if shares.is_empty() {
+            continue;
+        }
+        let checked = s.model.merge(&s.id, &s.bounds, shares);
+        merged += 1;
+        if checked.verdict != s.expected {
+            mismatches += 1;
+        }
+        if json {
+            say!(w, "{}", json_line(s, &Mode::Exhaustive, "sim", &checked));
+        } else {
+            print_text(w, program, s, &Mode::Exhaustive, &checked, false)?;
+        }
+    }
+    if merged == 0 {
+        return Err(BadInput("no shares in the given files".into()));
+    }
+    if !json {
+        say!(w, "{merged} scenarios merged, {} as expected, {mismatches} not", merged - mismatches);
+    }
+    Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The one scenario `id` names, for `replay`.

@@ -6,6 +6,11 @@
 //! we explore `S_old − S_new` and store `S_old ∩ S_new`. Sleep sets alone never drop a
 //! reachable state, so every state is still checked against every invariant; they only save
 //! transitions. Independence comes from the footprints the world records while applying.
+//!
+//! A search can be one share of a sharded search ([`Shard`]): the shares walk the same top of
+//! the tree and split the frontier states at a fixed depth between them. The top keeps a cache
+//! of its own, so its walk does not depend on what a share found below, and a frontier state's
+//! owner is a function of its fingerprint. [`split_depth`] picks the frontier depth.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
@@ -14,6 +19,7 @@ use std::hash::BuildHasherDefault;
 use crate::model::Model;
 use crate::op::Footprint;
 
+use super::budget::{Budget, Progress, Shard, CHECK_EVERY};
 use super::state::{Properties, State};
 use super::{unreached_targets, Bounds, Choice, Exploration, Explorer, Stats};
 
@@ -22,17 +28,51 @@ use super::{unreached_targets, Bounds, Choice, Exploration, Explorer, Stats};
 pub struct Exhaustive {
     /// Use sleep sets. Off only to measure them or to cross-check them.
     pub sleep_sets: bool,
+    /// Time limit, interrupt and progress.
+    pub budget: Budget,
+    /// Explore only this share of the state space.
+    pub shard: Option<Shard>,
 }
 
 impl Default for Exhaustive {
     fn default() -> Self {
-        Exhaustive { sleep_sets: true }
+        Exhaustive { sleep_sets: true, budget: Budget::default(), shard: None }
     }
 }
 
+/// The deepest frontier [`split_depth`] considers.
+pub const MAX_SPLIT_DEPTH: u32 = 12;
+
+/// The frontier depth for `shares` shares: the least depth at which the top of the search tree
+/// has at least 16 frontier visits per share (so that hashing spreads the work), at most
+/// [`MAX_SPLIT_DEPTH`], and no deeper than the tree itself. A function of the model, its bounds
+/// and `shares` only, so every share (on any machine) computes the same depth.
+pub fn split_depth<M: Model>(model: &M, bounds: &Bounds, shares: u32) -> u32 {
+    let wanted = 16 * u64::from(shares);
+    let mut last = 0;
+    for depth in 1..=MAX_SPLIT_DEPTH {
+        let probe = Exhaustive {
+            shard: Some(Shard { index: u32::MAX, count: shares.max(1), split_depth: depth }),
+            ..Exhaustive::default()
+        };
+        let frontier = probe.frontier_visits(model, bounds);
+        if frontier >= wanted || (depth > 1 && frontier <= last) {
+            return depth;
+        }
+        last = frontier;
+    }
+    MAX_SPLIT_DEPTH
+}
+
+/// Marks a state on the current path. Execution counts saturate one below it.
+const ON_PATH: u64 = u64::MAX;
+
 struct Visited {
-    sleep: Vec<Choice>,
-    executions: Option<u64>,
+    /// A boxed slice, not a `Vec`: 16 bytes a state instead of 24, and an empty one allocates
+    /// nothing.
+    sleep: Box<[Choice]>,
+    /// Complete executions through this state; [`ON_PATH`] while it is on the current path.
+    executions: u64,
 }
 
 struct Search<'m, M: Model> {
@@ -40,13 +80,23 @@ struct Search<'m, M: Model> {
     props: Properties<M::Actor>,
     bounds: &'m Bounds,
     sleep_sets: bool,
+    budget: &'m Budget,
+    shard: Option<Shard>,
+    /// The cache of the top of the tree (paths shorter than the split depth) in a sharded search.
+    top: Table,
+    /// Visits of states at the split depth, owned or not.
+    frontier_visits: u64,
+    /// Choices on the depth-first stack still to explore, for progress lines.
+    pending: u64,
     /// Fingerprint → the sleep set it was explored with, and the complete executions found
     /// through it so far (`None` while it is on the current path).
     /// Unkeyed hasher: nothing here depends on iteration order, but no randomness at all is simpler.
-    visited: HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>,
+    visited: Table,
     stats: Stats,
     path: Vec<Choice>,
     reached: u64,
+    /// Transitions executed, counted or not: when to look at the clock.
+    steps: u64,
     violation: Option<(super::Violation, Vec<Choice>)>,
     incomplete: Option<String>,
     /// Fingerprints of final states, when asked for.
@@ -67,23 +117,13 @@ impl Exhaustive {
         (exploration, finals.expect("collected"))
     }
 
+    /// Walk only the top of a sharded search and count the visits of frontier states.
+    fn frontier_visits<M: Model>(&self, model: &M, bounds: &Bounds) -> u64 {
+        self.search(model, bounds, false).frontier_visits
+    }
+
     fn run<M: Model>(&self, model: &M, bounds: &Bounds, collect: bool) -> (Exploration, Option<BTreeSet<u128>>) {
-        let mut search = Search {
-            model,
-            props: Properties::of(model),
-            bounds,
-            sleep_sets: self.sleep_sets,
-            visited: HashMap::default(),
-            stats: Stats::default(),
-            path: Vec::new(),
-            reached: 0,
-            violation: None,
-            incomplete: None,
-            finals: collect.then(BTreeSet::new),
-        };
-        let init = State::initial(model);
-        assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
-        search.stats.executions = search.visit(init, Vec::new());
+        let search = self.search(model, bounds, collect);
         let complete = search.violation.is_none() && search.incomplete.is_none();
         let exploration = Exploration {
             unreached: if complete { unreached_targets(model, search.reached) } else { Vec::new() },
@@ -91,9 +131,48 @@ impl Exhaustive {
             violation: search.violation,
             complete,
             incomplete_reason: search.incomplete,
+            reached: search.reached,
+            cache_bytes: table_bytes(&search.visited) + table_bytes(&search.top),
         };
         (exploration, search.finals)
     }
+
+    fn search<'m, M: Model>(&'m self, model: &'m M, bounds: &'m Bounds, collect: bool) -> Search<'m, M> {
+        let mut search = Search {
+            model,
+            props: Properties::of(model),
+            bounds,
+            sleep_sets: self.sleep_sets,
+            budget: &self.budget,
+            shard: self.shard,
+            top: HashMap::default(),
+            frontier_visits: 0,
+            pending: 0,
+            visited: HashMap::default(),
+            stats: Stats::default(),
+            path: Vec::new(),
+            reached: 0,
+            steps: 0,
+            violation: None,
+            incomplete: None,
+            finals: collect.then(BTreeSet::new),
+        };
+        let init = State::initial(model);
+        assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
+        search.stats.executions = search.visit(init, Vec::new());
+        search
+    }
+}
+
+type Table = HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>;
+
+/// What a visited-state table allocated: its slots (the standard table keeps at most 7 of 8
+/// slots full, one control byte each) and the sleep sets stored on the heap.
+fn table_bytes(table: &Table) -> u64 {
+    let slots = (table.capacity() as u64 * 8).div_ceil(7);
+    let slot = std::mem::size_of::<(u128, Visited)>() as u64 + 1;
+    let sleep: u64 = table.values().map(|v| (v.sleep.len() * std::mem::size_of::<Choice>()) as u64).sum();
+    slots * slot + sleep
 }
 
 impl<M: Model> Search<'_, M> {
@@ -104,39 +183,59 @@ impl<M: Model> Search<'_, M> {
     /// Explore from `state`, reached by `self.path`, with `sleep` asleep. Returns the complete
     /// executions found through this state on this visit.
     fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) -> u64 {
-        let enabled = state.choices(self.bounds);
         let key = state.fingerprint();
+        let depth = self.path.len() as u32;
+        // In a sharded search: is this state in the top of the tree, and does this share keep
+        // the counts of what it does here?
+        let (in_top, counts) = match self.shard {
+            Some(shard) if depth < shard.split_depth => (true, shard.keeps_top_counts()),
+            Some(shard) if depth == shard.split_depth => {
+                self.frontier_visits += 1;
+                if !shard.owns(key) {
+                    return 0;
+                }
+                (false, true)
+            }
+            _ => (false, true),
+        };
+        let enabled = state.choices(self.bounds);
         let asleep = |c: &Choice| sleep.iter().any(|(s, _)| s == c);
         // Choices whose subtrees an earlier visit of this state already covered.
         let mut done: Vec<Choice> = Vec::new();
         let mut executions = 0u64;
-        let todo: Vec<Choice> = match self.visited.get_mut(&key) {
+        let todo: Vec<Choice> = match self.cache(in_top).get_mut(&key) {
             Some(stored) => {
                 // A state on the current path (a cycle) contributes no complete execution.
-                let known = stored.executions.unwrap_or(0);
+                let on_path = stored.executions == ON_PATH;
+                let known = if on_path { 0 } else { stored.executions };
                 let todo: Vec<Choice> =
                     enabled.iter().copied().filter(|c| stored.sleep.contains(c) && !asleep(c)).collect();
                 done = enabled.iter().copied().filter(|c| !stored.sleep.contains(c)).collect();
-                stored.sleep.retain(|c| asleep(c));
-                if todo.is_empty() || stored.executions.is_none() {
+                if stored.sleep.iter().any(|c| !asleep(c)) {
+                    stored.sleep = stored.sleep.iter().copied().filter(|c| asleep(c)).collect();
+                }
+                if todo.is_empty() || on_path {
                     return known;
                 }
                 executions = known;
                 todo
             }
             None => {
-                if self.visited.len() as u64 >= self.bounds.max_states {
+                if (self.visited.len() + self.top.len()) as u64 >= self.bounds.max_states {
                     self.incomplete = Some(format!("state bound reached: {} states", self.bounds.max_states));
                     return 0;
                 }
-                self.visited.insert(key, Visited { sleep: sleep.iter().map(|(c, _)| *c).collect(), executions: None });
-                self.stats.states += 1;
+                self.cache(in_top)
+                    .insert(key, Visited { sleep: sleep.iter().map(|(c, _)| *c).collect(), executions: ON_PATH });
+                if counts {
+                    self.stats.states += 1;
+                }
                 self.reached |= state.targets_reached(&self.props);
                 if let Some(v) = state.check(self.model, &self.props) {
                     self.violation = Some((v, self.path.clone()));
                     return 0;
                 }
-                if !state.any_step() {
+                if !state.any_step() && counts {
                     self.stats.final_states += 1;
                     executions = 1;
                     if let Some(finals) = &mut self.finals {
@@ -146,14 +245,16 @@ impl<M: Model> Search<'_, M> {
                 enabled.iter().copied().filter(|c| !asleep(c)).collect()
             }
         };
-        if self.path.len() as u32 >= self.bounds.max_depth {
+        if depth >= self.bounds.max_depth {
             if !todo.is_empty() {
                 self.incomplete = Some(format!("depth bound reached: {} steps", self.bounds.max_depth));
             }
-            self.record(key, executions);
+            self.record(key, in_top, executions);
             return executions;
         }
-        self.stats.pruned += (enabled.len() - todo.len() - done.len()) as u64;
+        if counts {
+            self.stats.pruned += (enabled.len() - todo.len() - done.len()) as u64;
+        }
 
         // Footprints of siblings already covered, for the children's sleep sets.
         let mut explored: Vec<(Choice, Footprint)> = Vec::new();
@@ -164,13 +265,27 @@ impl<M: Model> Search<'_, M> {
                 explored.push((c, fp));
             }
         }
+        let mut state = Some(state);
+        self.pending += todo.len() as u64;
+        let mut left = todo.len() as u64;
         for choice in todo {
             if self.stopped() {
+                self.pending -= left;
                 return executions;
             }
-            let mut next = state.clone();
+            self.pending -= 1;
+            left -= 1;
+            // The last child takes the state itself: one whole-world copy fewer per state.
+            let mut next =
+                if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, self.bounds);
-            self.stats.transitions += 1;
+            self.steps += 1;
+            if counts {
+                self.stats.transitions += 1;
+            }
+            if self.steps.is_multiple_of(CHECK_EVERY) {
+                self.look_up();
+            }
             let child_sleep: Vec<(Choice, Footprint)> = if self.sleep_sets {
                 sleep
                     .iter()
@@ -183,17 +298,39 @@ impl<M: Model> Search<'_, M> {
             };
             self.path.push(choice);
             self.stats.depth = self.stats.depth.max(self.path.len() as u32);
-            executions = executions.saturating_add(self.visit(next, child_sleep));
+            executions = executions.saturating_add(self.visit(next, child_sleep)).min(ON_PATH - 1);
             self.path.pop();
             explored.push((choice, fp));
         }
-        self.record(key, executions);
+        self.record(key, in_top, executions);
         executions
     }
 
-    fn record(&mut self, key: u128, executions: u64) {
-        if let Some(v) = self.visited.get_mut(&key) {
-            v.executions = Some(executions);
+    fn cache(&mut self, top: bool) -> &mut Table {
+        if top {
+            &mut self.top
+        } else {
+            &mut self.visited
+        }
+    }
+
+    fn record(&mut self, key: u128, top: bool, executions: u64) {
+        if let Some(v) = self.cache(top).get_mut(&key) {
+            v.executions = executions;
+        }
+    }
+
+    /// Every [`CHECK_EVERY`] transitions: report progress, and stop on a limit or an interrupt.
+    fn look_up(&mut self) {
+        self.budget.report(&Progress {
+            states: self.stats.states,
+            transitions: self.steps,
+            depth: self.path.len() as u32,
+            frontier: self.pending,
+            share: self.shard.map(|s| (s.index, s.count)),
+        });
+        if self.incomplete.is_none() {
+            self.incomplete = self.budget.exceeded();
         }
     }
 }

@@ -6,7 +6,9 @@
 //! the simulated world with state caching and sleep sets. When anything finds a violation,
 //! [`shortest`] turns it into a minimal schedule.
 
+pub mod budget;
 pub mod exhaustive;
+pub mod parallel;
 pub mod shortest;
 pub mod state;
 pub mod stateless;
@@ -15,6 +17,7 @@ use serde::Serialize;
 
 use crate::model::Model;
 
+pub use budget::{Budget, Progress, Shard};
 pub use state::{Event, State, Violation};
 
 /// Which fault (or none) a choice applies to its actor.
@@ -69,7 +72,7 @@ impl Choice {
 }
 
 /// The limits of an exploration. Everything the explorers do is bounded by these.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Bounds {
     /// Crash faults per execution.
     pub crashes: u8,
@@ -105,12 +108,12 @@ impl Default for Bounds {
 }
 
 /// How many schedules, states and steps an exploration covered. Each counter counts one thing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Complete executions covered: for a stateless strategy, the schedules it ran; for the
     /// exhaustive search, the paths from the initial state to a final state in the explored
     /// graph (counted through the state cache, so one visit of a state stands for every path
-    /// through it; saturates at `u64::MAX`).
+    /// through it; saturates at `u64::MAX - 1`).
     pub executions: u64,
     /// Distinct final states (no actor can move) reached.
     pub final_states: u64,
@@ -134,8 +137,15 @@ pub struct Exploration {
     pub complete: bool,
     /// Why not, when it was not.
     pub incomplete_reason: Option<String>,
-    /// Names of the model's targets that no explored state reached.
+    /// Names of the model's targets that no explored state reached (only filled in when the
+    /// exploration was complete).
     pub unreached: Vec<String>,
+    /// Bitmask of the targets some explored state reached, whatever the completeness: a share
+    /// of a sharded search reports it so that the merge can take the union.
+    pub reached: u64,
+    /// Bytes the exhaustive search's visited-state tables allocated (slots, control bytes and
+    /// stored sleep sets), for measuring bytes per state; 0 for stateless searches.
+    pub cache_bytes: u64,
 }
 
 /// An exploration strategy.

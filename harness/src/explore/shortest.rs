@@ -12,6 +12,7 @@ use crate::model::{Actor, Model, Status};
 use crate::op::{Op, Row, TableId};
 use crate::sim::{Attached, SharedDb};
 
+use super::budget::{Budget, CHECK_EVERY};
 use super::state::{Properties, State};
 use super::{Bounds, Choice, ChoiceKind, Event, Violation};
 
@@ -114,6 +115,11 @@ pub fn trace<M: Model>(model: &M, bounds: &Bounds, choices: &[Choice]) -> Result
 /// The shortest schedule to any violation, by breadth-first search. `None` when no state
 /// violates, or when more than `bounds.max_states` states would be needed to tell.
 pub fn breadth_first<M: Model>(model: &M, bounds: &Bounds) -> Option<(Violation, Vec<Choice>)> {
+    breadth_first_within(model, bounds, &Budget::default())
+}
+
+/// [`breadth_first`], giving up (`None`) once `budget` is spent.
+fn breadth_first_within<M: Model>(model: &M, bounds: &Bounds, budget: &Budget) -> Option<(Violation, Vec<Choice>)> {
     let props = Properties::of(model);
     let init = State::initial(model);
     if let Some(v) = init.check(model, &props) {
@@ -125,6 +131,9 @@ pub fn breadth_first<M: Model>(model: &M, bounds: &Bounds) -> Option<(Violation,
     seen.insert(init.fingerprint());
     let mut queue: VecDeque<(State<M::Actor>, Option<u32>, u32)> = VecDeque::from([(init, None, 0)]);
     while let Some((state, node, depth)) = queue.pop_front() {
+        if nodes.len().is_multiple_of(CHECK_EVERY as usize) && budget.exceeded().is_some() {
+            return None;
+        }
         if depth >= bounds.max_depth {
             continue;
         }
@@ -211,12 +220,23 @@ pub fn shrink_attached<M: Model>(
 /// that needs no crash is the real story), then fewest steps. Breadth-first when the state space
 /// allows, greedy shrinking of `found` otherwise.
 pub fn minimise<M: Model>(model: &M, bounds: &Bounds, found: (Violation, Vec<Choice>)) -> (Violation, Vec<Choice>) {
+    minimise_within(model, bounds, found, &Budget::default())
+}
+
+/// [`minimise`], falling back to shrinking (at most `len²` replays) once `budget` is spent, so
+/// that a time limit also bounds the search for the shortest counterexample.
+pub fn minimise_within<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    found: (Violation, Vec<Choice>),
+    budget: &Budget,
+) -> (Violation, Vec<Choice>) {
     // Fault-free choices are a subset of the full bounds' choices, so the schedule replays there.
     let fault_free = Bounds { crashes: 0, errors: 0, timeouts: 0, lost_replies: 0, power_losses: 0, ..bounds.clone() };
-    if let Some(shortest) = breadth_first(model, &fault_free) {
+    if let Some(shortest) = breadth_first_within(model, &fault_free, budget) {
         return shortest;
     }
-    if let Some(shortest) = breadth_first(model, bounds) {
+    if let Some(shortest) = breadth_first_within(model, bounds, budget) {
         assert!(shortest.1.len() <= found.1.len(), "breadth-first search is never longer");
         return shortest;
     }

@@ -92,6 +92,8 @@ impl<S: Scheduler> Explorer for Stateless<S> {
             violation,
             complete,
             incomplete_reason: reason,
+            reached,
+            cache_bytes: 0,
         }
     }
 }

@@ -1,0 +1,88 @@
+//! The scale table: every race that holds, with more and more identical workers plus one crash,
+//! explored exhaustively: states, time, states/s and bytes per visited state of the sequential
+//! search, and the time of the parallel search (`--threads`) on one and on two threads.
+//!
+//! `cargo bench -p racelab-models --bench scale` (or `just bench-scale`) prints a Markdown
+//! table. Each exploration gets `RACELAB_SCALE_LIMIT` seconds (default 10), after which its row
+//! says how far it got; `RACELAB_SCALE_WORKERS` (default `2,4,6,8,16`) picks the worker counts.
+//! Times are wall clock on whatever the machine is doing; take the best of several runs.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use racelab_harness::catalogue::{Param, Params};
+use racelab_harness::explore::budget::Budget;
+use racelab_harness::explore::Bounds;
+
+/// The holding variants whose workers are identical, and the parameter that counts them.
+const CELLS: &[(&str, &str, &str)] = &[
+    ("summary-upsert", "advisory-xact-lock", "requests"),
+    ("summary-upsert", "unique-on-conflict", "requests"),
+    ("progress-clear-insert", "upsert", "requests"),
+    ("nested-locks", "single-namespace", "hooks"),
+    ("daemon-spawn", "daemon-writes-pid", "hooks"),
+];
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let limit: u64 = std::env::var("RACELAB_SCALE_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let workers: Vec<usize> = std::env::var("RACELAB_SCALE_WORKERS")
+        .unwrap_or_else(|_| "2,4,6,8,16".into())
+        .split(',')
+        .filter_map(|w| w.trim().parse().ok())
+        .collect();
+    let catalogue = racelab_models::catalogue();
+    println!(
+        "| race/variant | workers | faults | result | states | sequential (s) | states/s | bytes/state | \
+         1 thread (s) | 2 threads (s) | speed-up | bytes/state (threads) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &(race, variant, param) in CELLS {
+        let def = catalogue.iter().find(|r| r.id == race).expect("race in the catalogue");
+        let build = def.variants.iter().find(|v| v.id == variant).expect("variant").build;
+        for &n in &workers {
+            let params = Params::new(BTreeMap::from([(param.to_string(), Param::Int(n as i64))]));
+            let Ok(model) = build(&params) else {
+                println!("| {race}/{variant} | {n} | 1 crash | more workers than the model takes | | | | | | | | |");
+                continue;
+            };
+            let bounds = Bounds { crashes: 1, max_depth: 400, max_states: 100_000_000, ..Bounds::default() };
+            let start = Instant::now();
+            let sequential = model.explore_exhaustive_with(&bounds, &Budget::time_limit(limit));
+            let secs = start.elapsed().as_secs_f64();
+            let parallel = |threads: usize| {
+                let start = Instant::now();
+                let e = model.explore_parallel(&bounds, threads, &Budget::time_limit(limit));
+                (e, start.elapsed().as_secs_f64())
+            };
+            let (one, t1) = parallel(1);
+            let (two, t2) = parallel(2);
+            let result = if sequential.violation.is_some() {
+                "violated".to_string()
+            } else if sequential.complete {
+                "complete".to_string()
+            } else {
+                format!("stopped: {}", sequential.incomplete_reason.clone().unwrap_or_default())
+            };
+            let states = sequential.stats.states;
+            let time = |e: &racelab_harness::explore::Exploration, t: f64| {
+                if e.complete || e.violation.is_some() {
+                    format!("{t:.2}")
+                } else {
+                    format!("> {limit} ({} states)", e.stats.states)
+                }
+            };
+            // Below a tenth of a second the ratio is all noise.
+            let speedup =
+                if one.complete && two.complete && t1 >= 0.1 { format!("{:.2}", t1 / t2) } else { "–".to_string() };
+            println!(
+                "| {race}/{variant} | {n} | 1 crash | {result} | {states} | {secs:.2} | {:.0} | {:.0} | {} | {} | {speedup} | {:.0} |",
+                states as f64 / secs.max(1e-9),
+                sequential.cache_bytes as f64 / states.max(1) as f64,
+                time(&one, t1),
+                time(&two, t2),
+                two.cache_bytes as f64 / two.stats.states.max(1) as f64,
+            );
+        }
+    }
+}
