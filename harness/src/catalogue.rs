@@ -78,6 +78,13 @@ pub trait DynModel: Send + Sync {
     /// Replay a schedule on the simulator, properties unchecked: the seed rows and the op each
     /// choice issued, with its outcome; see [`crate::explore::shortest::trace`].
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled>;
+    /// The initial state with its properties, erased, for other exploration engines.
+    fn machine(&self, bounds: &Bounds) -> Box<dyn crate::explore::machine::Machine>;
+    /// Greedily shorten a schedule that violates `invariant`, keeping only replays that still
+    /// violate it; see [`crate::explore::shortest::shrink`].
+    fn shrink(&self, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice>;
+    /// The exhaustive search, with the fingerprint of every final state it reached.
+    fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>);
 }
 
 impl<M: Model> DynModel for M {
@@ -101,6 +108,15 @@ impl<M: Model> DynModel for M {
     }
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled> {
         crate::explore::shortest::trace(self, bounds, schedule)
+    }
+    fn machine(&self, bounds: &Bounds) -> Box<dyn crate::explore::machine::Machine> {
+        crate::explore::machine::machine(self, bounds)
+    }
+    fn shrink(&self, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice> {
+        crate::explore::shortest::shrink(self, bounds, invariant, schedule, None)
+    }
+    fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
+        crate::explore::exhaustive::Exhaustive::default().final_states(self, bounds)
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`shortest`] turns it into a minimal schedule.
 
 pub mod exhaustive;
+pub mod machine;
 pub mod shortest;
 pub mod state;
 pub mod stateless;
