@@ -9,6 +9,8 @@
 //! }
 //! ```
 
+mod engine;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +48,9 @@ enum Command {
         backend: Backend,
         #[arg(long, value_enum, default_value_t = ModeArg::Exhaustive)]
         mode: ModeArg,
+        /// Which explorer runs the scenarios: racelab's own, loom or shuttle (simulator only).
+        #[arg(long, value_enum, default_value_t = engine::EngineArg::Racelab)]
+        engine: engine::EngineArg,
         /// Seed for random and PCT schedules.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -163,6 +168,8 @@ enum Backend {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
+    /// Every schedule within the bounds (`dfs` names it for shuttle).
+    #[value(alias = "dfs")]
     Exhaustive,
     Random,
     Pct,
@@ -216,7 +223,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
     let load = |dir: &ScenarioDir, catalogue: &[RaceDef]| load(dir, catalogue, &app.scenarios);
     match cli.command {
         Command::List { json, dir } => list(&catalogue, &load(&dir, &catalogue)?, json),
-        Command::Check { ids, backend, mode, seed, schedules, depth, json, dir, db } => {
+        Command::Check { ids, backend, mode, engine, seed, schedules, depth, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
             let selected = select(&scenarios, &catalogue, &ids)?;
             let mode = match mode {
@@ -225,7 +232,9 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
             };
             let backends = Backends::new(backend, &db)?;
-            check(&selected, &mode, &backends, json)
+            let backend_name = if backend == Backend::Postgres { "postgres" } else { "sim" };
+            let run_engine = engine.engine(&mode, backend_name).map_err(BadInput)?;
+            check(&selected, &mode, (engine, run_engine), &backends, json)
         }
         Command::Replay { id, token, backend, json, dir, db } => {
             let scenarios = load(&dir, &catalogue)?;
@@ -240,7 +249,7 @@ fn run(cli: Cli, app: &App) -> Result<ExitCode, BadInput> {
                 let Some(b) = backends.for_scenario(s)? else { continue };
                 let checked = s.model.check(&s.id, &Mode::Exhaustive, &s.bounds, &b);
                 backends.healthy(&b)?;
-                print_text(s, &Mode::Exhaustive, &checked, true);
+                print_text(s, Mode::Exhaustive.name(), &checked, true);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -352,7 +361,14 @@ fn list(catalogue: &[RaceDef], scenarios: &[Scenario], json: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -> Result<ExitCode, BadInput> {
+fn check(
+    selected: &[&Scenario],
+    mode: &Mode,
+    (engine, run_engine): (engine::EngineArg, Option<racelab_engines::Engine>),
+    backends: &Backends,
+    json: bool,
+) -> Result<ExitCode, BadInput> {
+    let mode_name = engine::mode_name(run_engine, mode);
     let bar = if std::io::stderr().is_terminal() && selected.len() > 1 {
         let bar = ProgressBar::new(selected.len() as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("a valid template"));
@@ -365,7 +381,7 @@ fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -
     for s in selected {
         bar.set_message(s.id.clone());
         let Some(backend) = backends.for_scenario(s)? else { continue };
-        let checked = s.model.check(&s.id, mode, &s.bounds, &backend);
+        let checked = engine::check(s, run_engine, mode, &backend);
         backends.healthy(&backend)?;
         bar.inc(1);
         ran += 1;
@@ -373,9 +389,9 @@ fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -
             mismatches += 1;
         }
         if json {
-            println!("{}", json_line(s, mode, backend.name(), &checked));
+            println!("{}", json_line(s, (engine.name(), mode_name), backend.name(), &checked));
         } else {
-            bar.suspend(|| print_text(s, mode, &checked, false));
+            bar.suspend(|| print_text(s, mode_name, &checked, false));
         }
     }
     bar.finish_and_clear();
@@ -385,12 +401,13 @@ fn check(selected: &[&Scenario], mode: &Mode, backends: &Backends, json: bool) -
     Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_json::Value {
+fn json_line(s: &Scenario, (engine, mode): (&str, &str), backend: &str, c: &Checked) -> serde_json::Value {
     let cx = c.counterexample.as_ref();
     json!({
         "id": s.id,
+        "engine": engine,
         "backend": backend,
-        "mode": mode.name(),
+        "mode": mode,
         "verdict": c.verdict,
         "expected": s.expected,
         "invariant": cx.map(|x| &x.invariant),
@@ -412,7 +429,7 @@ fn json_line(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> serde_jso
     })
 }
 
-fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
+fn print_text(s: &Scenario, mode: &str, c: &Checked, explain: bool) {
     let mark = if c.verdict == s.expected { "ok" } else { "MISMATCH" };
     println!(
         "{:<48} {:<12} expected {:<12} {mark}  [{} states, {} executions, {} ms]",
@@ -430,7 +447,7 @@ fn print_text(s: &Scenario, mode: &Mode, c: &Checked, explain: bool) {
         let preemptions = b.preemptions.map_or("unbounded".to_string(), |p| p.to_string());
         println!(
             "  explored ({}): {} actors, crashes ≤ {}, errors ≤ {}, timeouts ≤ {}, preemptions {}, depth ≤ {}",
-            mode.name(),
+            mode,
             s.model.actor_names().len(),
             b.crashes,
             b.errors,

@@ -44,11 +44,18 @@ struct Stoppable<S> {
     inner: S,
     record: Arc<Record>,
     exhausted: Arc<std::sync::atomic::AtomicBool>,
+    /// Samplers have a fixed number of schedules and can be drained; DFS cannot.
+    drain: bool,
 }
 
 impl<S: Scheduler> Scheduler for Stoppable<S> {
     fn new_execution(&mut self) -> Option<Schedule> {
         if self.record.stopped() {
+            if self.drain {
+                // Let a sampler run out of schedules, as after a full run: otherwise it reports
+                // the unfinished run as a failure of its own on standard error.
+                while self.inner.new_execution().is_some() {}
+            }
             return None;
         }
         let next = self.inner.new_execution();
@@ -88,7 +95,8 @@ pub(crate) fn explore(
         ShuttleMode::Pct { seed, depth } => Box::new(PctScheduler::new_from_seed(seed, depth as usize, iterations)),
         ShuttleMode::Random { seed } => Box::new(RandomScheduler::new_from_seed(seed, iterations)),
     };
-    let scheduler = Stoppable { inner, record: record.clone(), exhausted: exhausted.clone() };
+    let drain = mode != ShuttleMode::Dfs;
+    let scheduler = Stoppable { inner, record: record.clone(), exhausted: exhausted.clone(), drain };
     let run = catch_unwind(AssertUnwindSafe(|| shuttle::Runner::new(scheduler, config).run(f)));
     run.map_err(|payload| crate::loom::panic_text(&*payload))?;
     Ok(mode == ShuttleMode::Dfs && exhausted.load(std::sync::atomic::Ordering::SeqCst) && !record.stopped())
