@@ -56,7 +56,7 @@ const TAG_COL: usize = 1;
 /// The session every request summarises.
 const TAG: Value = Value::Str("s1");
 /// Request `i` stores `CONTENTS[i]`.
-const CONTENTS: [&str; 3] = ["summary-1", "summary-2", "summary-3"];
+const CONTENTS: [&str; 6] = ["summary-1", "summary-2", "summary-3", "summary-4", "summary-5", "summary-6"];
 /// `hashtext(tag)` for `pg_advisory_xact_lock`: a 32-bit hash of the tag (FNV-1a here).
 const TAG_LOCK_KEY: i64 = fnv1a_32(b"s1");
 

@@ -33,7 +33,9 @@ impl EngineArg {
         match (self, mode) {
             (EngineArg::Racelab, _) => Ok(None),
             (EngineArg::Loom, Mode::Exhaustive) => Ok(Some(Engine::Loom)),
-            (EngineArg::Loom, _) => Err(format!("--engine loom explores exhaustively only, not --mode {}", mode.name())),
+            (EngineArg::Loom, _) => {
+                Err(format!("--engine loom explores exhaustively only, not --mode {}", mode.name()))
+            }
             (EngineArg::Shuttle, Mode::Exhaustive) => Ok(Some(Engine::Shuttle(ShuttleMode::Dfs))),
             (EngineArg::Shuttle, &Mode::Random { seed, .. }) => Ok(Some(Engine::Shuttle(ShuttleMode::Random { seed }))),
             (EngineArg::Shuttle, &Mode::Pct { seed, depth, .. }) => {

@@ -6,14 +6,18 @@
 const STACK_BYTES: usize = 1 << 20;
 
 /// Run one execution of `initial`, recording into `record`.
-pub(crate) fn execution(initial: &std::sync::Mutex<Box<dyn Machine>>, record: &std::sync::Arc<Record>) {
+pub(crate) fn execution(
+    initial: &std::sync::Mutex<Box<dyn Machine>>,
+    record: &std::sync::Arc<Record>,
+    faults: Faults,
+) {
     if !record.begin() {
         stop_exploring();
         return;
     }
     let machine = initial.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).boxed_clone();
-    let who = participants(&*machine);
-    let shared = std::sync::Arc::new(Mutex::new(Shared::new(machine, who.len())));
+    let who = participants(&*machine, faults);
+    let shared = std::sync::Arc::new(Mutex::new(Shared::new(machine, who.len(), faults)));
     let wakers: std::sync::Arc<Vec<Condvar>> = std::sync::Arc::new(who.iter().map(|_| Condvar::new()).collect());
     let who = std::sync::Arc::new(who);
     // The first participant runs on the engine's own first thread when it is an injector.
@@ -46,8 +50,13 @@ fn participate(
 ) {
     let mut guard = shared.lock().expect("the engine lock is never poisoned");
     loop {
-        match guard.next_move(who[me]) {
+        let mut next = guard.next_move(who[me]);
+        if let (Move::Draw, Participant::Actor(actor)) = (next, who[me]) {
+            next = guard.drawn_move(actor, &mut draw);
+        }
+        match next {
             Move::Exit => return,
+            Move::Draw => unreachable!("a draw is resolved above"),
             Move::Wait => {
                 guard.sleeping[me] = true;
                 guard = wakers[me].wait(guard).expect("the engine lock is never poisoned");
@@ -65,7 +74,7 @@ fn participate(
                 // One move per turn: when this participant can move again, let the engine
                 // choose who moves next. When it cannot, it waits (or exits) without a turn of
                 // its own, which would only add schedules that differ in nothing.
-                if matches!(guard.next_move(who[me]), Move::Apply(_) | Move::Arm(_)) {
+                if matches!(guard.next_move(who[me]), Move::Apply(_) | Move::Arm(_) | Move::Draw) {
                     drop(guard);
                     guard = shared.lock().expect("the engine lock is never poisoned");
                 }

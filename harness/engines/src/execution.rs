@@ -18,6 +18,10 @@ use std::time::Instant;
 use racelab_harness::explore::machine::Machine;
 use racelab_harness::explore::{Choice, ChoiceKind, Violation};
 
+/// With drawn faults, the odds (1 in this many) that an actor's turn is a fault when one is
+/// enabled: racelab's own samplers use the same.
+const FAULT_ODDS: usize = 8;
+
 /// The fault kinds, in the order injectors are started.
 pub(crate) const FAULT_KINDS: [ChoiceKind; 4] =
     [ChoiceKind::Crash, ChoiceKind::Error, ChoiceKind::Timeout, ChoiceKind::LostReply];
@@ -30,10 +34,23 @@ pub(crate) enum Participant {
     Injector(usize),
 }
 
+/// How faults are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Faults {
+    /// By injector threads, so that an exhaustive engine explores every (actor, fault, time).
+    Injectors,
+    /// By the engine's own random draw in the actor's turn (shuttle's samplers): an injector
+    /// thread would strike whenever PCT gives it a high priority, and every change point PCT
+    /// makes lowers an actor below it, so PCT could never run a race without a fault.
+    Drawn,
+}
+
 /// The participants of a model's execution: injectors first (the engine's first thread has a
 /// small stack on loom, and an injector only looks), then actors.
-pub(crate) fn participants(machine: &dyn Machine) -> Vec<Participant> {
-    let injectors = (0..FAULT_KINDS.len()).filter(|&k| budget(machine, k) > 0).map(Participant::Injector);
+pub(crate) fn participants(machine: &dyn Machine, faults: Faults) -> Vec<Participant> {
+    let with_injectors = faults == Faults::Injectors;
+    let injectors =
+        (0..FAULT_KINDS.len()).filter(|&k| with_injectors && budget(machine, k) > 0).map(Participant::Injector);
     let actors = (0..machine.actor_count()).map(|i| Participant::Actor(i as u8));
     injectors.chain(actors).collect()
 }
@@ -52,6 +69,8 @@ fn spent(machine: &dyn Machine, k: usize) -> u8 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Move {
     Apply(Choice),
+    /// With drawn faults: this actor has a fault enabled; the engine draws whether it strikes.
+    Draw,
     Arm(usize),
     Wait,
     Exit,
@@ -63,13 +82,31 @@ pub(crate) struct Shared {
     path: Vec<Choice>,
     armed: [bool; 4],
     over: bool,
+    faults: Faults,
     /// Per participant: waiting on its condition variable, not yet woken.
     pub(crate) sleeping: Vec<bool>,
 }
 
 impl Shared {
-    pub(crate) fn new(machine: Box<dyn Machine>, participants: usize) -> Shared {
-        Shared { machine, path: Vec::new(), armed: [false; 4], over: false, sleeping: vec![false; participants] }
+    pub(crate) fn new(machine: Box<dyn Machine>, participants: usize, faults: Faults) -> Shared {
+        let sleeping = vec![false; participants];
+        Shared { machine, path: Vec::new(), armed: [false; 4], over: false, faults, sleeping }
+    }
+
+    /// With drawn faults, what `actor` does in its turn, given `draw(n)`, the engine's choice of
+    /// one in `0..n`: one of its enabled faults with odds 1 in `FAULT_ODDS`, else its step, else
+    /// (it waits) sleep until someone else moves.
+    pub(crate) fn drawn_move(&self, actor: u8, draw: &mut dyn FnMut(usize) -> usize) -> Move {
+        let choices = self.machine.choices();
+        let faults: Vec<Choice> = choices.iter().copied().filter(|c| c.actor == actor && c.kind.is_fault()).collect();
+        let step = Choice { actor, kind: ChoiceKind::Step };
+        if !faults.is_empty() && draw(FAULT_ODDS) == 0 {
+            Move::Apply(faults[draw(faults.len())])
+        } else if choices.contains(&step) {
+            Move::Apply(step)
+        } else {
+            Move::Wait
+        }
     }
 
     pub(crate) fn next_move(&self, who: Participant) -> Move {
@@ -85,7 +122,9 @@ impl Shared {
                     return Move::Apply(fault);
                 }
                 let step = Choice { actor, kind: ChoiceKind::Step };
-                if choices.contains(&step) {
+                if self.faults == Faults::Drawn && choices.iter().any(|c| c.actor == actor && c.kind.is_fault()) {
+                    Move::Draw
+                } else if choices.contains(&step) {
                     Move::Apply(step)
                 } else {
                     Move::Wait
@@ -113,9 +152,12 @@ impl Shared {
                 }
                 self.machine.apply(choice);
                 self.path.push(choice);
-                self.over = record.observe(&*self.machine, &self.path);
+                self.over = record.observe(&*self.machine, &self.path)
+                    // Drawn faults, like racelab's samplers, end a schedule in its first final
+                    // state: no participant is left to draw whether a fault strikes there.
+                    || (self.faults == Faults::Drawn && !self.machine.any_step());
             }
-            Move::Wait | Move::Exit => unreachable!("only moves that change the state are performed"),
+            Move::Wait | Move::Exit | Move::Draw => unreachable!("only moves that change the state are performed"),
         }
     }
 }

@@ -99,7 +99,7 @@ pub fn explore(model: &dyn DynModel, bounds: &Bounds, engine: Engine, limits: &L
         }
     }
     let record = Arc::new(Record::new(limits.schedules, limits.deadline, limits.keep_states));
-    let over = record.observe_initial(&*machine);
+    let over = record.observe_initial(&*machine) || (!engine.exhaustive() && !machine.any_step());
     let outcome: Result<bool, String> = if over {
         Ok(true)
     } else {

@@ -8,7 +8,7 @@ use loom::sync::{Condvar, Mutex};
 use loom::thread;
 use racelab_harness::explore::machine::Machine;
 
-use crate::execution::{participants, Move, Participant, Record, Shared};
+use crate::execution::{participants, Faults, Move, Participant, Record, Shared};
 
 include!("driver.rs");
 
@@ -17,7 +17,7 @@ pub const MAX_THREADS: usize = loom::MAX_THREADS;
 
 /// Why loom cannot run this model, if it cannot: too many threads.
 pub fn unsupported(machine: &dyn Machine) -> Option<String> {
-    let who = participants(machine);
+    let who = participants(machine, Faults::Injectors);
     let on_main = usize::from(matches!(who.first(), Some(Participant::Injector(_))));
     let threads = who.len() - on_main + 1;
     (threads > MAX_THREADS).then(|| {
@@ -34,6 +34,11 @@ pub fn unsupported(machine: &dyn Machine) -> Option<String> {
 /// loom replays its path from the start of each execution, so an execution that silently did
 /// nothing would not match it.
 struct Stopped;
+
+/// loom explores faults through injector threads only.
+fn draw(_: usize) -> usize {
+    unreachable!("loom never draws")
+}
 
 fn stop_exploring() {
     std::panic::resume_unwind(Box::new(Stopped));
@@ -54,7 +59,7 @@ pub(crate) fn explore(initial: Box<dyn Machine>, record: &Arc<Record>) -> Result
     builder.location = false;
     let initial = Arc::new(std::sync::Mutex::new(initial));
     let record = record.clone();
-    match catch_unwind(AssertUnwindSafe(|| builder.check(move || execution(&initial, &record)))) {
+    match catch_unwind(AssertUnwindSafe(|| builder.check(move || execution(&initial, &record, Faults::Injectors)))) {
         Ok(()) => Ok(()),
         Err(payload) if payload.is::<Stopped>() => Ok(()),
         Err(payload) => Err(panic_text(&*payload)),

@@ -9,13 +9,19 @@ use shuttle::scheduler::{DfsScheduler, PctScheduler, RandomScheduler, Schedule, 
 use shuttle::sync::{Condvar, Mutex};
 use shuttle::thread;
 
-use crate::execution::{participants, Move, Participant, Record, Shared};
+use crate::execution::{participants, Faults, Move, Participant, Record, Shared};
 
 include!("driver.rs");
 
 /// The scheduler below ends the exploration once the record says stop; the execution that
 /// noticed first simply does nothing.
 fn stop_exploring() {}
+
+/// shuttle's own choice of one in `0..n`, seeded by its scheduler.
+fn draw(n: usize) -> usize {
+    use shuttle::rand::Rng;
+    shuttle::rand::thread_rng().gen_range(0..n)
+}
 
 /// How shuttle picks schedules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +94,8 @@ pub(crate) fn explore(
     let iterations = usize::try_from(schedules).unwrap_or(usize::MAX);
     let f = {
         let record = record.clone();
-        move || execution(&initial, &record)
+        let faults = if mode == ShuttleMode::Dfs { Faults::Injectors } else { Faults::Drawn };
+        move || execution(&initial, &record, faults)
     };
     let inner: Box<dyn Scheduler + Send> = match mode {
         ShuttleMode::Dfs => Box::new(DfsScheduler::new(None, false)),
