@@ -68,8 +68,12 @@ fn run(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration) ->
             }
         }
         Peer::Engine(engine) => {
-            let limits =
-                Limits { schedules: SAMPLED.max(b.max_states), deadline: Some(start + cap), keep_states: false };
+            let schedules = if matches!(engine, Engine::Loom | Engine::Shuttle(ShuttleMode::Dfs)) {
+                b.max_states
+            } else {
+                SAMPLED
+            };
+            let limits = Limits { schedules, deadline: Some(start + cap), keep_states: false };
             let r = explore(model, &b, engine, &limits);
             if want_violation {
                 r.violation.is_some()

@@ -206,8 +206,9 @@ impl Record {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Start an execution; `false` when the exploration must stop instead.
-    pub(crate) fn begin(&self) -> bool {
+    /// May another execution start? `false` (and the exploration stops) once a violation was
+    /// found, the schedule bound is reached, or the deadline passed.
+    pub(crate) fn may_continue(&self) -> bool {
         if self.stopped() {
             return false;
         }
@@ -221,7 +222,15 @@ impl Record {
             self.stop.store(true, Ordering::SeqCst);
             return false;
         }
-        found.executions += 1;
+        true
+    }
+
+    /// Start an execution; `false` when the exploration must stop instead.
+    pub(crate) fn begin(&self) -> bool {
+        if !self.may_continue() {
+            return false;
+        }
+        self.lock().executions += 1;
         true
     }
 

@@ -46,21 +46,23 @@ impl ShuttleMode {
 
 /// A shuttle scheduler that stops when the record says so, and remembers whether the inner
 /// scheduler ran out of schedules by itself (for DFS: every schedule explored).
-struct Stoppable<S> {
-    inner: S,
+struct Stoppable {
+    inner: Box<dyn Scheduler + Send>,
     record: Arc<Record>,
     exhausted: Arc<std::sync::atomic::AtomicBool>,
     /// Samplers have a fixed number of schedules and can be drained; DFS cannot.
     drain: bool,
 }
 
-impl<S: Scheduler> Scheduler for Stoppable<S> {
+impl Scheduler for Stoppable {
     fn new_execution(&mut self) -> Option<Schedule> {
-        if self.record.stopped() {
+        if !self.record.may_continue() {
             if self.drain {
-                // Let a sampler run out of schedules, as after a full run: otherwise it reports
-                // the unfinished run as a failure of its own on standard error.
-                while self.inner.new_execution().is_some() {}
+                // A sampler dropped before its last schedule reports the run as a failure of its
+                // own on standard error; running out its schedules would cost as much as running
+                // them. Leak it instead: a few hundred bytes per stopped run.
+                let done: Box<dyn Scheduler + Send> = Box::new(DfsScheduler::new(Some(0), false));
+                std::mem::forget(std::mem::replace(&mut self.inner, done));
             }
             return None;
         }
@@ -78,6 +80,20 @@ impl<S: Scheduler> Scheduler for Stoppable<S> {
     }
 }
 
+/// shuttle installs, once per process, a panic hook that reports every panic as a failed
+/// shuttle test, including the ones loom raises to unwind its coroutines at the end of each of
+/// its executions. racelab never fails a shuttle task on purpose (violations are recorded, not
+/// raised), so let shuttle install it on an empty run and put the previous hook back.
+fn keep_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        shuttle::check(|| {});
+        drop(std::panic::take_hook());
+        std::panic::set_hook(previous);
+    });
+}
+
 /// Explore with shuttle; `Ok(true)` when DFS ran out of schedules (every one explored).
 pub(crate) fn explore(
     initial: Box<dyn Machine>,
@@ -85,6 +101,7 @@ pub(crate) fn explore(
     mode: ShuttleMode,
     schedules: u64,
 ) -> Result<bool, String> {
+    keep_panic_hook();
     let mut config = shuttle::Config::new();
     config.failure_persistence = shuttle::FailurePersistence::None;
     config.stack_size = STACK_BYTES;
