@@ -68,11 +68,8 @@ fn run(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration) ->
             }
         }
         Peer::Engine(engine) => {
-            let schedules = if matches!(engine, Engine::Loom | Engine::Shuttle(ShuttleMode::Dfs)) {
-                b.max_states
-            } else {
-                SAMPLED
-            };
+            let schedules =
+                if matches!(engine, Engine::Loom | Engine::Shuttle(ShuttleMode::Dfs)) { b.max_states } else { SAMPLED };
             let limits = Limits { schedules, deadline: Some(start + cap), keep_states: false };
             let r = explore(model, &b, engine, &limits);
             if want_violation {

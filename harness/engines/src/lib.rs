@@ -123,10 +123,15 @@ pub fn explore(model: &dyn DynModel, bounds: &Bounds, engine: Engine, limits: &L
     }
     match outcome {
         Err(panic) => run.reason = Some(format!("{} stopped: {panic}", engine.name())),
-        Ok(_) if found.incomplete.is_some() => run.reason = found.incomplete,
+        // A sampler ends at its schedule count by design; only a depth or time bound is news.
         Ok(_) if !engine.exhaustive() => {
-            run.reason = Some(format!("{} sampled schedules do not cover every interleaving", found.executions))
+            let sampled = format!("{} sampled schedules do not cover every interleaving", found.executions);
+            run.reason = Some(match found.incomplete {
+                Some(why) if !why.starts_with("schedule bound") => why,
+                _ => sampled,
+            })
         }
+        Ok(_) if found.incomplete.is_some() => run.reason = found.incomplete,
         Ok(false) => run.reason = Some("shuttle's depth-first search did not finish".to_string()),
         Ok(true) => {
             run.complete = true;
