@@ -3,6 +3,7 @@
 //! - `loom/<id>`: loom's exhaustive verdict equals racelab's, every violation loom finds replays
 //!   from its token to the same invariant, and where both hold, both reached exactly the same
 //!   final states (same fingerprints: the actors, what each saw, the world's committed state).
+//! - `shuttle-dfs/<id>`: the same for shuttle's depth-first search, without faults.
 //! - `shuttle-pct/<id>`, `shuttle-random/<id>`: on every scenario racelab finds violated, shuttle
 //!   with a fixed seed finds a violation within the schedule budget, and its token replays.
 //!
@@ -41,7 +42,20 @@ fn main() {
     for s in scenarios.into_iter().map(Arc::new) {
         let s1 = s.clone();
         let too_big = !full && threads(&s, &bounded(&s, full)) > SMALL;
-        trials.push(Trial::test(format!("loom/{}", s.id), move || loom_agrees(&s1, full)).with_ignored_flag(too_big));
+        trials.push(
+            Trial::test(format!("loom/{}", s.id), move || agrees(&s1, Engine::Loom, &bounded(&s1, full)))
+                .with_ignored_flag(too_big),
+        );
+        // shuttle's DFS has no reduction at all: without faults, and two actors only, in the
+        // bounded run.
+        let s3 = s.clone();
+        let dfs_too_big = !full && s.model.actor_names().len() > 2;
+        trials.push(
+            Trial::test(format!("shuttle-dfs/{}", s.id), move || {
+                agrees(&s3, Engine::Shuttle(ShuttleMode::Dfs), &without_faults(&s3.bounds))
+            })
+            .with_ignored_flag(dfs_too_big),
+        );
         for mode in [ShuttleMode::Pct { seed: SEED, depth: 3 }, ShuttleMode::Random { seed: SEED }] {
             let s2 = s.clone();
             trials.push(Trial::test(format!("shuttle-{}/{}", mode.name(), s.id), move || shuttle_finds(&s2, mode)));
@@ -69,21 +83,22 @@ fn bounded(s: &Scenario, full: bool) -> Bounds {
     }
 }
 
-fn loom_agrees(s: &Scenario, full: bool) -> Result<(), Failed> {
-    let bounds = bounded(s, full);
+/// An exhaustive engine's verdict, violation and final states against racelab's, under `bounds`.
+fn agrees(s: &Scenario, engine: Engine, bounds: &Bounds) -> Result<(), Failed> {
+    let bounds = bounds.clone();
     let ours = s.model.check(&s.id, &Mode::Exhaustive, &bounds, &Backend::Sim);
     if bounds == s.bounds && ours.verdict != s.expected {
         return Err(format!("racelab gives {} but the file expects {}", ours.verdict, s.expected).into());
     }
     let limits = Limits::schedules(bounds.max_states);
-    let theirs = check(&s.id, &*s.model, &bounds, Engine::Loom, &limits);
+    let theirs = check(&s.id, &*s.model, &bounds, engine, &limits);
     if theirs.verdict == Verdict::Inconclusive {
         let why = theirs.reason.clone().unwrap_or_default();
         if why.starts_with("loom runs at most") && ours.complete {
             // loom cannot run it at all, and says so: the verdict the command line reports.
             return Ok(());
         }
-        return Err(format!("loom is inconclusive ({why}); racelab says {}", ours.verdict).into());
+        return Err(format!("{} is inconclusive ({why}); racelab says {}", engine.name(), ours.verdict).into());
     }
     if theirs.verdict != ours.verdict {
         return Err(disagreement(s, &bounds, &ours, &theirs).into());
@@ -93,7 +108,7 @@ fn loom_agrees(s: &Scenario, full: bool) -> Result<(), Failed> {
     }
     if theirs.verdict == Verdict::Holds {
         let (_, racelab_finals) = s.model.final_states(&bounds);
-        let loom = explore(&*s.model, &bounds, Engine::Loom, &limits);
+        let loom = explore(&*s.model, &bounds, engine, &limits);
         let loom_only: Vec<&Vec<String>> =
             loom.finals.iter().filter(|(fp, _)| !racelab_finals.contains(fp)).map(|(_, o)| o).collect();
         let racelab_only = racelab_finals.iter().filter(|fp| !loom.finals.contains_key(fp)).count();
