@@ -29,6 +29,16 @@ bench:
 bench-pg:
     cargo bench -p racelab-pg --bench pg
 
+# loom and shuttle against racelab on every scenario with its declared bounds (loom: hours on the larger ones)
+engines:
+    RACELAB_ENGINES_FULL=1 cargo test --release -p racelab-engines --test agreement -- --include-ignored
+    cargo run --release -p racelab -- check all --engine loom --json > reports/verdicts-loom.jsonl || true
+    cargo run --release -p racelab -- check all --engine shuttle --mode pct --json > reports/verdicts-shuttle-pct.jsonl || true
+
+# racelab vs loom vs shuttle on the same models, N = 2… workers: a ratio table (cap per run: 60 s, or cap=S)
+bench-engines cap="60":
+    RACELAB_BENCH_CAP_S={{cap}} cargo bench -p racelab-engines --bench engines
+
 # Write the report site and Markdown to reports/site/, and every verdict to reports/ (JSON Lines, text, JUnit XML)
 report:
     mkdir -p reports

@@ -121,6 +121,13 @@ pub trait DynModel: Send + Sync {
         db: std::sync::Arc<dyn crate::stress::FreeDb>,
         options: &crate::stress::StressOptions,
     ) -> crate::stress::StressReport;
+    /// The initial state with its properties, erased, for other exploration engines.
+    fn machine(&self, bounds: &Bounds) -> Box<dyn crate::explore::machine::Machine>;
+    /// Greedily shorten a schedule that violates `invariant`, keeping only replays that still
+    /// violate it; see [`crate::explore::shortest::shrink`].
+    fn shrink(&self, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice>;
+    /// The exhaustive search, with the fingerprint of every final state it reached.
+    fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>);
 }
 
 impl<M: Model> DynModel for M {
@@ -172,6 +179,15 @@ impl<M: Model> DynModel for M {
         options: &crate::stress::StressOptions,
     ) -> crate::stress::StressReport {
         crate::stress::stress(self, db, options)
+    }
+    fn machine(&self, bounds: &Bounds) -> Box<dyn crate::explore::machine::Machine> {
+        crate::explore::machine::machine(self, bounds)
+    }
+    fn shrink(&self, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice> {
+        crate::explore::shortest::shrink(self, bounds, invariant, schedule, None)
+    }
+    fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
+        crate::explore::exhaustive::Exhaustive::default().final_states(self, bounds)
     }
 }
 

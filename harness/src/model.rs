@@ -11,7 +11,8 @@ use crate::op::{Op, Outcome};
 use crate::sim::World;
 
 /// A sans-IO state machine: one client thread, request handler, hook, or daemon.
-pub trait Actor: Clone + Eq + Hash + Debug + Send {
+/// `Send + 'static` so that another engine can run each actor on a thread of its own.
+pub trait Actor: Clone + Eq + Hash + Debug + Send + 'static {
     /// The operation this actor runs next, or `None` once it has finished. A pure function of
     /// the actor's state.
     fn next_op(&self) -> Option<Op>;

@@ -1,14 +1,16 @@
 //! Which engine runs `racelab check`: racelab's own explorers (over the simulator, or a real
-//! server with `--backend`), or turmoil, which runs a race's async services on simulated hosts
-//! and samples seeds. Engines are an enum, so that more (loom, shuttle) join the same flag.
+//! server with `--backend`); loom or shuttle driving the same model through `racelab-engines`;
+//! or turmoil, which runs a race's async services on simulated hosts and samples seeds. Other
+//! engines join the enum here.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::ValueEnum;
+use racelab_engines::{Limits, ShuttleMode};
 use racelab_harness::catalogue::Params;
-use racelab_harness::run::Verdict;
+use racelab_harness::run::{Checked, Mode, Verdict};
 use racelab_harness::scenario::Scenario;
 use serde_json::json;
 
@@ -20,8 +22,58 @@ pub enum Engine {
     /// racelab's explorers over its sans-IO models.
     #[default]
     Racelab,
+    /// loom's exhaustive exploration (its own partial-order reduction); at most 5 threads.
+    Loom,
+    /// shuttle: `--mode exhaustive` (or `dfs`) is its depth-first search, also `random`, `pct`.
+    Shuttle,
     /// The race's async tokio services on turmoil's simulated hosts and network, seed by seed.
     Turmoil,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Racelab => "racelab",
+            Engine::Loom => "loom",
+            Engine::Shuttle => "shuttle",
+            Engine::Turmoil => "turmoil",
+        }
+    }
+
+    /// The model-checking engine for `mode`, or why it cannot run it; `None` for racelab's own
+    /// explorers. Turmoil is not a model checker and is run by [`check_turmoil`].
+    pub(crate) fn engine(self, mode: &Mode, backend: &str) -> Result<Option<racelab_engines::Engine>, String> {
+        if self != Engine::Racelab && backend != "sim" {
+            return Err(format!("--engine {} runs on the simulator only, not --backend {backend}", self.name()));
+        }
+        match (self, mode) {
+            (Engine::Racelab | Engine::Turmoil, _) => Ok(None),
+            (Engine::Loom, Mode::Exhaustive) => Ok(Some(racelab_engines::Engine::Loom)),
+            (Engine::Loom, _) => Err(format!("--engine loom explores exhaustively only, not --mode {}", mode.name())),
+            (Engine::Shuttle, Mode::Exhaustive) => Ok(Some(racelab_engines::Engine::Shuttle(ShuttleMode::Dfs))),
+            (Engine::Shuttle, &Mode::Random { seed, .. }) => {
+                Ok(Some(racelab_engines::Engine::Shuttle(ShuttleMode::Random { seed })))
+            }
+            (Engine::Shuttle, &Mode::Pct { seed, depth, .. }) => {
+                Ok(Some(racelab_engines::Engine::Shuttle(ShuttleMode::Pct { seed, depth })))
+            }
+        }
+    }
+}
+
+/// The name of the mode a run used, as JSON Lines and the text report show it.
+pub(crate) fn mode_name(engine: Option<racelab_engines::Engine>, mode: &Mode) -> &'static str {
+    engine.map_or(mode.name(), |e| e.mode())
+}
+
+/// Check `s` with a model-checking `engine`. Exhaustive engines may run as many schedules as the
+/// scenario's `max_states`; samplers `--schedules`.
+pub(crate) fn check_with_engine(s: &Scenario, engine: racelab_engines::Engine, mode: &Mode) -> Checked {
+    let schedules = match mode {
+        Mode::Exhaustive => s.bounds.max_states,
+        Mode::Random { schedules, .. } | Mode::Pct { schedules, .. } => *schedules,
+    };
+    racelab_engines::check(&s.id, &*s.model, &s.bounds, engine, &Limits::schedules(schedules))
 }
 
 /// Seeds per scenario when its file names none.

@@ -54,7 +54,8 @@ enum Command {
         ids: Vec<String>,
         #[arg(long, value_enum, default_value_t = Backend::Sim)]
         backend: Backend,
-        /// racelab's explorers, or turmoil's simulated hosts and network (seeded sampling).
+        /// racelab's explorers; loom or shuttle on the same model (simulator only); or turmoil's
+        /// simulated hosts and network (seeded sampling).
         #[arg(long, value_enum, default_value_t = Engine::Racelab)]
         engine: Engine,
         /// Default: the scenario file's `[explore]` mode, else exhaustive.
@@ -270,6 +271,8 @@ enum Backend {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
+    /// Every schedule within the bounds (`dfs` names it for shuttle).
+    #[value(alias = "dfs")]
     Exhaustive,
     Random,
     Pct,
@@ -432,10 +435,18 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
                 return Err(BadInput("--shard and --threads need the exhaustive mode on the simulator".into()));
             }
             let backends = Backends::new(backend, &db)?;
+            let backend_name = match backend {
+                Backend::Sim => "sim",
+                Backend::Postgres => "postgres",
+                Backend::Real => "real",
+            };
+            let run_engine =
+                engine.engine(mode.as_ref().unwrap_or(&Mode::Exhaustive), backend_name).map_err(BadInput)?;
+            let how = (mode.as_ref(), engine, run_engine);
             if backend == Backend::Sim {
                 scale::catch_interrupts();
             }
-            let code = check(w, app.name, &selected, mode.as_ref(), &backends, (json, junit), &scale)?;
+            let code = check(w, app.name, &selected, how, &backends, (json, junit), &scale)?;
             Ok(if scale::interrupted() { ExitCode::from(130) } else { code })
         }
         Command::Merge { files, json, dir } => {
@@ -614,7 +625,9 @@ fn check(
     w: &mut dyn Write,
     program: &str,
     selected: &[&Scenario],
-    mode: Option<&Mode>,
+    // The mode asked for (else each scenario's own), the engine asked for, and the model
+    // checker behind it (none for racelab's own explorers).
+    (mode, engine, run_engine): (Option<&Mode>, Engine, Option<racelab_engines::Engine>),
     backends: &Backends,
     (json, junit): (bool, Option<junit::JunitFile>),
     scale: &ScaleArgs,
@@ -639,9 +652,16 @@ fn check(
             cases.push(junit::Case::skipped(s));
             continue;
         };
-        let mode = mode.unwrap_or(&s.mode);
+        let mode = match run_engine {
+            // loom and shuttle run the mode given (exhaustive when none is), not a file's sampling.
+            Some(_) => mode.unwrap_or(&Mode::Exhaustive),
+            None => mode.unwrap_or(&s.mode),
+        };
         let options = scale::options(scale, &s.id, show_progress);
-        let checked = guarded(backends, &backend, || s.model.check_with(&s.id, mode, &s.bounds, &backend, &options))?;
+        let checked = guarded(backends, &backend, || match run_engine {
+            Some(e) => engine::check_with_engine(s, e, mode),
+            None => s.model.check_with(&s.id, mode, &s.bounds, &backend, &options),
+        })?;
         scale::clear_progress(show_progress);
         backend_name = backend.name();
         cases.push(junit::Case::ran(s, &checked));
@@ -653,7 +673,10 @@ fn check(
             mismatches += 1;
         }
         if json {
-            say!(w, "{}", json_line(s, mode, backend.name(), &checked));
+            let mut line = json_line(s, mode, backend.name(), &checked);
+            line["engine"] = json!(engine.name());
+            line["mode"] = json!(engine::mode_name(run_engine, mode));
+            say!(w, "{line}");
         } else {
             bar.suspend(|| print_text(w, program, s, mode, &checked, false))?;
         }
@@ -681,6 +704,7 @@ fn json_line_counted(s: &Scenario, mode: &Mode, backend: &str, c: &Checked) -> s
     let cx = c.counterexample.as_ref();
     json!({
         "id": s.id,
+        "engine": "racelab",
         "backend": backend,
         "mode": mode.name(),
         "verdict": c.verdict,

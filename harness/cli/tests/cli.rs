@@ -425,3 +425,75 @@ fn unreachable_database_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot reach PostgreSQL"), "{}", stderr(&out));
 }
+
+#[test]
+fn engines_give_racelab_verdicts_and_tokens_that_replay() {
+    let dir = scenarios_dir();
+    for (engine, mode) in [("loom", "exhaustive"), ("shuttle", "pct"), ("shuttle", "random")] {
+        let out = racelab(&[
+            "check",
+            "summary-upsert/check-then-insert",
+            "nested-locks/fine-grained",
+            "--engine",
+            engine,
+            "--mode",
+            mode,
+            "--json",
+            "--scenarios",
+            &dir,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{engine} {mode}: {}", stderr(&out));
+        for line in stdout(&out).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("JSON lines");
+            assert_eq!(v["engine"], engine);
+            assert_eq!(v["mode"], mode);
+            assert_eq!(v["verdict"], "violated");
+            let (id, token) = (v["id"].as_str().unwrap(), v["token"].as_str().unwrap());
+            let replay = racelab(&["replay", id, token, "--json", "--scenarios", &dir]);
+            let r: serde_json::Value = serde_json::from_str(&stdout(&replay)).expect("a JSON replay");
+            assert_eq!(r["invariant"], v["invariant"], "{engine} {mode}: {id}");
+        }
+    }
+}
+
+#[test]
+fn loom_holds_only_from_a_complete_exploration() {
+    let out = racelab(&[
+        "check",
+        "nested-locks/single-namespace",
+        "--engine",
+        "loom",
+        "--json",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON line");
+    assert_eq!(v["verdict"], "holds");
+    assert_eq!(v["complete"], true);
+    // A sampler never proves a fix.
+    let out = racelab(&[
+        "check",
+        "nested-locks/single-namespace",
+        "--engine",
+        "shuttle",
+        "--mode",
+        "random",
+        "--json",
+        "--scenarios",
+        &scenarios_dir(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON line");
+    assert_eq!(v["verdict"], "inconclusive");
+    assert!(v["reason"].as_str().unwrap().contains("sampled schedules"));
+}
+
+#[test]
+fn engine_flags_that_do_not_fit_exit_2() {
+    let dir = scenarios_dir();
+    let out =
+        racelab(&["check", "nested-locks/fine-grained", "--engine", "loom", "--mode", "pct", "--scenarios", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--engine loom explores exhaustively only"), "{}", stderr(&out));
+    let out = racelab(&["check", "nested-locks/fine-grained", "--engine", "warp", "--scenarios", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod exhaustive;
+pub mod machine;
 pub mod parallel;
 pub mod shortest;
 pub mod state;

@@ -382,8 +382,13 @@ impl<A: Actor> State<A> {
 
     /// Check every property of `model` here. `final_state` selects the final-phase checks too.
     pub fn check<M: Model<Actor = A>>(&self, model: &M, props: &Properties<A>) -> Option<Violation> {
+        self.check_with(model.deadlock_is_violation(), props)
+    }
+
+    /// [`State::check`] without the model: only whether a deadlock counts is needed from it.
+    pub fn check_with(&self, deadlock_is_violation: bool, props: &Properties<A>) -> Option<Violation> {
         // A deadlocked state is also final; the deadlock is the better explanation.
-        if model.deadlock_is_violation() {
+        if deadlock_is_violation {
             if let Some(detail) = self.deadlock() {
                 return Some(Violation { invariant: DEADLOCK.to_string(), detail });
             }

@@ -1,0 +1,177 @@
+//! racelab, loom and shuttle on the same catalogue models, N = 2… workers, measured in one run.
+//!
+//! For each model whose worker count is a parameter: the time to a complete verdict on a fix
+//! that holds (racelab's exhaustive search, loom, shuttle's DFS) and the time to the first
+//! violation on the buggy variant (racelab exhaustive; loom; shuttle PCT and random with a fixed
+//! seed). Raw explorations: no minimising, no timeline. Bounds are the scenario's without faults
+//! (each fault kind costs loom a thread; see the README). A peer that passes the cap (60 s, or
+//! `RACELAB_BENCH_CAP_S`) is stopped and not run at larger N. The table printed at the end gives
+//! each peer's time as a multiple of racelab's; criterion then measures the runs that finish in
+//! under a second.
+//!
+//! `cargo bench -p racelab-engines --bench engines` (or `just bench-engines`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use racelab_engines::{explore, Engine, Limits, ShuttleMode};
+use racelab_harness::catalogue::{DynModel, Param, Params};
+use racelab_harness::explore::Bounds;
+
+/// (race, parameter, fix that holds, buggy variant, largest N the model takes)
+const MODELS: [(&str, &str, &str, &str, usize); 2] = [
+    ("summary-upsert", "requests", "unique-on-conflict", "check-then-insert", 6),
+    ("nested-locks", "hooks", "single-namespace", "fine-grained", 4),
+];
+const SEED: u64 = 7;
+const SAMPLED: u64 = 100_000;
+
+fn build(race: &str, variant: &str, param: &str, n: usize) -> Box<dyn DynModel> {
+    let catalogue = racelab_models::catalogue();
+    let race = catalogue.iter().find(|r| r.id == race).expect("a catalogue race");
+    let variant = race.variants.iter().find(|v| v.id == variant).expect("a variant of the race");
+    let params = Params::new(BTreeMap::from([(param.to_string(), Param::Int(n as i64))]));
+    (variant.build)(&params).expect("the model builds")
+}
+
+fn bounds() -> Bounds {
+    Bounds { max_depth: 200, max_states: 100_000_000, ..Bounds::default() }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Racelab,
+    Engine(Engine),
+}
+
+impl Peer {
+    fn name(&self) -> String {
+        match self {
+            Peer::Racelab => "racelab".to_string(),
+            Peer::Engine(e) => format!("{} {}", e.name(), e.mode()),
+        }
+    }
+}
+
+/// One run: its time, or `None` past the cap (or when the engine cannot run the model).
+fn run(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration) -> Option<Duration> {
+    let b = bounds();
+    let start = Instant::now();
+    let ok = match peer {
+        Peer::Racelab => {
+            let e = model.explore_exhaustive(&b, true);
+            if want_violation {
+                e.violation.is_some()
+            } else {
+                e.complete && e.violation.is_none()
+            }
+        }
+        Peer::Engine(engine) => {
+            let schedules =
+                if matches!(engine, Engine::Loom | Engine::Shuttle(ShuttleMode::Dfs)) { b.max_states } else { SAMPLED };
+            let limits = Limits { schedules, deadline: Some(start + cap), keep_states: false };
+            let r = explore(model, &b, engine, &limits);
+            if want_violation {
+                r.violation.is_some()
+            } else {
+                r.complete && r.violation.is_none()
+            }
+        }
+    };
+    let took = start.elapsed();
+    (ok && took < cap).then_some(took)
+}
+
+/// The median of up to five runs (one when a run takes over a second).
+fn measure(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration) -> Option<Duration> {
+    let first = run(model, peer, want_violation, cap)?;
+    if first > Duration::from_secs(1) {
+        return Some(first);
+    }
+    let mut times: Vec<Duration> =
+        std::iter::once(first).chain((0..4).filter_map(|_| run(model, peer, want_violation, cap))).collect();
+    times.sort();
+    Some(times[times.len() / 2])
+}
+
+fn engines(c: &mut Criterion) {
+    let cap = Duration::from_secs(std::env::var("RACELAB_BENCH_CAP_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
+    let holds_peers = [Peer::Racelab, Peer::Engine(Engine::Loom), Peer::Engine(Engine::Shuttle(ShuttleMode::Dfs))];
+    let violation_peers = [
+        Peer::Racelab,
+        Peer::Engine(Engine::Loom),
+        Peer::Engine(Engine::Shuttle(ShuttleMode::Pct { seed: SEED, depth: 3 })),
+        Peer::Engine(Engine::Shuttle(ShuttleMode::Random { seed: SEED })),
+    ];
+    let mut rows: Vec<String> = Vec::new();
+    let mut fast: Vec<(String, &str, &str, usize, Peer, bool)> = Vec::new();
+    for (race, param, fix, buggy, max_n) in MODELS {
+        for (variant, peers, want_violation) in [(fix, &holds_peers[..], false), (buggy, &violation_peers[..], true)] {
+            let mut stopped = vec![false; peers.len()];
+            for n in 2..=6 {
+                let mut cells = Vec::new();
+                if n > max_n {
+                    rows.push(format!("| {race}/{variant} | {n} | the model takes {param} ≤ {max_n} |"));
+                    continue;
+                }
+                let model = build(race, variant, param, n);
+                let mut base = None;
+                for (k, &peer) in peers.iter().enumerate() {
+                    let threads_ok =
+                        !matches!(peer, Peer::Engine(Engine::Loom)) || n < racelab_engines::LOOM_MAX_THREADS;
+                    let time =
+                        if stopped[k] || !threads_ok { None } else { measure(&*model, peer, want_violation, cap) };
+                    if time.is_none() {
+                        stopped[k] = true;
+                    }
+                    let cell = match (time, base) {
+                        (Some(t), None) => {
+                            base = Some(t);
+                            format!("{:.2} ms", t.as_secs_f64() * 1e3)
+                        }
+                        (Some(t), Some(b)) => format!("{:.1}×", t.as_secs_f64() / b.as_secs_f64()),
+                        (None, _) if !threads_ok => "too many threads".to_string(),
+                        (None, _) => format!("> {} s", cap.as_secs()),
+                    };
+                    if time.is_some_and(|t| t < Duration::from_secs(1)) {
+                        fast.push((
+                            format!("{race}__{variant}/{}/n{n}", peer.name().replace(' ', "-")),
+                            race,
+                            variant,
+                            n,
+                            peer,
+                            want_violation,
+                        ));
+                    }
+                    cells.push(cell);
+                }
+                rows.push(format!("| {race}/{variant} | {n} | {} |", cells.join(" | ")));
+            }
+        }
+    }
+    println!("\nTime to a complete verdict (fix that holds): racelab's time, then each peer's as a multiple of it.");
+    println!("| model | N | racelab | loom | shuttle dfs |");
+    println!("|---|---|---|---|---|");
+    for r in rows.iter().filter(|r| MODELS.iter().any(|m| r.contains(&format!("{}/{} ", m.0, m.2)))) {
+        println!("{r}");
+    }
+    println!("\nTime to the first violation (buggy variant): racelab exhaustive's time, then each peer's multiple.");
+    println!("| model | N | racelab | loom | shuttle pct | shuttle random |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows.iter().filter(|r| MODELS.iter().any(|m| r.contains(&format!("{}/{} ", m.0, m.3)))) {
+        println!("{r}");
+    }
+    println!();
+    for (name, race, variant, n, peer, want_violation) in fast {
+        let param = MODELS.iter().find(|m| m.0 == race).expect("listed").1;
+        let model = build(race, variant, param, n);
+        let mut group = c.benchmark_group("engines");
+        group.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(1));
+        group.bench_function(name, |b| b.iter(|| run(&*model, peer, want_violation, cap)));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, engines);
+criterion_main!(benches);
