@@ -201,7 +201,7 @@ fn turmoil_bad_input_exits_2() {
     let out = racelab(&["check", "area-ensure", "--engine", "turmoil", "--backend", "postgres"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--engine turmoil"), "{}", stderr(&out));
-    let out = racelab(&["check", "--engine", "loom"]);
+    let out = racelab(&["check", "--engine", "no-such-engine"]);
     assert_eq!(out.status.code(), Some(2));
     let out = racelab(&["check", "summary-upsert/check-then-insert", "--engine", "turmoil"]);
     assert!(stderr(&out).contains("no turmoil version; skipped"), "{}", stderr(&out));
