@@ -657,6 +657,12 @@ fn check(
             Some(_) => mode.unwrap_or(&Mode::Exhaustive),
             None => mode.unwrap_or(&s.mode),
         };
+        if scale.shard.is_some() && *mode != Mode::Exhaustive {
+            // Only an exhaustive search splits into shares; a sampled scenario is run whole,
+            // without --shard.
+            eprintln!("{program}: {} is sampled ({}), not split into shares; skipped", s.id, mode.name());
+            continue;
+        }
         let options = scale::options(scale, &s.id, show_progress);
         let checked = guarded(backends, &backend, || match run_engine {
             Some(e) => engine::check_with_engine(s, e, mode),

@@ -106,6 +106,13 @@ pub(crate) fn explore(
     config.failure_persistence = shuttle::FailurePersistence::None;
     config.stack_size = STACK_BYTES;
     config.silence_warnings = true;
+    // PCT needs two threads that contend; with one actor and drawn faults there is one, and
+    // shuttle's PCT refuses to run. A random schedule is the same thing there: only the faults
+    // are chosen, from the same seed.
+    let mode = match mode {
+        ShuttleMode::Pct { seed, .. } if initial.actor_count() < 2 => ShuttleMode::Random { seed },
+        other => other,
+    };
     let initial = Arc::new(std::sync::Mutex::new(initial));
     let exhausted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let iterations = usize::try_from(schedules).unwrap_or(usize::MAX);
