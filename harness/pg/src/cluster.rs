@@ -333,6 +333,12 @@ pub fn install_interrupt_cleanup() -> Result<(), PgError> {
         .get_or_init(|| {
             ctrlc::set_handler(|| {
                 INTERRUPTED.store(true, Ordering::SeqCst);
+                // The cleanup kills children whose pipes the main thread may be writing to: a
+                // SIGPIPE there must not end racelab before it exits with 130.
+                // SAFETY: changing a signal disposition; the process exits right after.
+                unsafe {
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                }
                 // Hold the registry until the exit: nothing new is made meanwhile.
                 let mut live = registry().lock().unwrap_or_else(|p| p.into_inner());
                 clean(std::mem::take(&mut *live));
