@@ -22,12 +22,11 @@ use tokio_postgres::{Client, Config};
 
 use crate::cluster::{connect, runtime, Cluster};
 use crate::error::PgError;
+use crate::session::{bounded, CONTROL_TIMEOUT};
 use crate::sql::{self, Types};
 
 /// The sessions' `statement_timeout`.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on the rig's own queries (resets, reads).
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Slot {
     rt: Runtime,
@@ -237,17 +236,6 @@ impl Drop for FreeSessions {
             // Let the connection task see the closed client and send Terminate.
             slot.rt.block_on(tokio::task::yield_now());
         }
-    }
-}
-
-async fn bounded<T>(
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, PgError> {
-    match tokio::time::timeout(CONTROL_TIMEOUT, f).await {
-        Err(_) => Err(PgError::Timeout { what: what.to_string() }),
-        Ok(Err(e)) => Err(PgError::sql(what, &e)),
-        Ok(Ok(v)) => Ok(v),
     }
 }
 

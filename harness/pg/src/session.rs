@@ -68,7 +68,7 @@ const POLL: Duration = Duration::from_millis(1);
 /// 1 ms, so until then it is either running or done.
 const QUIET_RUN: Duration = Duration::from_millis(20);
 /// Bound on the rig's own queries and waits.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a cycle in the wait-for graph may last before the controller gives up waiting for
 /// PostgreSQL's deadlock detector and reports the statements blocked.
 const CYCLE_LIMIT: Duration = Duration::from_secs(5);
@@ -714,7 +714,8 @@ fn has_cycle(n: usize, edges: &[(usize, usize)]) -> bool {
     (0..n).any(|v| state[v] == 0 && visit(v, n, edges, &mut state))
 }
 
-async fn bounded<T>(
+/// `f`, a control round trip, within [`CONTROL_TIMEOUT`], its error named after `what`.
+pub(crate) async fn bounded<T>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, PgError> {
