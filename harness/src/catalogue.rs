@@ -128,6 +128,11 @@ pub trait DynModel: Send + Sync {
     fn shrink(&self, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice>;
     /// The exhaustive search, with the fingerprint of every final state it reached.
     fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>);
+    /// The model's declared symmetry ([`Model::symmetry`]).
+    fn symmetry(&self) -> Option<crate::symmetry::Symmetry>;
+    /// The exhaustive search with symmetry reduction on or off, with the class of every final
+    /// state it reached: for checking the reduction against the plain search.
+    fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>);
 }
 
 impl<M: Model> DynModel for M {
@@ -188,6 +193,13 @@ impl<M: Model> DynModel for M {
     }
     fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
         crate::explore::exhaustive::Exhaustive::default().final_states(self, bounds)
+    }
+    fn symmetry(&self) -> Option<crate::symmetry::Symmetry> {
+        Model::symmetry(self)
+    }
+    fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>) {
+        let search = crate::explore::exhaustive::Exhaustive { symmetry, sleep_sets, ..Default::default() };
+        search.final_states(self, bounds)
     }
 }
 

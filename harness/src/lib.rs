@@ -13,6 +13,7 @@ pub mod scenario;
 pub mod shape;
 pub mod sim;
 pub mod stress;
+pub mod symmetry;
 pub mod testing;
 pub mod timeline;
 pub mod token;

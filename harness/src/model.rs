@@ -9,6 +9,7 @@ use std::hash::Hash;
 
 use crate::op::{Op, Outcome};
 use crate::sim::World;
+use crate::symmetry::{Renaming, Symmetry};
 
 /// A sans-IO state machine: one client thread, request handler, hook, or daemon.
 /// `Send + 'static` so that another engine can run each actor on a thread of its own.
@@ -24,6 +25,13 @@ pub trait Actor: Clone + Eq + Hash + Debug + Send + 'static {
     /// Volatile state is lost: a restarted actor keeps only what it would re-read from disk.
     fn on_crash(&self) -> Option<Self> {
         None
+    }
+
+    /// Rename what this actor holds (its connections, the values it owns) as `renaming` says.
+    /// Called only for models that declare a [`Model::symmetry`]; see [`crate::symmetry`].
+    fn rename(&mut self, renaming: &Renaming) {
+        let _ = renaming;
+        unreachable!("a model that declares a symmetry implements Actor::rename for its actors")
     }
 }
 
@@ -123,6 +131,14 @@ pub trait Model: Send + Sync + 'static {
 
     /// States that must be reachable (non-vacuity).
     fn targets(&self) -> Vec<Target<Self::Actor>>;
+
+    /// Groups of identical actors and the values each owns, when the model has them: the
+    /// exhaustive search then explores one state of each class of states that differ only by
+    /// a renaming of identical actors (see [`crate::symmetry`]). The model's properties must not
+    /// single out one actor of a group, and its actors must implement [`Actor::rename`].
+    fn symmetry(&self) -> Option<Symmetry> {
+        None
+    }
 
     /// Is a state where every unfinished actor waits a violation? Almost always.
     fn deadlock_is_violation(&self) -> bool {

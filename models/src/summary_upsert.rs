@@ -57,6 +57,7 @@ use racelab_harness::op::{
     ConnId, ErrorCode, Expr, LockScope, OnConflict, Op, Outcome, Row, RowLock, Sql, Value, MAX_ACTORS,
 };
 use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const DOCUMENTS: &str = "documents";
 const COLUMNS: [&str; 3] = ["id", "tag", "content"];
@@ -250,6 +251,20 @@ impl Actor for SummaryRequest {
         Some(op)
     }
 
+    /// Requests are identical but for their id, content and connection; an update remembers
+    /// the id of the summary it found, which is another request's.
+    fn rename(&mut self, r: &Renaming) {
+        self.id = r.int(self.id);
+        self.content = match r.value(Value::Str(self.content)) {
+            Value::Str(content) => content,
+            other => unreachable!("content renamed to {other}"),
+        };
+        self.conn = r.conn(self.conn);
+        if let Pc::Update(id) = &mut self.pc {
+            *id = r.int(*id);
+        }
+    }
+
     fn on_outcome(&mut self, outcome: &Outcome) {
         self.pc = match (self.pc, outcome) {
             (Pc::Rollback(error), _) => self.finish(Response::Failure(error)),
@@ -301,6 +316,17 @@ impl Model for SummaryUpsert {
 
     fn actor_names(&self) -> Vec<String> {
         (1..=self.requests).map(|i| format!("request {i}")).collect()
+    }
+
+    fn symmetry(&self) -> Option<Symmetry> {
+        if self.requests < 2 {
+            return None;
+        }
+        let owned = (0..self.requests).map(|i| {
+            let request = SummaryRequest::new(self.variant, i, 0);
+            vec![Value::Int(request.id), Value::Str(request.content)]
+        });
+        Some(Symmetry::group(0..self.requests, owned.collect()))
     }
 
     fn invariants(&self) -> Vec<Invariant<SummaryRequest>> {

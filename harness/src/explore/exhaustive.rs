@@ -18,6 +18,7 @@ use std::hash::BuildHasherDefault;
 
 use crate::model::Model;
 use crate::op::Footprint;
+use crate::symmetry::Symmetry;
 
 use super::budget::{Budget, Progress, Shard, CHECK_EVERY};
 use super::state::{Properties, State};
@@ -32,11 +33,14 @@ pub struct Exhaustive {
     pub budget: Budget,
     /// Explore only this share of the state space.
     pub shard: Option<Shard>,
+    /// Reduce by the model's declared [`Model::symmetry`], if it has one. Off only to measure
+    /// the reduction or to cross-check it.
+    pub symmetry: bool,
 }
 
 impl Default for Exhaustive {
     fn default() -> Self {
-        Exhaustive { sleep_sets: true, budget: Budget::default(), shard: None }
+        Exhaustive { sleep_sets: true, budget: Budget::default(), shard: None, symmetry: true }
     }
 }
 
@@ -80,6 +84,12 @@ struct Search<'m, M: Model> {
     props: Properties<M::Actor>,
     bounds: &'m Bounds,
     sleep_sets: bool,
+    /// Key states by their class under this symmetry. Sleep sets are off then: a stored sleep
+    /// set names the actors of the state first visited, not of the renamed one met later.
+    symmetry: Option<Symmetry>,
+    /// The model's declared symmetry, used or not: final states are collected by class, so
+    /// that a reduced and an unreduced search can be compared.
+    declared: Option<Symmetry>,
     budget: &'m Budget,
     shard: Option<Shard>,
     /// The cache of the top of the tree (paths shorter than the split depth) in a sharded search.
@@ -111,7 +121,8 @@ impl Explorer for Exhaustive {
 
 impl Exhaustive {
     /// Explore, and also return the fingerprints of every final state reached (a state where
-    /// no actor can step), for cross-checking reductions.
+    /// no actor can step; for a model with a symmetry, of its class), for cross-checking
+    /// reductions.
     pub fn final_states<M: Model>(&self, model: &M, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
         let (exploration, finals) = self.run(model, bounds, true);
         (exploration, finals.expect("collected"))
@@ -138,11 +149,21 @@ impl Exhaustive {
     }
 
     fn search<'m, M: Model>(&'m self, model: &'m M, bounds: &'m Bounds, collect: bool) -> Search<'m, M> {
+        let declared = model.symmetry();
+        if let Some(symmetry) = &declared {
+            let actors = model.actor_names().len();
+            if let Err(why) = symmetry.validate(actors) {
+                panic!("the model's symmetry declaration is malformed: {why}");
+            }
+        }
+        let symmetry = declared.clone().filter(|_| self.symmetry);
         let mut search = Search {
             model,
             props: Properties::of(model),
             bounds,
-            sleep_sets: self.sleep_sets,
+            sleep_sets: self.sleep_sets && symmetry.is_none(),
+            symmetry,
+            declared,
             budget: &self.budget,
             shard: self.shard,
             top: HashMap::default(),
@@ -183,7 +204,10 @@ impl<M: Model> Search<'_, M> {
     /// Explore from `state`, reached by `self.path`, with `sleep` asleep. Returns the complete
     /// executions found through this state on this visit.
     fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) -> u64 {
-        let key = state.fingerprint();
+        let key = match &self.symmetry {
+            Some(symmetry) => state.canonical_fingerprint(symmetry),
+            None => state.fingerprint(),
+        };
         let depth = self.path.len() as u32;
         // In a sharded search: is this state in the top of the tree, and does this share keep
         // the counts of what it does here?
@@ -239,7 +263,11 @@ impl<M: Model> Search<'_, M> {
                     self.stats.final_states += 1;
                     executions = 1;
                     if let Some(finals) = &mut self.finals {
-                        finals.insert(key);
+                        let class = match &self.declared {
+                            Some(symmetry) => state.class_fingerprint(symmetry),
+                            None => key,
+                        };
+                        finals.insert(class);
                     }
                 }
                 enabled.iter().copied().filter(|c| !asleep(c)).collect()

@@ -7,6 +7,7 @@ use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
 use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
+use crate::symmetry::{sorting_permutation, Renaming, Symmetry};
 
 use super::{Bounds, Choice, ChoiceKind};
 
@@ -34,6 +35,36 @@ pub struct State<A> {
     /// Power has failed with more durable states than one choice can pick (32): the first pick
     /// chose this group of 32, and the next choice picks within it.
     pub power_group: Option<u8>,
+}
+
+/// A 128-bit fingerprint of anything hashable, the same in every run.
+fn fingerprint_of(value: &impl Hash) -> u128 {
+    // Derived `Hash` impls make many tiny writes; a streaming hasher pays per write, so
+    // gather the bytes first and hash them in one pass.
+    thread_local! {
+        static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BYTES.with_borrow_mut(|bytes| {
+        bytes.clear();
+        value.hash(&mut ByteSink(bytes));
+        xxhash_rust::xxh3::xxh3_128(bytes)
+    })
+}
+
+/// Every ordering of `0..n`.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for at in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(at, n - 1);
+            out.push(q);
+        }
+    }
+    out
 }
 
 /// Durable states one power-loss choice picks among (5 bits of a token byte); more take two.
@@ -82,16 +113,82 @@ impl<A: Actor> State<A> {
     /// A 128-bit fingerprint of the whole state. Collisions are astronomically unlikely, and
     /// the hasher is unkeyed, so fingerprints are the same in every run.
     pub fn fingerprint(&self) -> u128 {
-        // Derived `Hash` impls make many tiny writes; a streaming hasher pays per write, so
-        // gather the bytes first and hash them in one pass.
-        thread_local! {
-            static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        fingerprint_of(self)
+    }
+
+    /// The fingerprint of this state's class under `symmetry`: the fingerprint of the state
+    /// with each group's actors sorted by what they hold, and everything they own renamed to
+    /// match. Two states that differ only by such a renaming get the same key, unless two
+    /// members tie on what they hold yet differ elsewhere (then the key may differ: a missed
+    /// reduction, never a wrong one). The plain fingerprint when the world cannot rename.
+    pub fn canonical_fingerprint(&self, symmetry: &Symmetry) -> u128 {
+        if self.world.renamable().is_err() {
+            return self.fingerprint();
         }
-        BYTES.with_borrow_mut(|bytes| {
-            bytes.clear();
-            self.hash(&mut ByteSink(bytes));
-            xxhash_rust::xxh3::xxh3_128(bytes)
-        })
+        let n = self.actors.len();
+        let owners = self.world.db.conn_owners();
+        let mut keys = vec![0u128; n];
+        for g in &symmetry.groups {
+            for a in g.clone() {
+                let mut seen = self.actors[a].clone();
+                seen.rename(&Renaming::abstracting(a, g, owners, symmetry));
+                keys[a] = fingerprint_of(&(seen, self.status[a]));
+            }
+        }
+        let perm = sorting_permutation(&symmetry.groups, n, &keys);
+        let renaming = Renaming::new(perm, owners, symmetry);
+        if renaming.is_identity() {
+            return self.fingerprint();
+        }
+        let mut canonical = self.clone();
+        canonical.rename(&renaming);
+        canonical.fingerprint()
+    }
+
+    /// The least fingerprint over every renaming of the symmetry's groups: one key per class,
+    /// exactly, at a factorial cost. For checking [`State::canonical_fingerprint`] on small
+    /// models only (at most 6 actors a group).
+    pub fn class_fingerprint(&self, symmetry: &Symmetry) -> u128 {
+        if self.world.renamable().is_err() {
+            return self.fingerprint();
+        }
+        let n = self.actors.len();
+        let owners = self.world.db.conn_owners();
+        let mut perms: Vec<Vec<usize>> = vec![(0..n).collect()];
+        for g in &symmetry.groups {
+            assert!(g.len() <= 6, "class_fingerprint tries every renaming: at most 6 actors a group");
+            let mut next = Vec::new();
+            for p in &perms {
+                for order in permutations(g.len()) {
+                    let mut q = p.clone();
+                    for (k, &o) in order.iter().enumerate() {
+                        q[g.start + k] = g.start + o;
+                    }
+                    next.push(q);
+                }
+            }
+            perms = next;
+        }
+        perms
+            .into_iter()
+            .map(|perm| {
+                let mut renamed = self.clone();
+                renamed.rename(&Renaming::new(perm, owners, symmetry));
+                renamed.fingerprint()
+            })
+            .min()
+            .expect("the identity at least")
+    }
+
+    /// Rename actors and what they own (see [`crate::symmetry`]).
+    pub fn rename(&mut self, renaming: &Renaming) {
+        self.world.rename(renaming);
+        for actor in &mut self.actors {
+            actor.rename(renaming);
+        }
+        renaming.permute(&mut self.actors);
+        renaming.permute(&mut self.status);
+        self.last = self.last.map(|a| renaming.actor(usize::from(a)) as u8);
     }
 
     /// Can actor `i` take a plain step (run its op, or collect a granted wait)?

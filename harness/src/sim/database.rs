@@ -11,6 +11,7 @@ use crate::op::{ActorId, Applied, ConnId, ErrorCode, Footprint, Outcome, Row, Sq
 
 use super::db::{Db, Schema};
 use super::subsystem::Subsystem;
+use crate::symmetry::Renaming;
 
 /// A real database server driven one statement at a time. Mirrors [`Db`]'s stepping API.
 pub trait RealDb: Send {
@@ -158,6 +159,11 @@ impl Database {
         actors
     }
 
+    /// The owner of each connection, indexed by connection.
+    pub fn conn_owners(&self) -> &[ActorId] {
+        &self.conn_owner
+    }
+
     /// The rows of `table` as a new snapshot sees them.
     pub fn committed_rows(&self, table: TableId) -> Vec<Row> {
         self.with_real(|r| r.committed_rows(table)).unwrap_or_else(|| self.sim.committed_rows(table))
@@ -232,6 +238,36 @@ impl Subsystem for Database {
                     self.disconnect(conn as ConnId, fp);
                 }
             }
+        }
+    }
+
+    fn renamable(&self) -> Result<(), String> {
+        match self.real {
+            Some(_) => Err("a real database server cannot be renamed".to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Connection ownership is unchanged: a renaming sends each connection to the one at the
+    /// same position of the new owner.
+    fn rename(&mut self, r: &Renaming) {
+        assert!(self.real.is_none());
+        self.sim.rename(r);
+        for conn in self.waiting_on.iter_mut().flatten() {
+            *conn = r.conn(*conn);
+        }
+        if self.waiting_on.len() == r.len() {
+            r.permute(&mut self.waiting_on);
+        } else {
+            // Sized by the highest actor that connected: pad, permute, trim.
+            let n = self.waiting_on.len();
+            self.waiting_on.resize(r.len(), None);
+            r.permute(&mut self.waiting_on);
+            assert!(
+                self.waiting_on[n..].iter().all(Option::is_none),
+                "a renaming moved a wait past the connected actors"
+            );
+            self.waiting_on.truncate(n);
         }
     }
 

@@ -1177,6 +1177,8 @@ impl Db {
     }
 }
 
+mod rename;
+
 #[cfg(test)]
 mod repeatable_read_tests;
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, HttpOp, Outcome, Resource, Value};
 
 use super::subsystem::Subsystem;
+use crate::symmetry::Renaming;
 
 /// `connect()` to a port nobody listens on.
 pub const ECONNREFUSED: ErrorCode = ErrorCode("ECONNREFUSED");
@@ -80,6 +81,25 @@ impl Http {
 
 impl Subsystem for Http {
     type Op = HttpOp;
+
+    /// Only an HTTP boundary no actor has used yet (the same for every actor).
+    fn renamable(&self) -> Result<(), String> {
+        let untouched = self.requests.iter().all(Option::is_none)
+            && self.queued.is_empty()
+            && self.accepting.iter().all(Option::is_none)
+            && self.acceptors.is_empty()
+            && self.serving.iter().all(Option::is_none)
+            && self.listeners.is_empty();
+        if untouched {
+            Ok(())
+        } else {
+            Err("HTTP requests and servers are not renamed".to_string())
+        }
+    }
+
+    fn rename(&mut self, _: &Renaming) {
+        debug_assert!(self.renamable().is_ok());
+    }
 
     fn name(&self) -> &'static str {
         "http"

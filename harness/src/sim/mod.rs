@@ -27,6 +27,8 @@ pub use subsystem::{Part, PartId, PartOp, Parts, Subsystem, MAX_PARTS};
 
 use subsystem::AnyOp;
 
+use crate::symmetry::Renaming;
+
 /// Which subsystem holds an actor's waiting op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Where {
@@ -329,6 +331,22 @@ impl World {
     /// The first failure of an attached real directory, or disagreement with the simulator.
     pub fn files_failure(&self) -> Option<String> {
         self.parts.0.iter().filter_map(|p| p.as_any().downcast_ref::<Fs>()).find_map(Fs::failure)
+    }
+
+    /// Can every subsystem rename what it keeps about actors right now? See [`crate::symmetry`].
+    pub fn renamable(&self) -> Result<(), String> {
+        let builtin: [&dyn Part; 3] = [&self.db, &self.os, &self.http];
+        builtin.into_iter().chain(self.parts.0.iter().map(|p| &**p)).try_for_each(|p| p.renamable_dyn())
+    }
+
+    /// Rename actors, their connections and their values in every subsystem. Only after
+    /// [`World::renamable`] said yes.
+    pub fn rename(&mut self, renaming: &Renaming) {
+        assert_eq!(renaming.len(), self.waits_in.len(), "a renaming of this world's actors");
+        renaming.permute(&mut self.waits_in);
+        for part in self.all() {
+            part.rename_dyn(renaming);
+        }
     }
 
     /// What the transitions applied since the last call touched.

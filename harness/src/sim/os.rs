@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
 
 use super::subsystem::Subsystem;
+use crate::symmetry::Renaming;
 
 /// The pid of the first process; later ones count up from it.
 const FIRST_PID: Pid = 100;
@@ -310,6 +311,28 @@ impl Os {
 
 impl Subsystem for Os {
     type Op = OsOp;
+
+    /// Only an operating system no actor has used yet: every actor's entry is the same then,
+    /// so a renaming changes nothing. Pids and files would need renaming of their own.
+    fn renamable(&self) -> Result<(), String> {
+        let untouched = self.real.is_none()
+            && self.processes.is_empty()
+            && self.process_of.iter().all(Option::is_none)
+            && !self.dormant.iter().any(|&d| d)
+            && !self.stillborn.iter().any(|&d| d)
+            && self.waits.iter().all(Option::is_none)
+            && self.files.is_empty()
+            && self.flocks.is_empty();
+        if untouched {
+            Ok(())
+        } else {
+            Err("processes, files and flocks are not renamed".to_string())
+        }
+    }
+
+    fn rename(&mut self, _: &Renaming) {
+        debug_assert!(self.renamable().is_ok());
+    }
 
     fn name(&self) -> &'static str {
         "os"

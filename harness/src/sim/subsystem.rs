@@ -17,6 +17,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Op, OpKind, Outcome};
+use crate::symmetry::Renaming;
 
 /// An op a subsystem executes. `Display` renders its arguments in a timeline cell, such as
 /// `(key=3)`, after the op's application-level name.
@@ -98,6 +99,19 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
     fn describe(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Can [`Subsystem::rename`] rename this state? `Err` says why not, and the search then
+    /// keys this state by its plain fingerprint (see [`crate::symmetry`]).
+    fn renamable(&self) -> Result<(), String> {
+        Err(format!("the {} part does not rename actors", self.name()))
+    }
+
+    /// Rename the actors, connections and values this state keeps, as `renaming` says. Called
+    /// only when [`Subsystem::renamable`] is `Ok`.
+    fn rename(&mut self, renaming: &Renaming) {
+        let _ = renaming;
+        unreachable!("{}: rename without renamable", self.name())
+    }
 }
 
 /// An op of some subsystem, type-erased so that [`OpKind`] can carry it.
@@ -170,6 +184,8 @@ pub trait Part: Any + Debug + Send + Sync {
     fn power_loss_states_dyn(&self) -> usize;
     fn power_loss_dyn(&mut self, k: usize, fp: &mut Footprint) -> String;
     fn describe_dyn(&self) -> Vec<String>;
+    fn renamable_dyn(&self) -> Result<(), String>;
+    fn rename_dyn(&mut self, renaming: &Renaming);
 }
 
 fn downcast<S: Subsystem>(s: &S, op: &dyn AnyOp) -> S::Op {
@@ -232,6 +248,12 @@ impl<S: Subsystem> Part for S {
     }
     fn describe_dyn(&self) -> Vec<String> {
         self.describe()
+    }
+    fn renamable_dyn(&self) -> Result<(), String> {
+        self.renamable()
+    }
+    fn rename_dyn(&mut self, renaming: &Renaming) {
+        self.rename(renaming)
     }
 }
 

@@ -1,0 +1,59 @@
+//! Renaming a database state under a symmetry: sessions trade places, and the values identical
+//! actors own trade places in rows, pending statements and parked outcomes (see
+//! [`crate::symmetry`]). Each struct is destructured in full, so a new field cannot be
+//! forgotten here.
+
+use super::{Db, Hold, LogicalRow, Pending, Session, Version, Wait, Xid};
+use crate::symmetry::Renaming;
+
+impl Db {
+    pub(crate) fn rename(&mut self, r: &Renaming) {
+        let Db { catalog: _, tables, sessions, advisory, wait_queue, seq: _ } = self;
+        for row in tables.iter_mut().flatten() {
+            let LogicalRow { versions, locker } = row;
+            for Version { values, xmin, xmax } in versions {
+                r.row(values);
+                *xmin = rename_xid(r, *xmin);
+                *xmax = xmax.map(|x| rename_xid(r, x));
+            }
+            *locker = locker.map(|c| r.conn(c));
+        }
+        for session in sessions.iter_mut() {
+            let Session {
+                block: _,
+                repeatable_read: _,
+                tx_snapshot: _,
+                lock_timeout: _,
+                lock_timeout_before: _,
+                pending,
+                woken: _,
+                ready,
+            } = session;
+            if let Some(Pending { stmt, snapshot: _, wait }) = pending {
+                r.sql(stmt);
+                *wait = match *wait {
+                    Wait::Tx(c) => Wait::Tx(r.conn(c)),
+                    Wait::Advisory(key) => Wait::Advisory(r.int(key)),
+                };
+            }
+            if let Some(outcome) = ready {
+                r.outcome(outcome);
+            }
+        }
+        r.permute_conns(sessions);
+        *advisory = std::mem::take(advisory)
+            .into_iter()
+            .map(|(key, Hold { conn, session, xact })| (r.int(key), Hold { conn: r.conn(conn), session, xact }))
+            .collect();
+        for c in wait_queue.iter_mut() {
+            *c = r.conn(*c);
+        }
+    }
+}
+
+fn rename_xid(r: &Renaming, xid: Xid) -> Xid {
+    match xid {
+        Xid::Committed(seq) => Xid::Committed(seq),
+        Xid::Active { conn, current } => Xid::Active { conn: r.conn(conn), current },
+    }
+}

@@ -1,0 +1,316 @@
+//! Symmetry: identical actors are interchangeable, so a state and the same state with two
+//! identical actors swapped have the same future up to that swap. The exhaustive search keys
+//! its visited set by a canonical fingerprint (identical actors sorted, and everything they own
+//! renamed to match) and so explores one state of each class instead of up to n! of them.
+//!
+//! A model opts in with [`crate::model::Model::symmetry`]: it names groups of identical actors
+//! (same code, same parameters up to their id) and the values each actor owns (its request id,
+//! its content string), which the world renames in rows, statements and outcomes. The actor
+//! renames what it holds itself ([`crate::model::Actor::rename`]): its connection, its own
+//! values. Every subsystem of the world must be able to rename what it keeps about actors
+//! ([`crate::sim::World::renamable`]); one that cannot turns the reduction off, with the reason
+//! in the result, so a search never silently reduces by a symmetry it cannot apply.
+//!
+//! The search still walks concrete states: only the visited-set key is canonical. So every
+//! counterexample is a real schedule and its token replays as it is.
+//!
+//! Soundness needs the model's properties to be symmetric too (they must not single out one
+//! of the identical actors). `harness/tests/symmetry.rs` checks reduced against unreduced
+//! search on every model that declares a symmetry, and on random small programs.
+
+use std::ops::Range;
+
+use crate::op::{ActorId, ConnId, Outcome, Row, Sql, Value, MAX_ACTORS};
+
+/// Groups of interchangeable actors, and what each actor owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Symmetry {
+    /// Disjoint ranges of actor indices; within one, any permutation maps reachable states to
+    /// reachable states and keeps every property's verdict.
+    pub groups: Vec<Range<ActorId>>,
+    /// For each actor (indexed by actor), the values that name it, in the same order for every
+    /// actor of a group: actor `a`'s `k`-th value becomes actor `b`'s `k`-th when `a` is renamed
+    /// to `b`. Empty when the actors own no values.
+    pub owned_values: Vec<Vec<Value>>,
+}
+
+impl Symmetry {
+    /// One group of the actors in `group`, owning `owned_values[a]` each.
+    pub fn group(group: Range<ActorId>, owned_values: Vec<Vec<Value>>) -> Symmetry {
+        Symmetry { groups: vec![group], owned_values }
+    }
+
+    /// Is the declaration well formed for `actors` actors? Groups disjoint and in range, two
+    /// or more members each, owned values the same in number within a group and all distinct.
+    pub fn validate(&self, actors: usize) -> Result<(), String> {
+        let mut seen = vec![false; actors];
+        for g in &self.groups {
+            if g.end > actors || g.len() < 2 {
+                return Err(format!("symmetry group {g:?} must name two or more of the {actors} actors"));
+            }
+            for a in g.clone() {
+                if std::mem::replace(&mut seen[a], true) {
+                    return Err(format!("actor {a} is in two symmetry groups"));
+                }
+                let owned = |a: usize| self.owned_values.get(a).map_or(0, Vec::len);
+                if owned(a) != owned(g.start) {
+                    return Err(format!("actors {} and {a} own different numbers of values", g.start));
+                }
+            }
+        }
+        let mut all: Vec<Value> = self.owned_values.iter().flatten().copied().collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        if all.len() != n {
+            return Err("two actors own the same value".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// What [`Renaming::abstracting`] puts for another member of the group.
+const OTHER_ACTOR: ActorId = ActorId::MAX;
+const OTHER_CONN: ConnId = ConnId::MAX - 1;
+
+/// A placeholder of the same kind as `v` for another member's `k`-th owned value.
+fn placeholder(v: Value, k: usize) -> Value {
+    match v {
+        Value::Int(_) => Value::Int(i64::MIN + k as i64),
+        Value::Str(_) => Value::Str("(another member)"),
+        Value::Null => Value::Null,
+    }
+}
+
+/// A consistent renaming of actors and of what they own: connections and values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renaming {
+    /// Old actor → new actor.
+    actors: Vec<ActorId>,
+    /// Old connection → new connection.
+    conns: Vec<ConnId>,
+    /// Old value → new value, only for values that change.
+    values: Vec<(Value, Value)>,
+}
+
+impl Renaming {
+    /// The renaming that sends actor `a` to `perm[a]`, each connection of `a` to the connection
+    /// of `perm[a]` at the same position (`conn_owner[c]` is connection `c`'s actor), and each
+    /// owned value to its counterpart.
+    pub fn new(perm: Vec<ActorId>, conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
+        let n = perm.len();
+        assert!(n <= MAX_ACTORS);
+        debug_assert!({
+            let mut sorted = perm.clone();
+            sorted.sort_unstable();
+            sorted.iter().enumerate().all(|(i, &p)| i == p)
+        });
+        let conns_of = |a: ActorId| conn_owner.iter().enumerate().filter(move |&(_, &o)| o == a).map(|(c, _)| c);
+        let mut conns: Vec<ConnId> = (0..conn_owner.len()).map(|c| c as ConnId).collect();
+        let mut values = Vec::new();
+        for (old, &new) in perm.iter().enumerate() {
+            if old == new {
+                continue;
+            }
+            assert_eq!(
+                conns_of(old).count(),
+                conns_of(new).count(),
+                "actors {old} and {new} own different connections"
+            );
+            for (from, to) in conns_of(old).zip(conns_of(new)) {
+                conns[from] = to as ConnId;
+            }
+            let owned = |a: usize| symmetry.owned_values.get(a).map_or(&[][..], Vec::as_slice);
+            for (&from, &to) in owned(old).iter().zip(owned(new)) {
+                values.push((from, to));
+            }
+        }
+        values.sort_unstable();
+        Renaming { actors: perm, conns, values }
+    }
+
+    /// Actor `a` as it sees itself and the others, for sorting: `a` and what it owns are
+    /// renamed to `group.start`'s, and every other member of the group's connections and
+    /// values become placeholders, so that references to them compare equal whoever they are.
+    /// Not a bijection: only for renaming one actor's own state before hashing it.
+    pub fn abstracting(a: ActorId, group: &Range<ActorId>, conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
+        assert!(group.contains(&a));
+        let owned = |b: usize| symmetry.owned_values.get(b).map_or(&[][..], Vec::as_slice);
+        let conns_of = |b: ActorId| conn_owner.iter().enumerate().filter(move |&(_, &o)| o == b).map(|(c, _)| c);
+        let mut actors: Vec<ActorId> =
+            (0..conn_owner.iter().copied().max().map_or(0, |m| m + 1).max(group.end)).collect();
+        let mut conns: Vec<ConnId> = (0..conn_owner.len()).map(|c| c as ConnId).collect();
+        let mut values = Vec::new();
+        for b in group.clone() {
+            actors[b] = if b == a { group.start } else { OTHER_ACTOR };
+            for (k, c) in conns_of(b).enumerate() {
+                conns[c] =
+                    if b == a { conns_of(group.start).nth(k).expect("same connections") as ConnId } else { OTHER_CONN };
+            }
+            for (k, &v) in owned(b).iter().enumerate() {
+                let to = if b == a { owned(group.start)[k] } else { placeholder(v, k) };
+                values.push((v, to));
+            }
+        }
+        values.sort_unstable();
+        Renaming { actors, conns, values }
+    }
+
+    /// Does this renaming change nothing?
+    pub fn is_identity(&self) -> bool {
+        self.actors.iter().enumerate().all(|(i, &a)| i == a) && self.values.is_empty()
+    }
+
+    /// How many actors it renames.
+    pub fn len(&self) -> usize {
+        self.actors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actors.is_empty()
+    }
+
+    pub fn actor(&self, a: ActorId) -> ActorId {
+        self.actors[a]
+    }
+
+    pub fn conn(&self, c: ConnId) -> ConnId {
+        self.conns.get(usize::from(c)).copied().unwrap_or(c)
+    }
+
+    pub fn value(&self, v: Value) -> Value {
+        match self.values.binary_search_by(|(from, _)| from.cmp(&v)) {
+            Ok(k) => self.values[k].1,
+            Err(_) => v,
+        }
+    }
+
+    /// An integer as a value: advisory lock keys and ids an actor owns.
+    pub fn int(&self, i: i64) -> i64 {
+        match self.value(Value::Int(i)) {
+            Value::Int(j) => j,
+            other => panic!("integer {i} renamed to {other}"),
+        }
+    }
+
+    pub fn row(&self, row: &mut Row) {
+        if self.values.is_empty() {
+            return;
+        }
+        for v in row {
+            *v = self.value(*v);
+        }
+    }
+
+    /// Values in a statement: filters, inserted rows, `SET` constants, advisory keys.
+    pub fn sql(&self, stmt: &mut Sql) {
+        use crate::op::{Expr, OnConflict};
+        let expr = |e: &mut Expr| {
+            if let Expr::Value(v) = e {
+                *v = self.value(*v);
+            }
+        };
+        match stmt {
+            Sql::Select { filter, .. } | Sql::Delete { filter, .. } => {
+                filter.iter_mut().for_each(|(_, v)| *v = self.value(*v))
+            }
+            Sql::Insert { row, on_conflict, .. } => {
+                self.row(row);
+                if let OnConflict::DoUpdate { set, .. } = on_conflict {
+                    set.iter_mut().for_each(|(_, e)| expr(e));
+                }
+            }
+            Sql::Update { filter, set, .. } => {
+                filter.iter_mut().for_each(|(_, v)| *v = self.value(*v));
+                set.iter_mut().for_each(|(_, e)| expr(e));
+            }
+            Sql::AdvisoryLock { key, .. } | Sql::AdvisoryTryLock { key, .. } | Sql::AdvisoryUnlock { key } => {
+                *key = self.int(*key)
+            }
+            _ => {}
+        }
+    }
+
+    pub fn outcome(&self, outcome: &mut Outcome) {
+        match outcome {
+            Outcome::Rows(rows) => rows.iter_mut().for_each(|r| self.row(r)),
+            Outcome::Value(v) => *v = self.value(*v),
+            _ => {}
+        }
+    }
+
+    /// Permute a vector indexed by actor.
+    pub fn permute<T: Clone>(&self, by_actor: &mut [T]) {
+        if self.is_identity() {
+            return;
+        }
+        assert_eq!(by_actor.len(), self.actors.len(), "a vector indexed by actor");
+        let old = by_actor.to_vec();
+        for (a, item) in old.into_iter().enumerate() {
+            by_actor[self.actors[a]] = item;
+        }
+    }
+
+    /// Permute a vector indexed by connection.
+    pub fn permute_conns<T: Clone>(&self, by_conn: &mut [T]) {
+        let old = by_conn.to_vec();
+        for (c, item) in old.into_iter().enumerate() {
+            by_conn[usize::from(self.conn(c as ConnId))] = item;
+        }
+    }
+}
+
+/// The ranges of a symmetry as one permutation: `sort_keys[a]` orders the members of each
+/// group (ties keep their index order); actors outside every group stay put.
+pub fn sorting_permutation<K: Ord>(groups: &[Range<ActorId>], actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
+    let mut perm: Vec<ActorId> = (0..actors).collect();
+    for g in groups {
+        let mut members: Vec<ActorId> = g.clone().collect();
+        members.sort_by(|&a, &b| sort_keys[a].cmp(&sort_keys[b]).then(a.cmp(&b)));
+        for (k, old) in members.into_iter().enumerate() {
+            perm[old] = g.start + k;
+        }
+    }
+    perm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_requests() -> Symmetry {
+        Symmetry::group(0..2, vec![vec![Value::Int(1)], vec![Value::Int(2)]])
+    }
+
+    #[test]
+    fn a_swap_renames_connections_and_values() {
+        let r = Renaming::new(vec![1, 0], &[0, 1], &two_requests());
+        assert_eq!((r.actor(0), r.conn(0), r.value(Value::Int(1))), (1, 1, Value::Int(2)));
+        assert_eq!(r.value(Value::Int(7)), Value::Int(7), "values no actor owns stay");
+        let mut stmt = Sql::AdvisoryLock { key: 2, scope: crate::op::LockScope::Xact };
+        r.sql(&mut stmt);
+        assert_eq!(stmt, Sql::AdvisoryLock { key: 1, scope: crate::op::LockScope::Xact });
+        let mut by_actor = vec!["first", "second"];
+        r.permute(&mut by_actor);
+        assert_eq!(by_actor, ["second", "first"]);
+    }
+
+    #[test]
+    fn the_sorting_permutation_sorts_within_groups_only() {
+        assert_eq!(sorting_permutation(std::slice::from_ref(&(1..4)), 4, &[9, 3, 1, 2]), vec![0, 3, 1, 2]);
+        assert_eq!(
+            sorting_permutation(std::slice::from_ref(&(0..2)), 3, &[5, 5, 0]),
+            vec![0, 1, 2],
+            "ties keep their order"
+        );
+    }
+
+    #[test]
+    fn malformed_declarations_are_refused() {
+        assert!(two_requests().validate(2).is_ok());
+        assert!(Symmetry::group(0..1, vec![]).validate(2).is_err(), "a group of one");
+        assert!(Symmetry::group(0..3, vec![]).validate(2).is_err(), "past the last actor");
+        let shared = Symmetry::group(0..2, vec![vec![Value::Int(1)], vec![Value::Int(1)]]);
+        assert!(shared.validate(2).is_err(), "one value owned twice");
+    }
+}

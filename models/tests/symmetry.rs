@@ -1,0 +1,267 @@
+//! Symmetry reduction against the plain search: on every catalogue model that declares a
+//! symmetry, and on random programs run by identical actors. Both searches must give the same
+//! verdict (the same invariant when violated), reach the same targets, and, when complete, end
+//! in the same final states up to renaming (compared by an exact class key that tries every
+//! renaming), the reduced one with no more states.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use racelab_harness::catalogue::{DynModel, Param, Params};
+use racelab_harness::explore::Bounds;
+use racelab_harness::model::{Actor, Invariant, Model, Target};
+use racelab_harness::op::{ConnId, LockScope, OnConflict, Op, Outcome, RowLock, Sql, Value};
+use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
+
+fn assert_same(id: &str, model: &dyn DynModel, bounds: &Bounds) {
+    let (plain, plain_finals) = model.final_classes(bounds, false, false);
+    let (reduced, reduced_finals) = model.final_classes(bounds, true, false);
+    assert_eq!(plain.complete, reduced.complete, "{id}: completeness");
+    assert_eq!(
+        plain.violation.as_ref().map(|(v, _)| v.invariant.clone()),
+        reduced.violation.as_ref().map(|(v, _)| v.invariant.clone()),
+        "{id}: verdict"
+    );
+    if plain.complete {
+        assert_eq!(plain.reached, reduced.reached, "{id}: targets reached");
+        let only_plain = plain_finals.difference(&reduced_finals).count();
+        let only_reduced = reduced_finals.difference(&plain_finals).count();
+        assert!(
+            only_plain == 0 && only_reduced == 0,
+            "{id}: final states up to renaming differ: {only_plain} classes only without the reduction, \
+             {only_reduced} only with it"
+        );
+        assert!(reduced.stats.states <= plain.stats.states, "{id}: more states with the reduction");
+    }
+}
+
+fn with_workers(race: &str, variant: &str, param: &str, n: usize) -> Box<dyn DynModel> {
+    let catalogue = racelab_models::catalogue();
+    let def = catalogue.iter().find(|r| r.id == race).expect("race");
+    let build = def.variants.iter().find(|v| v.id == variant).expect("variant").build;
+    build(&Params::new(BTreeMap::from([(param.to_string(), Param::Int(n as i64))]))).expect("builds")
+}
+
+#[test]
+fn reduced_and_plain_searches_agree_on_every_symmetric_catalogue_model() {
+    let mut compared = Vec::new();
+    for race in racelab_models::catalogue() {
+        for variant in &race.variants {
+            let Ok(model) = (variant.build)(&Params::new(BTreeMap::new())) else { continue };
+            if model.symmetry().is_none() {
+                continue;
+            }
+            for crashes in [0, 1] {
+                let bounds = Bounds { crashes, ..Bounds::default() };
+                assert_same(&format!("{}/{} with {crashes} crashes", race.id, variant.id), &*model, &bounds);
+            }
+            compared.push(format!("{}/{}", race.id, variant.id));
+        }
+    }
+    assert!(compared.len() >= 4, "only {compared:?} declare a symmetry");
+}
+
+#[test]
+fn reduced_and_plain_searches_agree_with_more_workers() {
+    for variant in ["check-then-insert", "advisory-xact-lock", "unique-on-conflict"] {
+        for n in [3, 4] {
+            let model = with_workers("summary-upsert", variant, "requests", n);
+            assert_same(
+                &format!("summary-upsert/{variant} × {n}"),
+                &*model,
+                &Bounds { crashes: 1, ..Bounds::default() },
+            );
+        }
+    }
+}
+
+#[test]
+fn the_reduction_shrinks_a_locked_upsert() {
+    let model = with_workers("summary-upsert", "advisory-xact-lock", "requests", 5);
+    let bounds = Bounds { crashes: 1, ..Bounds::default() };
+    let (plain, _) = model.final_classes(&bounds, false, true);
+    let (reduced, _) = model.final_classes(&bounds, true, false);
+    assert!(plain.complete && reduced.complete);
+    // 5! orderings of the same situation collapse; the rest of the gap is ties left unsorted.
+    assert!(reduced.stats.states * 20 < plain.stats.states, "{} vs {}", reduced.stats.states, plain.stats.states);
+}
+
+/// One statement of a random program; every actor runs the same program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Step {
+    Begin,
+    Commit,
+    Rollback,
+    /// An advisory lock on a key every actor shares.
+    SharedLock,
+    /// An advisory lock on the actor's own key.
+    OwnLock,
+    /// Insert the actor's own row under a shared tag.
+    Insert {
+        tag: &'static str,
+        on_conflict_do_nothing: bool,
+    },
+    SelectForUpdate {
+        tag: &'static str,
+    },
+    /// Move every row of a tag to the other tag.
+    Retag {
+        from: &'static str,
+        to: &'static str,
+    },
+    DeleteOwn,
+}
+
+const TAGS: [&str; 2] = ["a", "b"];
+const SHARED_KEY: i64 = 7;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Program {
+    conn: ConnId,
+    id: i64,
+    steps: Arc<Vec<Step>>,
+    pc: usize,
+    seen: Vec<Outcome>,
+    /// `ON CONFLICT` needs the unique index.
+    unique_tag: bool,
+}
+
+impl Actor for Program {
+    fn next_op(&self) -> Option<Op> {
+        let (c, id) = (self.conn, self.id);
+        let stmt = match *self.steps.get(self.pc)? {
+            Step::Begin => Sql::Begin,
+            Step::Commit => Sql::Commit,
+            Step::Rollback => Sql::Rollback,
+            Step::SharedLock => Sql::AdvisoryLock { key: SHARED_KEY, scope: LockScope::Xact },
+            Step::OwnLock => Sql::AdvisoryLock { key: id, scope: LockScope::Xact },
+            Step::Insert { tag, on_conflict_do_nothing } => Sql::Insert {
+                table: "items",
+                row: vec![Value::Int(id), Value::Str(tag)],
+                on_conflict: if on_conflict_do_nothing && self.unique_tag {
+                    OnConflict::DoNothing { target: vec!["tag"] }
+                } else {
+                    OnConflict::Error
+                },
+            },
+            Step::SelectForUpdate { tag } => {
+                Sql::Select { table: "items", filter: vec![("tag", Value::Str(tag))], lock: Some(RowLock::ForUpdate) }
+            }
+            Step::Retag { from, to } => Sql::Update {
+                table: "items",
+                filter: vec![("tag", Value::Str(from))],
+                set: vec![("tag", racelab_harness::op::Expr::Value(Value::Str(to)))],
+            },
+            Step::DeleteOwn => Sql::Delete { table: "items", filter: vec![("id", Value::Int(id))] },
+        };
+        Some(Op::sql("step", c, stmt))
+    }
+
+    fn on_outcome(&mut self, outcome: &Outcome) {
+        self.seen.push(outcome.clone());
+        self.pc += 1;
+    }
+
+    fn rename(&mut self, r: &Renaming) {
+        self.conn = r.conn(self.conn);
+        self.id = r.int(self.id);
+        self.seen.iter_mut().for_each(|o| r.outcome(o));
+    }
+}
+
+struct Programs {
+    actors: usize,
+    steps: Arc<Vec<Step>>,
+    unique_tag: bool,
+}
+
+impl Programs {
+    fn id(i: usize) -> i64 {
+        100 + i as i64
+    }
+}
+
+impl Model for Programs {
+    type Actor = Program;
+
+    fn init(&self) -> (World, Vec<Program>) {
+        let unique = if self.unique_tag {
+            vec![UniqueIndex { name: "items_tag_key", columns: vec!["tag"], predicate: None }]
+        } else {
+            Vec::new()
+        };
+        let schema = Schema { tables: vec![TableDef { name: "items", columns: vec!["id", "tag"], unique }] };
+        let mut world = World::new(schema, self.actors);
+        let actors = (0..self.actors)
+            .map(|i| Program {
+                conn: world.connect(i),
+                id: Self::id(i),
+                steps: self.steps.clone(),
+                pc: 0,
+                seen: Vec::new(),
+                unique_tag: self.unique_tag,
+            })
+            .collect();
+        (world, actors)
+    }
+
+    fn actor_names(&self) -> Vec<String> {
+        (0..self.actors).map(|i| format!("actor {i}")).collect()
+    }
+
+    fn invariants(&self) -> Vec<Invariant<Program>> {
+        vec![Invariant::new("one-item-per-tag", |v: &racelab_harness::model::View<Program>| {
+            let rows = v.world.db.committed_rows("items");
+            for tag in TAGS {
+                let n = rows.iter().filter(|r| r[1] == Value::Str(tag)).count();
+                if n > 1 {
+                    return Err(format!("{n} items tagged {tag}"));
+                }
+            }
+            Ok(())
+        })]
+    }
+
+    fn targets(&self) -> Vec<Target<Program>> {
+        vec![Target::new("some statement failed", |v: &racelab_harness::model::View<Program>| {
+            v.actors.iter().any(|a| a.seen.iter().any(Outcome::is_err))
+        })]
+    }
+
+    fn symmetry(&self) -> Option<Symmetry> {
+        let owned = (0..self.actors).map(|i| vec![Value::Int(Self::id(i))]).collect();
+        Some(Symmetry::group(0..self.actors, owned))
+    }
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let tag = prop::sample::select(TAGS.to_vec());
+    prop_oneof![
+        Just(Step::Begin),
+        Just(Step::Commit),
+        Just(Step::Rollback),
+        Just(Step::SharedLock),
+        Just(Step::OwnLock),
+        (tag.clone(), any::<bool>()).prop_map(|(tag, d)| Step::Insert { tag, on_conflict_do_nothing: d }),
+        tag.clone().prop_map(|tag| Step::SelectForUpdate { tag }),
+        tag.prop_map(|from| Step::Retag { from, to: if from == "a" { "b" } else { "a" } }),
+        Just(Step::DeleteOwn),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn reduced_and_plain_searches_agree_on_random_programs(
+        steps in prop::collection::vec(step(), 1..8),
+        actors in 2usize..5,
+        unique_tag in any::<bool>(),
+        crashes in 0u8..2,
+    ) {
+        let model = Programs { actors, steps: Arc::new(steps), unique_tag };
+        assert_same("random program", &model, &Bounds { crashes, ..Bounds::default() });
+    }
+}
