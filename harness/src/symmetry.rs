@@ -18,16 +18,14 @@
 //! of the identical actors). `harness/tests/symmetry.rs` checks reduced against unreduced
 //! search on every model that declares a symmetry, and on random small programs.
 
-use std::ops::Range;
-
 use crate::op::{ActorId, ConnId, Outcome, Row, Sql, Value, MAX_ACTORS};
 
 /// Groups of interchangeable actors, and what each actor owns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Symmetry {
-    /// Disjoint ranges of actor indices; within one, any permutation maps reachable states to
-    /// reachable states and keeps every property's verdict.
-    pub groups: Vec<Range<ActorId>>,
+    /// Disjoint sets of actor indices, each in increasing order; within one, any permutation
+    /// maps reachable states to reachable states and keeps every property's verdict.
+    pub groups: Vec<Vec<ActorId>>,
     /// For each actor (indexed by actor), the values that name it, in the same order for every
     /// actor of a group: actor `a`'s `k`-th value becomes actor `b`'s `k`-th when `a` is renamed
     /// to `b`. Empty when the actors own no values.
@@ -36,8 +34,8 @@ pub struct Symmetry {
 
 impl Symmetry {
     /// One group of the actors in `group`, owning `owned_values[a]` each.
-    pub fn group(group: Range<ActorId>, owned_values: Vec<Vec<Value>>) -> Symmetry {
-        Symmetry { groups: vec![group], owned_values }
+    pub fn group(group: impl IntoIterator<Item = ActorId>, owned_values: Vec<Vec<Value>>) -> Symmetry {
+        Symmetry { groups: vec![group.into_iter().collect()], owned_values }
     }
 
     /// Is the declaration well formed for `actors` actors? Groups disjoint and in range, two
@@ -45,16 +43,16 @@ impl Symmetry {
     pub fn validate(&self, actors: usize) -> Result<(), String> {
         let mut seen = vec![false; actors];
         for g in &self.groups {
-            if g.end > actors || g.len() < 2 {
-                return Err(format!("symmetry group {g:?} must name two or more of the {actors} actors"));
+            if g.len() < 2 || g.iter().any(|&a| a >= actors) || !g.windows(2).all(|w| w[0] < w[1]) {
+                return Err(format!("symmetry group {g:?} must name two or more of the {actors} actors, in order"));
             }
-            for a in g.clone() {
+            for &a in g {
                 if std::mem::replace(&mut seen[a], true) {
                     return Err(format!("actor {a} is in two symmetry groups"));
                 }
                 let owned = |a: usize| self.owned_values.get(a).map_or(0, Vec::len);
-                if owned(a) != owned(g.start) {
-                    return Err(format!("actors {} and {a} own different numbers of values", g.start));
+                if owned(a) != owned(g[0]) {
+                    return Err(format!("actors {} and {a} own different numbers of values", g[0]));
                 }
             }
         }
@@ -130,25 +128,28 @@ impl Renaming {
     }
 
     /// Actor `a` as it sees itself and the others, for sorting: `a` and what it owns are
-    /// renamed to `group.start`'s, and every other member of the group's connections and
+    /// renamed to the group's first member's, and every other member of the group's connections and
     /// values become placeholders, so that references to them compare equal whoever they are.
     /// Not a bijection: only for renaming one actor's own state before hashing it.
-    pub fn abstracting(a: ActorId, group: &Range<ActorId>, conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
+    pub fn abstracting(a: ActorId, group: &[ActorId], conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
         assert!(group.contains(&a));
+        let first = group[0];
         let owned = |b: usize| symmetry.owned_values.get(b).map_or(&[][..], Vec::as_slice);
         let conns_of = |b: ActorId| conn_owner.iter().enumerate().filter(move |&(_, &o)| o == b).map(|(c, _)| c);
-        let mut actors: Vec<ActorId> =
-            (0..conn_owner.iter().copied().max().map_or(0, |m| m + 1).max(group.end)).collect();
+        let last = group.iter().copied().max().expect("a group has members");
+        let mut actors: Vec<ActorId> = (0..conn_owner.iter().copied().max().unwrap_or(0).max(last) + 1).collect();
         let mut conns: Vec<ConnId> = (0..conn_owner.len()).map(|c| c as ConnId).collect();
         let mut values = Vec::new();
-        for b in group.clone() {
-            actors[b] = if b == a { group.start } else { OTHER_ACTOR };
+        for &b in group {
+            actors[b] = if b == a { first } else { OTHER_ACTOR };
             for (k, c) in conns_of(b).enumerate() {
-                conns[c] =
-                    if b == a { conns_of(group.start).nth(k).expect("same connections") as ConnId } else { OTHER_CONN };
+                conns[c] = match b == a {
+                    true => conns_of(first).nth(k).expect("members own as many connections") as ConnId,
+                    false => OTHER_CONN,
+                };
             }
             for (k, &v) in owned(b).iter().enumerate() {
-                let to = if b == a { owned(group.start)[k] } else { placeholder(v, k) };
+                let to = if b == a { owned(first)[k] } else { placeholder(v, k) };
                 values.push((v, to));
             }
         }
@@ -260,15 +261,16 @@ impl Renaming {
     }
 }
 
-/// The ranges of a symmetry as one permutation: `sort_keys[a]` orders the members of each
-/// group (ties keep their index order); actors outside every group stay put.
-pub fn sorting_permutation<K: Ord>(groups: &[Range<ActorId>], actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
+/// The groups of a symmetry as one permutation: `sort_keys[a]` orders the members of each
+/// group (ties keep their index order), and the `k`-th smallest moves to the group's `k`-th
+/// index; actors outside every group stay put.
+pub fn sorting_permutation<K: Ord>(groups: &[Vec<ActorId>], actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
     let mut perm: Vec<ActorId> = (0..actors).collect();
     for g in groups {
-        let mut members: Vec<ActorId> = g.clone().collect();
+        let mut members = g.clone();
         members.sort_by(|&a, &b| sort_keys[a].cmp(&sort_keys[b]).then(a.cmp(&b)));
-        for (k, old) in members.into_iter().enumerate() {
-            perm[old] = g.start + k;
+        for (&slot, old) in g.iter().zip(members) {
+            perm[old] = slot;
         }
     }
     perm
@@ -297,12 +299,13 @@ mod tests {
 
     #[test]
     fn the_sorting_permutation_sorts_within_groups_only() {
-        assert_eq!(sorting_permutation(std::slice::from_ref(&(1..4)), 4, &[9, 3, 1, 2]), vec![0, 3, 1, 2]);
-        assert_eq!(
-            sorting_permutation(std::slice::from_ref(&(0..2)), 3, &[5, 5, 0]),
-            vec![0, 1, 2],
-            "ties keep their order"
-        );
+        assert_eq!(sorting_permutation(&[vec![1, 2, 3]], 4, &[9, 3, 1, 2]), vec![0, 3, 1, 2]);
+        assert_eq!(sorting_permutation(&[vec![0, 1]], 3, &[5, 5, 0]), vec![0, 1, 2], "ties keep their order");
+    }
+
+    #[test]
+    fn groups_need_not_be_contiguous() {
+        assert_eq!(sorting_permutation(&[vec![0, 2], vec![1, 3]], 4, &[5, 4, 3, 0]), vec![2, 3, 0, 1]);
     }
 
     #[test]

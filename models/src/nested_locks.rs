@@ -47,6 +47,7 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, LockScope, Op, Outcome, Sql};
 use racelab_harness::sim::{Schema, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const AGENT_ID: i64 = 1;
 const TURN_ID: i64 = 2;
@@ -181,6 +182,13 @@ impl Actor for LockingTask {
         Some(op)
     }
 
+    /// Tasks on one path differ only in their connections; the keys are the agent's and turn's.
+    fn rename(&mut self, r: &Renaming) {
+        for lock in &mut self.locks {
+            lock.conn = r.conn(lock.conn);
+        }
+    }
+
     fn on_outcome(&mut self, outcome: &Outcome) {
         let unwind_from = |i: usize| if i == 0 { Pc::Done } else { Pc::Unlock(i - 1) };
         self.pc = match (self.pc, outcome) {
@@ -239,6 +247,13 @@ impl Model for NestedLocks {
                 }
             })
             .collect()
+    }
+
+    /// The stop hooks (even indices) are interchangeable, and so are the reconcilers (odd).
+    fn symmetry(&self) -> Option<Symmetry> {
+        let on_path = |path: usize| (path..self.hooks).step_by(2).collect::<Vec<_>>();
+        let groups: Vec<Vec<usize>> = [on_path(0), on_path(1)].into_iter().filter(|g| g.len() >= 2).collect();
+        (!groups.is_empty()).then(|| Symmetry { groups, owned_values: Vec::new() })
     }
 
     fn invariants(&self) -> Vec<Invariant<LockingTask>> {

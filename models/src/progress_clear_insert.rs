@@ -45,6 +45,7 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Phase, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, Expr, OnConflict, Op, Outcome, Row, Sql, Value};
 use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const SESSIONS: &str = "progress_update_sessions";
 const COLUMNS: [&str; 4] = ["id", "subcontractor_id", "task_id", "images_uploaded"];
@@ -154,6 +155,16 @@ impl Actor for CreateSession {
         Some(op)
     }
 
+    /// Calls are identical but for their session id, task and connection.
+    fn rename(&mut self, r: &Renaming) {
+        self.id = r.int(self.id);
+        self.task = match r.value(Value::Str(self.task)) {
+            Value::Str(task) => task,
+            other => unreachable!("task renamed to {other}"),
+        };
+        self.conn = r.conn(self.conn);
+    }
+
     fn on_outcome(&mut self, outcome: &Outcome) {
         // Every statement autocommits, so an error just fails the call.
         self.pc = match (self.pc, outcome) {
@@ -204,6 +215,14 @@ impl Model for ProgressClearInsert {
 
     fn actor_names(&self) -> Vec<String> {
         (1..=self.requests).map(|i| format!("request {i}")).collect()
+    }
+
+    fn symmetry(&self) -> Option<Symmetry> {
+        let owned = (0..self.requests).map(|i| {
+            let call = CreateSession::new(self.variant, i, 0);
+            vec![Value::Int(call.id), Value::Str(call.task)]
+        });
+        (self.requests >= 2).then(|| Symmetry::group(0..self.requests, owned.collect()))
     }
 
     fn invariants(&self) -> Vec<Invariant<CreateSession>> {

@@ -251,8 +251,19 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// 64 cases (`PROPTEST_CASES` for more), the same in every run unless PROPTEST_RNG_SEED asks
+/// for others.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.trim().parse().ok()).unwrap_or(64);
+    let mut config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x7261_6365);
+    }
+    config
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config())]
 
     #[test]
     fn reduced_and_plain_searches_agree_on_random_programs(
@@ -263,5 +274,18 @@ proptest! {
     ) {
         let model = Programs { actors, steps: Arc::new(steps), unique_tag };
         assert_same("random program", &model, &Bounds { crashes, ..Bounds::default() });
+    }
+}
+
+#[test]
+fn reduced_and_plain_searches_agree_on_nested_locks_and_sessions_with_more_workers() {
+    for variant in ["single-namespace", "fine-grained", "fine-grained-one-connection"] {
+        let model = with_workers("nested-locks", variant, "hooks", 4);
+        assert_same(&format!("nested-locks/{variant} × 4"), &*model, &Bounds { crashes: 1, ..Bounds::default() });
+    }
+    for variant in ["upsert", "clear-then-insert", "upsert-task-only"] {
+        let model = with_workers("progress-clear-insert", variant, "requests", 4);
+        let id = format!("progress-clear-insert/{variant} × 4");
+        assert_same(&id, &*model, &Bounds { crashes: 1, ..Bounds::default() });
     }
 }

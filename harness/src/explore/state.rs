@@ -129,7 +129,7 @@ impl<A: Actor> State<A> {
         let owners = self.world.db.conn_owners();
         let mut keys = vec![0u128; n];
         for g in &symmetry.groups {
-            for a in g.clone() {
+            for &a in g {
                 let mut seen = self.actors[a].clone();
                 seen.rename(&Renaming::abstracting(a, g, owners, symmetry));
                 keys[a] = fingerprint_of(&(seen, self.status[a]));
@@ -162,7 +162,7 @@ impl<A: Actor> State<A> {
                 for order in permutations(g.len()) {
                     let mut q = p.clone();
                     for (k, &o) in order.iter().enumerate() {
-                        q[g.start + k] = g.start + o;
+                        q[g[k]] = g[o];
                     }
                     next.push(q);
                 }
