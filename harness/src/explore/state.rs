@@ -38,7 +38,7 @@ pub struct State<A> {
 }
 
 /// A 128-bit fingerprint of anything hashable, the same in every run.
-fn fingerprint_of(value: &impl Hash) -> u128 {
+pub(crate) fn fingerprint_of(value: &impl Hash) -> u128 {
     // Derived `Hash` impls make many tiny writes; a streaming hasher pays per write, so
     // gather the bytes first and hash them in one pass.
     thread_local! {
@@ -130,9 +130,10 @@ impl<A: Actor> State<A> {
         let mut keys = vec![0u128; n];
         for g in &symmetry.groups {
             for &a in g {
+                let abstracting = Renaming::abstracting(a, g, owners, symmetry);
                 let mut seen = self.actors[a].clone();
-                seen.rename(&Renaming::abstracting(a, g, owners, symmetry));
-                keys[a] = fingerprint_of(&(seen, self.status[a]));
+                seen.rename(&abstracting);
+                keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, &abstracting)));
             }
         }
         let perm = sorting_permutation(&symmetry.groups, n, &keys);

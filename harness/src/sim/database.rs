@@ -159,6 +159,13 @@ impl Database {
         actors
     }
 
+    /// What `actor`'s sessions hold and wait for, independent of which identical actor it is
+    /// (see [`Db::conn_signature`]).
+    pub(crate) fn actor_signature(&self, actor: ActorId, r: &Renaming) -> Vec<u128> {
+        let conns = self.conn_owner.iter().enumerate().filter(|&(_, &o)| o == actor);
+        conns.map(|(c, _)| self.sim.conn_signature(c as ConnId, r)).collect()
+    }
+
     /// The owner of each connection, indexed by connection.
     pub fn conn_owners(&self) -> &[ActorId] {
         &self.conn_owner

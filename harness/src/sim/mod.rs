@@ -31,7 +31,7 @@ use crate::symmetry::Renaming;
 
 /// Which subsystem holds an actor's waiting op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Where {
+pub(crate) enum Where {
     Db,
     Os,
     Http,
@@ -337,6 +337,12 @@ impl World {
     pub fn renamable(&self) -> Result<(), String> {
         let builtin: [&dyn Part; 3] = [&self.db, &self.os, &self.http];
         builtin.into_iter().chain(self.parts.0.iter().map(|p| &**p)).try_for_each(|p| p.renamable_dyn())
+    }
+
+    /// What the world keeps about `actor`, independent of which of a group of identical actors
+    /// it is (`abstracting` is [`Renaming::abstracting`] for it): for sorting the group.
+    pub(crate) fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> (Option<Where>, Vec<u128>) {
+        (self.waits_in[actor], self.db.actor_signature(actor, abstracting))
     }
 
     /// Rename actors, their connections and their values in every subsystem. Only after

@@ -4,9 +4,37 @@
 //! forgotten here.
 
 use super::{Db, Hold, LogicalRow, Pending, Session, Version, Wait, Xid};
+use crate::op::ConnId;
 use crate::symmetry::Renaming;
 
 impl Db {
+    /// What session `conn` holds and waits for, as a fingerprint that does not depend on which
+    /// of a group of identical actors owns it (`r` is [`Renaming::abstracting`] for the owner):
+    /// its transaction block, pending statement, parked outcome, place in the wait queue and
+    /// advisory holds. Sorting identical actors by it as well as by their own state leaves fewer
+    /// ties, so equivalent states more often get the same canonical key.
+    pub(crate) fn conn_signature(&self, conn: ConnId, r: &Renaming) -> u128 {
+        let mut session = self.sessions[usize::from(conn)].clone();
+        if let Some(Pending { stmt, wait, .. }) = &mut session.pending {
+            r.sql(stmt);
+            *wait = match *wait {
+                Wait::Tx(c) => Wait::Tx(r.conn(c)),
+                Wait::Advisory(key) => Wait::Advisory(r.int(key)),
+            };
+        }
+        if let Some(outcome) = &mut session.ready {
+            r.outcome(outcome);
+        }
+        let queued = self.wait_queue.iter().position(|&c| c == conn);
+        let holds: Vec<(i64, u32, u32)> = self
+            .advisory
+            .iter()
+            .filter(|(_, h)| h.conn == conn)
+            .map(|(&key, h)| (r.int(key), h.session, h.xact))
+            .collect();
+        crate::explore::state::fingerprint_of(&(session, queued, holds))
+    }
+
     pub(crate) fn rename(&mut self, r: &Renaming) {
         let Db { catalog: _, tables, sessions, advisory, wait_queue, seq: _ } = self;
         for row in tables.iter_mut().flatten() {
