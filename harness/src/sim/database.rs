@@ -23,6 +23,13 @@ pub trait RealDb: Send {
     fn inject_error(&mut self, conn: ConnId, stmt: &Sql) -> Outcome;
     fn disconnect(&mut self, conn: ConnId);
     fn committed_rows(&mut self, table: TableId) -> Vec<Row>;
+    /// Sessions whose statements wait on a cycle that the server will break by failing one of
+    /// them with 40P01, while the explorer has not yet picked which (see [`Db::deadlocked`]):
+    /// each is ready, and [`RealDb::take_ready`] of one makes it the victim. A server that
+    /// cannot realise the pick reports a [`RealDb::failure`].
+    fn deadlocked(&self) -> Vec<ConnId> {
+        Vec::new()
+    }
     /// The first infrastructure failure (a lost server, a timeout), if any. Outcomes after one
     /// are meaningless, so whoever drives the backend must check this after every run.
     fn failure(&self) -> Option<String>;
@@ -146,13 +153,23 @@ impl Database {
     fn take_waiting_conn(&mut self, actor: ActorId) -> ConnId {
         self.waiting_on[actor].take().unwrap_or_else(|| panic!("actor {actor} waits on no connection"))
     }
-    /// Actors whose statements were woken together and race (the simulator only: on a real server
-    /// the race is over by the time the controller looks).
+    /// Actors whose statements race: those woken together (the simulator only: on a real server
+    /// that race is over by the time the controller looks), else those on a wait-for cycle, one
+    /// of which will be the deadlock's victim. A woken race is over within microseconds on a
+    /// server, a deadlock check takes `deadlock_timeout`: woken statements go first.
     pub fn racing_actors(&self) -> Vec<ActorId> {
-        if self.real.is_some() {
-            return Vec::new();
-        }
-        let mut actors: Vec<ActorId> = self.sim.woken().map(|c| self.conn_owner[usize::from(c)]).collect();
+        let conns: Vec<ConnId> = match self.with_real(|r| r.deadlocked()) {
+            Some(deadlocked) => deadlocked,
+            None => {
+                let woken: Vec<ConnId> = self.sim.woken().collect();
+                if woken.is_empty() {
+                    self.sim.deadlocked().collect()
+                } else {
+                    woken
+                }
+            }
+        };
+        let mut actors: Vec<ActorId> = conns.into_iter().map(|c| self.conn_owner[usize::from(c)]).collect();
         actors.sort_unstable();
         actors.dedup();
         actors
