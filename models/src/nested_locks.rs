@@ -360,9 +360,7 @@ mod tests {
         let r = replay(&model, &bounds, &prefix).unwrap();
         assert_eq!(texts(&r.events), cycle);
         assert_eq!(r.state.choices(&bounds), steps(&[0, 1]), "only the deadlock checks race");
-        for (victim, label) in
-            [(0, "advisory_lock_turn(8589934594)"), (1, "advisory_lock_agent(4294967297)")]
-        {
+        for (victim, label) in [(0, "advisory_lock_turn(8589934594)"), (1, "advisory_lock_agent(4294967297)")] {
             let mut schedule = prefix.clone();
             schedule.extend(steps(&[victim]));
             // Each victim's schedule is a token of its own.
@@ -373,7 +371,7 @@ mod tests {
             assert_eq!(texts(&r.events)[4], format!("{label} ⇐ 40P01 deadlock_detected"));
             let victims: Vec<_> = r.state.actors.iter().filter(|a| a.failure.is_some()).collect();
             assert_eq!(victims.len(), 1, "exactly one task must be aborted: {:?}", r.state.actors);
-            assert_eq!(r.state.actors[usize::from(victim)].failure, Some(ErrorCode::DEADLOCK_DETECTED));
+            assert_eq!(r.state.actors[victim].failure, Some(ErrorCode::DEADLOCK_DETECTED));
             assert_eq!(r.violation.unwrap().invariant, NO_HOOK_FAILS);
         }
         // The reconciler, which closed the cycle, is the victim: it releases its outer lock, and

@@ -412,7 +412,8 @@ fn either_deadlock_victim_replays_on_postgres() {
             .collect();
         let token = racelab_harness::token::encode(id, &schedule);
         for backend in ["sim", "postgres"] {
-            let r = racelab_pg(&["replay", id, &token, "--backend", backend, "--json", "--scenarios", &scenarios_dir()]);
+            let r =
+                racelab_pg(&["replay", id, &token, "--backend", backend, "--json", "--scenarios", &scenarios_dir()]);
             assert_eq!(r.status.code(), Some(0), "{who} on {backend}: {}", stderr(&r));
             let replayed: serde_json::Value = serde_json::from_str(stdout(&r).trim()).unwrap();
             assert_eq!(replayed["backend"], backend);

@@ -12,15 +12,20 @@
 //! fixed sleep stands in for that test.
 //!
 //! Deadlocks: PostgreSQL checks a waiter for a deadlock once, `deadlock_timeout` after it
-//! started waiting, and the simulator reports a deadlock in the statement that closes the
-//! cycle (the earlier waiters' checks having found none). To get the same on the server, a
-//! statement is only reported [`Applied::Blocked`] once it has waited `deadlock_timeout` plus
-//! a margin (its check has then run), and while the wait-for graph among the sessions has a
-//! cycle the controller keeps waiting for PostgreSQL to break it. As a superuser, the
-//! sessions run with a 1 ms `deadlock_timeout` and report each check (`log_lock_waits`), and
-//! the controller wakes on that report: a step that blocks costs about two round trips and
-//! the check; a step that completes costs one round trip, plus one status query while other
-//! statements wait.
+//! started waiting, and fails whichever member of a cycle checks first once the cycle exists.
+//! The simulator lets the explorer pick that member. On a fresh run the controller makes it the
+//! statement that closes the cycle: a statement is only reported [`Applied::Blocked`] once it
+//! has waited `deadlock_timeout` plus a margin (its check has then run), and while the
+//! wait-for graph among the sessions has a cycle the controller keeps waiting for PostgreSQL to
+//! break it. The cycle's members (named in the 40P01 error's detail) are then all reported
+//! ready, as on the simulator, until [`Sessions::pick_victim`]: the victim's 40P01 if
+//! PostgreSQL failed that one, else a [`Pin`] with which a repeat of the run makes PostgreSQL
+//! pick it ([`Sessions::pin_victims`]; the backend repeats runs). As a superuser, the sessions
+//! run with a 1 ms `deadlock_timeout` and report each check (`log_lock_waits`), and the
+//! controller wakes on that report: a step that blocks costs about two round trips and the
+//! check; a step that completes costs one round trip, plus one status query while other
+//! statements wait. A run with pinned victims sets `deadlock_timeout` before each statement
+//! (one more round trip each).
 //!
 //! Between schedules ([`Sessions::reset`]) and when a client crashes
 //! ([`Sessions::disconnect`]) sessions are recycled rather than reconnected, and committed
