@@ -273,3 +273,48 @@ impl Subsystem for Database {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{Expr, LockScope, Value};
+    use crate::sim::db::TableDef;
+
+    fn apply(db: &mut Database, actor: ActorId, stmt: Sql) -> Applied {
+        db.apply(actor, &SqlOp { conn: actor as ConnId, stmt }, &mut Footprint::default())
+    }
+
+    fn bump(id: i64) -> Sql {
+        Sql::Update { table: "t", filter: vec![("id", Value::Int(id))], set: vec![("n", Expr::Add("n", 1))] }
+    }
+
+    #[test]
+    fn statements_woken_together_race_before_a_deadlock_check() {
+        let mut db =
+            Database::new(Schema { tables: vec![TableDef { name: "t", columns: vec!["id", "n"], unique: vec![] }] });
+        db.seed_row("t", vec![Value::Int(1), Value::Int(0)]);
+        for actor in 0..5 {
+            db.connect(actor);
+        }
+        let done = Applied::Done(Outcome::Ok);
+        // Actors 3 and 4 deadlock on advisory locks; actors 1 and 2 wait for actor 0's row.
+        for (actor, key) in [(3, 30), (4, 40)] {
+            assert_eq!(apply(&mut db, actor, Sql::Begin), done);
+            assert_eq!(apply(&mut db, actor, Sql::AdvisoryLock { key, scope: LockScope::Xact }), done);
+        }
+        assert_eq!(apply(&mut db, 0, Sql::Begin), done);
+        assert!(matches!(apply(&mut db, 0, bump(1)), Applied::Done(_)));
+        assert_eq!(apply(&mut db, 1, bump(1)), Applied::Blocked);
+        assert_eq!(apply(&mut db, 2, bump(1)), Applied::Blocked);
+        assert_eq!(apply(&mut db, 3, Sql::AdvisoryLock { key: 40, scope: LockScope::Xact }), Applied::Blocked);
+        assert_eq!(apply(&mut db, 4, Sql::AdvisoryLock { key: 30, scope: LockScope::Xact }), Applied::Blocked);
+        assert_eq!(db.racing_actors(), [3, 4], "the deadlock's members race for the victim");
+        assert_eq!(apply(&mut db, 0, Sql::Commit), done);
+        assert_eq!(db.racing_actors(), [1, 2], "the woken statements go first");
+        assert!(db.take_ready(2, &mut Footprint::default()).is_some());
+        assert_eq!(db.racing_actors(), [3, 4], "then the deadlock check");
+        assert_eq!(db.take_ready(4, &mut Footprint::default()), Some(Outcome::Err(ErrorCode::DEADLOCK_DETECTED)));
+        assert!(db.racing_actors().is_empty());
+        assert_eq!(db.take_ready(3, &mut Footprint::default()), Some(Outcome::Ok));
+    }
+}
