@@ -33,10 +33,11 @@
 //! Which variant does not hold: `fine-grained`. In 4 steps the hook takes AGENT, the reconciler
 //! TURN, and each then waits for the other's lock; nothing in PostgreSQL breaks the wait, so the
 //! harness's own no-deadlock check reports it (it runs before "every hook completes", which it
-//! makes redundant in the simulator). `fine-grained-one-connection` fails "no hook fails" in the
-//! same 4 steps: the simulator aborts the session that closes the cycle with 40P01 (a real
-//! server aborts whichever waiter runs its deadlock check first, so the smoke test accepts
-//! either victim).
+//! makes redundant in the simulator). `fine-grained-one-connection` fails "no hook fails" in 5
+//! steps: the same 4, then one hook's deadlock check finds the cycle and its statement fails
+//! with 40P01. PostgreSQL aborts whichever waiter checks first; when the reconciler's wait closes
+//! the cycle within `deadlock_timeout` of the hook's, that is the hook, as in the shortest
+//! counterexample, and otherwise the reconciler. The explorer tries both.
 //! `single-namespace` holds, explored completely for 2 tasks with 1 crash per execution.
 //!
 //! ## Invariant
@@ -359,28 +360,38 @@ mod tests {
     }
 
     #[test]
-    fn fine_grained_on_one_connection_gets_deadlock_detected() {
+    fn fine_grained_on_one_connection_gets_deadlock_detected_in_either_hook() {
         let model = two_hooks(Variant::FineGrainedOneConnection);
         let bounds = Bounds::default();
-        let r = replay(&model, &bounds, &steps(&[0, 1, 0, 1])).unwrap();
-        assert_eq!(
-            texts(&r.events),
-            [
-                "advisory_lock_agent(4294967297) → ok",
-                "advisory_lock_turn(8589934594) → ok",
-                "advisory_lock_turn(8589934594) … waits",
-                // The simulator aborts the session that closes the cycle (a real server may pick
-                // either).
-                "advisory_lock_agent(4294967297) → 40P01 deadlock_detected",
-            ]
-        );
-        let victims: Vec<_> = r.state.actors.iter().filter(|a| a.failure.is_some()).collect();
-        assert_eq!(victims.len(), 1, "exactly one task must be aborted: {:?}", r.state.actors);
-        assert_eq!(r.state.actors[1].failure, Some(ErrorCode::DEADLOCK_DETECTED));
-        assert_eq!(r.violation.unwrap().invariant, NO_HOOK_FAILS);
-        // The replay stops at the violation; play on by hand. The victim releases its outer
-        // lock, and the survivor then collects the lock it waited for and finishes.
-        let mut state = r.state;
+        let cycle = [
+            "advisory_lock_agent(4294967297) → ok",
+            "advisory_lock_turn(8589934594) → ok",
+            "advisory_lock_turn(8589934594) … waits",
+            // The reconciler's wait closes the cycle: both deadlock checks are due, and the
+            // explorer picks whose runs first.
+            "advisory_lock_agent(4294967297) … waits",
+        ];
+        let prefix = steps(&[0, 1, 0, 1]);
+        let r = replay(&model, &bounds, &prefix).unwrap();
+        assert_eq!(texts(&r.events), cycle);
+        assert_eq!(r.state.choices(&bounds), steps(&[0, 1]), "only the deadlock checks race");
+        for (victim, label) in [(0, "advisory_lock_turn(8589934594)"), (1, "advisory_lock_agent(4294967297)")] {
+            let mut schedule = prefix.clone();
+            schedule.extend(steps(&[victim]));
+            // Each victim's schedule is a token of its own.
+            let id = "nested-locks/fine-grained-one-connection";
+            let token = racelab_harness::token::encode(id, &schedule);
+            assert_eq!(racelab_harness::token::decode(id, &token).unwrap(), schedule);
+            let r = replay(&model, &bounds, &schedule).unwrap();
+            assert_eq!(texts(&r.events)[4], format!("{label} ⇐ 40P01 deadlock_detected"));
+            let victims: Vec<_> = r.state.actors.iter().filter(|a| a.failure.is_some()).collect();
+            assert_eq!(victims.len(), 1, "exactly one task must be aborted: {:?}", r.state.actors);
+            assert_eq!(r.state.actors[victim].failure, Some(ErrorCode::DEADLOCK_DETECTED));
+            assert_eq!(r.violation.unwrap().invariant, NO_HOOK_FAILS);
+        }
+        // The reconciler, which closed the cycle, is the victim: it releases its outer lock, and
+        // the hook then collects the lock it waited for and finishes.
+        let mut state = replay(&model, &bounds, &steps(&[0, 1, 0, 1, 1])).unwrap().state;
         let mut cells = Vec::new();
         for choice in steps(&[1, 0, 0, 0, 0]) {
             assert!(state.choices(&bounds).contains(&choice), "{choice:?} is enabled");

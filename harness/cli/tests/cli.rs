@@ -401,6 +401,30 @@ fn simulator_counterexamples_replay_on_postgres() {
 }
 
 #[test]
+fn either_deadlock_victim_replays_on_postgres() {
+    // Hook and reconciler each hold their outer lock; the reconciler's wait closes the cycle.
+    // The victim is the pick after that: the hook (whose wait began first) or the reconciler.
+    let id = "nested-locks/fine-grained-one-connection";
+    for (victim, who) in [(0, "the stop hook"), (1, "the reconciler")] {
+        let schedule: Vec<racelab_harness::explore::Choice> = [0, 1, 0, 1, victim]
+            .into_iter()
+            .map(|actor| racelab_harness::explore::Choice { actor, kind: racelab_harness::explore::ChoiceKind::Step })
+            .collect();
+        let token = racelab_harness::token::encode(id, &schedule);
+        for backend in ["sim", "postgres"] {
+            let r =
+                racelab_pg(&["replay", id, &token, "--backend", backend, "--json", "--scenarios", &scenarios_dir()]);
+            assert_eq!(r.status.code(), Some(0), "{who} on {backend}: {}", stderr(&r));
+            let replayed: serde_json::Value = serde_json::from_str(stdout(&r).trim()).unwrap();
+            assert_eq!(replayed["backend"], backend);
+            assert_eq!(replayed["invariant"], "no-hook-fails");
+            assert_eq!(replayed["detail"], format!("{who} failed: 40P01 deadlock_detected"), "on {backend}");
+            assert_eq!(replayed["steps"], 5);
+        }
+    }
+}
+
+#[test]
 fn conform_reports_no_mismatch_over_many_schedules() {
     let out = racelab_pg(&["conform", "--json", "--scenarios", &scenarios_dir()]);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));

@@ -14,7 +14,8 @@
 //! none can. The header says how many steps were added.
 //!
 //! Faults (a crash, an injected error, a timeout) have no spelling in a spec, so a schedule with
-//! one is refused. When the simulator aborted a statement with `40P01 deadlock_detected`, the
+//! one is refused. When the simulator aborted a statement with `40P01 deadlock_detected` (the
+//! victim the explorer picked, which need not be the statement that closed the cycle), the
 //! spec makes PostgreSQL choose the same victim: it aborts whichever waiter runs its deadlock
 //! check first, so the victim's session checks after 100 ms and every other after 10 s
 //! (`deadlock_timeout` is a superuser setting).

@@ -36,4 +36,4 @@ pub use backend::{postgres, server_lost};
 pub use cluster::{also_on_interrupt, install_interrupt_cleanup, interrupted, Cluster};
 pub use error::PgError;
 pub use free::{free_sessions, FreeSessions};
-pub use session::Sessions;
+pub use session::{Pin, Sessions};

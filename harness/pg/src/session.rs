@@ -12,15 +12,20 @@
 //! fixed sleep stands in for that test.
 //!
 //! Deadlocks: PostgreSQL checks a waiter for a deadlock once, `deadlock_timeout` after it
-//! started waiting, and the simulator reports a deadlock in the statement that closes the
-//! cycle (the earlier waiters' checks having found none). To get the same on the server, a
-//! statement is only reported [`Applied::Blocked`] once it has waited `deadlock_timeout` plus
-//! a margin (its check has then run), and while the wait-for graph among the sessions has a
-//! cycle the controller keeps waiting for PostgreSQL to break it. As a superuser, the
-//! sessions run with a 1 ms `deadlock_timeout` and report each check (`log_lock_waits`), and
-//! the controller wakes on that report: a step that blocks costs about two round trips and
-//! the check; a step that completes costs one round trip, plus one status query while other
-//! statements wait.
+//! started waiting, and fails whichever member of a cycle checks first once the cycle exists.
+//! The simulator lets the explorer pick that member. On a fresh run the controller makes it the
+//! statement that closes the cycle: a statement is only reported [`Applied::Blocked`] once it
+//! has waited `deadlock_timeout` plus a margin (its check has then run), and while the
+//! wait-for graph among the sessions has a cycle the controller keeps waiting for PostgreSQL to
+//! break it. The cycle's members (named in the 40P01 error's detail) are then all reported
+//! ready, as on the simulator, until [`Sessions::pick_victim`]: the victim's 40P01 if
+//! PostgreSQL failed that one, else a [`Pin`] with which a repeat of the run makes PostgreSQL
+//! pick it ([`Sessions::pin_victims`]; the backend repeats runs). As a superuser, the sessions
+//! run with a 1 ms `deadlock_timeout` and report each check (`log_lock_waits`), and the
+//! controller wakes on that report: a step that blocks costs about two round trips and the
+//! check; a step that completes costs one round trip, plus one status query while other
+//! statements wait. A run with pinned victims sets `deadlock_timeout` before each statement
+//! (one more round trip each).
 //!
 //! Between schedules ([`Sessions::reset`]) and when a client crashes
 //! ([`Sessions::disconnect`]) sessions are recycled rather than reconnected, and committed
@@ -74,11 +79,16 @@ pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 const CYCLE_LIMIT: Duration = Duration::from_secs(5);
 /// `deadlock_timeout` of the sessions when the role may set it.
 const FAST_DEADLOCK_MS: u64 = 1;
+/// `deadlock_timeout` of the statements that must not break a cycle whose victim is pinned to
+/// another member (see [`Pin`]): far beyond [`CYCLE_LIMIT`].
+const HOLD_DEADLOCK_MS: u64 = 60_000;
 
 type QueryResult = Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>;
 
 struct Running {
     stmt: Sql,
+    /// Which statement of the run it is (see [`Sessions::reset`]): 0 for the first one sent.
+    ordinal: u32,
     task: JoinHandle<QueryResult>,
     /// The task's output, once something has awaited it.
     done: Option<Result<QueryResult, tokio::task::JoinError>>,
@@ -120,6 +130,39 @@ pub struct Sessions {
     checked: Option<Arc<Notify>>,
     /// Committed rows read since the last action that could have changed them.
     committed: Vec<(TableId, Vec<Row>)>,
+    /// Statements sent since the last reset, and when.
+    sent: Vec<Instant>,
+    /// Deadlocks PostgreSQL broke whose victim the caller has not collected yet.
+    deadlocks: Vec<Deadlock>,
+    /// Victims to make PostgreSQL pick in this run (see [`Sessions::pin_victims`]).
+    pins: Vec<Pin>,
+}
+
+/// A wait-for cycle PostgreSQL broke: the sessions on it (from the error's detail, "Process …
+/// waits for …; blocked by process …"), with the statement each was running, and the one
+/// PostgreSQL failed with 40P01. Until [`Sessions::pick_victim`] every member counts as ready,
+/// as the simulator's deadlocked sessions do.
+#[derive(Clone, Debug)]
+struct Deadlock {
+    members: Vec<(ConnId, u32)>,
+    victim: ConnId,
+    /// When the controller saw it.
+    seen: Instant,
+}
+
+/// How to make PostgreSQL fail the statement `victim` (a run's statement ordinal) in a deadlock
+/// with the statements `others`: PostgreSQL aborts the member whose deadlock check runs first
+/// once the cycle exists, and each waiter checks once, `deadlock_timeout` after it began
+/// waiting. So in a re-run of the same schedule the victim's statement is sent with
+/// `deadlock_timeout` = `delay` (longer than the cycle takes to close) and the others' with one
+/// that never fires first. `delay` is a guess from the first run's timing; a pin whose victim
+/// checked too early shows up as the wrong victim again, and the caller retries with a longer
+/// one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub victim: u32,
+    pub others: Vec<u32>,
+    pub delay: Duration,
 }
 
 /// Back to the session's initial state between schedules (see [`Sessions::reset`]).
@@ -193,6 +236,9 @@ impl Sessions {
             grace: deadlock + (deadlock / 2).max(Duration::from_millis(20)),
             checked: superuser.then(|| Arc::new(Notify::new())),
             committed: Vec::new(),
+            sent: Vec::new(),
+            deadlocks: Vec::new(),
+            pins: Vec::new(),
         };
         s.conns = s.rt.block_on(open_conns(&s.config, &s.target, 0..n_conns, &s.checked))?;
         Ok(s)
@@ -204,6 +250,9 @@ impl Sessions {
     pub fn reset(&mut self, seed_rows: &[(&str, Row)]) -> Result<(), PgError> {
         let n = self.conns.len();
         self.committed.clear();
+        self.sent.clear();
+        self.deadlocks.clear();
+        self.pins.clear();
         let mut batch = String::new();
         let tables: Vec<&str> = self.schema.tables.iter().map(|t| t.name).collect();
         if !tables.is_empty() {
@@ -264,25 +313,110 @@ impl Sessions {
         assert!(self.conns[c].ready.is_none(), "session {conn} runs a statement before collecting the last");
         let text = sql::render(stmt, &self.schema);
         let client = self.conns[c].client.clone();
+        let ordinal = self.sent.len() as u32;
+        if !self.pins.is_empty() {
+            // Only in a run that pins a victim: every statement gets the deadlock_timeout its
+            // part in the pinned cycles needs (a SET in a block that later aborts is undone, so
+            // it is set before every statement, not once).
+            let ms = self.deadlock_ms_for(ordinal);
+            let set = format!("SET deadlock_timeout = '{ms}ms'");
+            // In a failed block the SET fails too, and so will the statement: nothing waits. A
+            // lost connection shows in the statement's outcome.
+            let r = self.rt.block_on(bounded("setting deadlock_timeout", client.simple_query(&set)));
+            if let Err(e @ PgError::Timeout { .. }) = r {
+                return Err(e);
+            }
+        }
         let task = self.rt.spawn(async move { run(&client, &text).await });
         let checks_before = self.conns[c].checks.load(Ordering::SeqCst);
-        self.conns[c].running = Some(Running { stmt: stmt.clone(), task, done: None, blocked: None, checks_before });
+        self.sent.push(Instant::now());
+        self.conns[c].running =
+            Some(Running { stmt: stmt.clone(), ordinal, task, done: None, blocked: None, checks_before });
         self.settle()?;
+        if self.in_deadlock(conn) {
+            return Ok(Applied::Blocked);
+        }
         Ok(match self.conns[c].ready.take() {
             Some(outcome) => Applied::Done(outcome),
             None => Applied::Blocked,
         })
     }
 
-    /// Has an earlier-blocked statement on `conn` completed?
+    /// Has an earlier-blocked statement on `conn` completed, or is it on a cycle PostgreSQL
+    /// broke (see [`Sessions::deadlocked`])?
     pub fn is_ready(&self, conn: ConnId) -> bool {
-        self.conns[self.index(conn)].ready.is_some()
+        self.conns[self.index(conn)].ready.is_some() || self.in_deadlock(conn)
     }
 
-    /// The outcome of an earlier-blocked statement on `conn` that has completed.
+    /// The outcome of an earlier-blocked statement on `conn` that has completed. Not for a
+    /// member of a deadlock: see [`Sessions::pick_victim`].
     pub fn take_ready(&mut self, conn: ConnId) -> Option<Outcome> {
         let c = self.index(conn);
+        assert!(!self.in_deadlock(conn), "session {conn} is in a deadlock: pick its victim");
         self.conns[c].ready.take()
+    }
+
+    /// Sessions on a wait-for cycle that PostgreSQL broke (by failing one of them with 40P01)
+    /// since the caller last picked a victim: each counts as ready, as on the simulator, where
+    /// the explorer picks which one's deadlock check runs first.
+    pub fn deadlocked(&self) -> Vec<ConnId> {
+        let mut conns: Vec<ConnId> = self.deadlocks.iter().flat_map(|d| d.members.iter().map(|m| m.0)).collect();
+        conns.sort_unstable();
+        conns.dedup();
+        conns
+    }
+
+    fn in_deadlock(&self, conn: ConnId) -> bool {
+        self.deadlocks.iter().any(|d| d.members.iter().any(|m| m.0 == conn))
+    }
+
+    /// `conn`, a member of a deadlock, is its victim: its 40P01 if PostgreSQL failed its
+    /// statement; otherwise (PostgreSQL picked another) the pin that makes it pick `conn` when
+    /// the run is repeated. The other members then show their real state: still waiting, or
+    /// granted once the victim's transaction ended.
+    pub fn pick_victim(&mut self, conn: ConnId) -> Result<Outcome, Pin> {
+        let c = self.index(conn);
+        let Some(k) = self.deadlocks.iter().position(|d| d.members.iter().any(|m| m.0 == conn)) else {
+            // No cycle was broken here: a pinned victim checked before its cycle closed.
+            let victim = self.conns[c].running.as_ref().map_or(0, |r| r.ordinal);
+            return Err(Pin { victim, others: Vec::new(), delay: Duration::ZERO });
+        };
+        let d = &self.deadlocks[k];
+        if d.victim == conn {
+            self.deadlocks.remove(k);
+            return Ok(self.conns[c].ready.take().expect("a deadlock's victim has its outcome"));
+        }
+        let victim = d.members.iter().find(|m| m.0 == conn).expect("a member").1;
+        let others = d.members.iter().filter(|m| m.0 != conn).map(|m| m.1).collect();
+        let gap = d.seen.saturating_duration_since(self.sent[victim as usize]);
+        Err(Pin { victim, others, delay: gap * 2 + Duration::from_millis(100) })
+    }
+
+    /// Make PostgreSQL pick these victims in this run (set right after [`Sessions::reset`],
+    /// before the run's statements are sent again in the same order). `Err` without the right to
+    /// set `deadlock_timeout` (a superuser setting).
+    pub fn pin_victims(&mut self, pins: Vec<Pin>) -> Result<(), PgError> {
+        if self.checked.is_none() && !pins.is_empty() {
+            return Err(PgError::Sql {
+                what: "pinning a deadlock's victim".into(),
+                message: "only a superuser may set deadlock_timeout, which decides PostgreSQL's victim".into(),
+            });
+        }
+        assert!(self.sent.is_empty(), "victims are pinned before the run's first statement");
+        self.pins = pins;
+        Ok(())
+    }
+
+    fn deadlock_ms_for(&self, ordinal: u32) -> u64 {
+        for pin in &self.pins {
+            if pin.victim == ordinal {
+                return (pin.delay.as_millis() as u64).clamp(FAST_DEADLOCK_MS, HOLD_DEADLOCK_MS / 2);
+            }
+            if pin.others.contains(&ordinal) {
+                return HOLD_DEADLOCK_MS;
+            }
+        }
+        FAST_DEADLOCK_MS
     }
 
     /// Is a statement on `conn` still waiting?
@@ -295,6 +429,7 @@ impl Sessions {
     /// transaction. Returns that outcome.
     pub fn cancel_wait(&mut self, conn: ConnId) -> Result<Outcome, PgError> {
         let c = self.index(conn);
+        self.deadlocks.retain(|d| d.members.iter().all(|m| m.0 != conn));
         assert!(self.conns[c].running.is_some(), "cancel_wait: session {conn} does not wait");
         let pid = self.conns[c].pid;
         self.committed.clear();
@@ -348,6 +483,7 @@ impl Sessions {
     /// a fresh session opened.
     pub fn disconnect(&mut self, conn: ConnId) -> Result<(), PgError> {
         let c = self.index(conn);
+        self.deadlocks.retain(|d| d.members.iter().all(|m| m.0 != conn));
         let old = self.conns[c].pid;
         self.conns[c].ready = None;
         self.conns[c].in_transaction = false;
@@ -469,15 +605,45 @@ impl Sessions {
     /// Wait until every statement in flight has completed or is blocked (see the module doc).
     fn settle(&mut self) -> Result<(), PgError> {
         let Sessions { rt, control, status, conns, grace, types, checked, committed, .. } = self;
-        let changed = rt.block_on(settle(control, status, conns, *grace, types, checked.as_deref()))?;
+        let (changed, broken) = rt.block_on(settle(control, status, conns, *grace, types, checked.as_deref()))?;
         if changed {
             committed.clear();
+        }
+        let seen = Instant::now();
+        for b in broken {
+            let mut members: Vec<(ConnId, u32)> = b
+                .members
+                .iter()
+                .filter_map(|pid| {
+                    let c = self.conns.iter().position(|x| x.pid == *pid)?;
+                    let ordinal = b.running.iter().find(|r| r.0 == c)?.1;
+                    Some((c as ConnId, ordinal))
+                })
+                .collect();
+            let victim = b.victim as ConnId;
+            if !members.iter().any(|m| m.0 == victim) {
+                members.push((victim, b.victim_ordinal));
+            }
+            members.sort_unstable();
+            members.dedup();
+            self.deadlocks.push(Deadlock { members, victim, seen });
         }
         Ok(())
     }
 }
 
-/// Returns whether a statement that completed may have changed committed rows.
+/// A statement PostgreSQL failed with 40P01 during a settle.
+struct Broken {
+    victim: usize,
+    victim_ordinal: u32,
+    /// Server pids on the cycle, from the error's detail.
+    members: Vec<i32>,
+    /// The statement each session was running when the settle ended: `(conn, ordinal)`.
+    running: Vec<(usize, u32)>,
+}
+
+/// Returns whether a statement that completed may have changed committed rows, and the
+/// deadlocks PostgreSQL broke.
 async fn settle(
     control: &Client,
     status: &Statement,
@@ -485,7 +651,7 @@ async fn settle(
     grace: Duration,
     types: &Types,
     checked: Option<&Notify>,
-) -> Result<bool, PgError> {
+) -> Result<(bool, Vec<Broken>), PgError> {
     let start = Instant::now();
     let limit = STATEMENT_TIMEOUT + CONTROL_TIMEOUT;
     let mut cycle_since: Option<Instant> = None;
@@ -585,7 +751,10 @@ async fn settle(
     }
     // Collect what completed.
     let mut changed = false;
-    for conn in conns.iter_mut() {
+    let mut broken = Vec::new();
+    let running: Vec<(usize, u32)> =
+        conns.iter().enumerate().filter_map(|(c, x)| x.running.as_ref().map(|r| (c, r.ordinal))).collect();
+    for (c, conn) in conns.iter_mut().enumerate() {
         if conn.running.as_ref().is_some_and(Running::is_finished) {
             let r = conn.running.take().expect("checked");
             let out = match r.done {
@@ -597,7 +766,15 @@ async fn settle(
                 // A session the server ended (or a broken connection) is a lost server, not an
                 // outcome for the model.
                 Ok(Err(e)) if sql::connection_lost(&e) => return Err(PgError::sql("running a statement", &e)),
-                Ok(Err(e)) => sql::error_outcome(&e),
+                Ok(Err(e)) => {
+                    let outcome = sql::error_outcome(&e);
+                    if outcome == Outcome::Err(ErrorCode::DEADLOCK_DETECTED) {
+                        let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default();
+                        let members = cycle_pids(detail);
+                        broken.push(Broken { victim: c, victim_ordinal: r.ordinal, members, running: running.clone() });
+                    }
+                    outcome
+                }
                 Err(e) => return Err(PgError::Sql { what: "a statement task".into(), message: e.to_string() }),
             };
             changed |= match r.stmt {
@@ -612,7 +789,22 @@ async fn settle(
             conn.ready = Some(outcome);
         }
     }
-    Ok(changed)
+    Ok((changed, broken))
+}
+
+/// The server pids in a deadlock's detail: "Process 12 waits for ShareLock on transaction 7;
+/// blocked by process 34." per edge of the cycle.
+fn cycle_pids(detail: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = detail
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("Process ")?;
+            rest.split(|ch: char| !ch.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// Statements that can never change what a new snapshot sees: the rest may (a write in

@@ -14,9 +14,10 @@
 //! The schedule is built on both at once, choice by choice. Where the server blocks and the
 //! simulator did not (or the other way round), a later choice is not enabled on one side: that
 //! is reported as such. A schedule ends when no actor can step; with
-//! one connection per actor every wait cycle is PostgreSQL's to break (40P01), and the
-//! controller only calls a statement blocked once its deadlock check has run, so the victim is
-//! the session that closed the cycle on both sides.
+//! one connection per actor every wait cycle is PostgreSQL's to break (40P01). Its victim is a
+//! race too: the simulator offers every member of the cycle, the server reports the same
+//! members, and the pick (the pending actor's if it is one, else the first) is the victim on
+//! both; where the server had failed another member, it repeats the run with the pick pinned.
 //!
 //! Races inside the server: when a transaction ends, every statement waiting for it wakes at
 //! once, and which one reaches the row first is up to the operating system's scheduler. The
@@ -267,6 +268,11 @@ fn settle_race(sim: &State<Program>, pg: &State<Program>, bounds: &Bounds, wante
 struct Races {
     settled: std::cell::Cell<u32>,
     later_first: std::cell::Cell<u32>,
+    /// Deadlocks (the server reports the cycle's members as racing), and how many of their
+    /// victims were not the actor whose step closed the cycle (the server then repeats the run
+    /// with that victim pinned).
+    deadlocks: std::cell::Cell<u32>,
+    earlier_victims: std::cell::Cell<u32>,
 }
 
 /// Run the case's picks on the simulator and the server in lockstep: each pick steps the picked
@@ -291,9 +297,16 @@ fn lockstep(case: &Case, backend: &Backend, races: &Races) -> Result<(Vec<Choice
         let racing = sim.world.racing_actors();
         let choice = if !racing.is_empty() {
             let settled = settle_race(&sim, &pg, &bounds, pending.map_or(0, |p| p.0));
-            races.settled.set(races.settled.get() + 1);
-            if usize::from(settled.actor) != racing[0] {
-                races.later_first.set(races.later_first.get() + 1);
+            if pg.world.racing_actors().is_empty() {
+                races.settled.set(races.settled.get() + 1);
+                if usize::from(settled.actor) != racing[0] {
+                    races.later_first.set(races.later_first.get() + 1);
+                }
+            } else {
+                races.deadlocks.set(races.deadlocks.get() + 1);
+                if choices.last().is_some_and(|c: &Choice| c.actor != settled.actor) {
+                    races.earlier_victims.set(races.earlier_victims.get() + 1);
+                }
             }
             Some(settled)
         } else if let Some((a, lost)) = pending.take().or_else(|| picks.next()) {
@@ -457,9 +470,12 @@ fn simulator_matches_postgres_on_random_programs() {
         Ok(()) => {}
     }
     eprintln!(
-        "{} cases agreed; {} races among woken statements, {} won by one that started waiting later",
+        "{} cases agreed; {} races among woken statements, {} won by one that started waiting later; \
+         {} deadlocks, {} of them with a victim other than the closer",
         ran.get(),
         races.settled.get(),
-        races.later_first.get()
+        races.later_first.get(),
+        races.deadlocks.get(),
+        races.earlier_victims.get()
     );
 }

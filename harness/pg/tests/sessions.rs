@@ -167,21 +167,56 @@ fn for_update_nowait_and_skip_locked() {
     assert_eq!(s.take_ready(1), Some(Outcome::Rows(vec![kv(1, 10), kv(2, 20)])));
 }
 
+/// Sessions 0 and 1 each update one row in a transaction, then 0 waits for 1's row and 1's
+/// wait for 0's closes the cycle.
+fn row_lock_cycle(s: &mut Sessions) {
+    done(s, 0, Sql::Begin);
+    done(s, 1, Sql::Begin);
+    assert_eq!(done(s, 0, bump(1)), Outcome::Rows(vec![kv(1, 1)]));
+    assert_eq!(done(s, 1, bump(2)), Outcome::Rows(vec![kv(2, 1)]));
+    blocks(s, 0, bump(2));
+    // The closer waits too: both members are ready, one of them to be the victim.
+    assert_eq!(s.execute(1, &bump(1)).unwrap(), Applied::Blocked);
+    assert_eq!(s.deadlocked(), [0, 1]);
+    assert!(s.is_ready(0) && s.is_ready(1));
+}
+
 #[test]
-fn deadlock_fails_the_statement_that_closes_the_cycle() {
+fn a_deadlock_makes_its_members_ready_and_the_closer_is_the_victim_on_a_fresh_run() {
     let t = test_db();
     let mut s = open(&t, 2);
     s.reset(&[("kv", kv(1, 0)), ("kv", kv(2, 0))]).unwrap();
-    done(&mut s, 0, Sql::Begin);
-    done(&mut s, 1, Sql::Begin);
-    assert_eq!(done(&mut s, 0, bump(1)), Outcome::Rows(vec![kv(1, 1)]));
-    assert_eq!(done(&mut s, 1, bump(2)), Outcome::Rows(vec![kv(2, 1)]));
-    blocks(&mut s, 0, bump(2));
-    assert_eq!(done(&mut s, 1, bump(1)), Outcome::Err(ErrorCode::DEADLOCK_DETECTED));
+    row_lock_cycle(&mut s);
+    assert_eq!(s.pick_victim(1), Ok(Outcome::Err(ErrorCode::DEADLOCK_DETECTED)));
+    assert!(s.deadlocked().is_empty());
     assert_eq!(s.take_ready(0), Some(Outcome::Rows(vec![kv(2, 1)])));
     assert_eq!(done(&mut s, 1, Sql::Commit), Outcome::Ok, "COMMIT of a failed transaction rolls back");
     assert_eq!(done(&mut s, 0, Sql::Commit), Outcome::Ok);
     assert_eq!(s.committed_rows("kv").unwrap(), vec![kv(1, 1), kv(2, 1)]);
+}
+
+#[test]
+fn an_earlier_waiter_is_the_victim_when_the_run_is_repeated_with_it_pinned() {
+    let t = test_db();
+    let mut s = open(&t, 2);
+    let seed = [("kv", kv(1, 0)), ("kv", kv(2, 0))];
+    s.reset(&seed).unwrap();
+    row_lock_cycle(&mut s);
+    // PostgreSQL failed the closer; picking session 0 asks for a repeat with it pinned.
+    let pin = s.pick_victim(0).unwrap_err();
+    assert_eq!((pin.victim, pin.others.clone()), (4, vec![5]), "statements 4 and 5 of the run waited");
+    s.reset(&seed).unwrap();
+    s.pin_victims(vec![pin]).unwrap();
+    row_lock_cycle(&mut s);
+    assert_eq!(s.pick_victim(0), Ok(Outcome::Err(ErrorCode::DEADLOCK_DETECTED)));
+    assert_eq!(s.take_ready(1), Some(Outcome::Rows(vec![kv(1, 1)])), "the closer got the victim's row");
+    assert_eq!(done(&mut s, 1, Sql::Commit), Outcome::Ok);
+    assert_eq!(done(&mut s, 0, Sql::Rollback), Outcome::Ok);
+    assert_eq!(s.committed_rows("kv").unwrap(), vec![kv(1, 1), kv(2, 1)]);
+    // A fresh run forgets the pin.
+    s.reset(&seed).unwrap();
+    row_lock_cycle(&mut s);
+    assert!(s.pick_victim(0).is_err());
 }
 
 #[test]

@@ -211,8 +211,9 @@ impl<A: Actor> State<A> {
             return (0..within).map(|k| Choice { actor: k as u8, kind: ChoiceKind::PowerLoss }).collect();
         }
         let mut out = Vec::with_capacity(self.actors.len() * 2);
-        // Statements woken together race at once on a real server: the explorer's only choice
-        // is which of them gets there first.
+        // Statements woken together race at once on a real server, and so do the deadlock
+        // checks of a wait-for cycle's members: the explorer's only choice is which of them gets
+        // there first (for a cycle, which one is the victim).
         let racing = self.world.racing_actors();
         if !racing.is_empty() {
             out.extend(racing.into_iter().map(|i| Choice { actor: i as u8, kind: ChoiceKind::Step }));

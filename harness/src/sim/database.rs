@@ -24,6 +24,13 @@ pub trait RealDb: Send {
     fn inject_error(&mut self, conn: ConnId, stmt: &Sql) -> Outcome;
     fn disconnect(&mut self, conn: ConnId);
     fn committed_rows(&mut self, table: TableId) -> Vec<Row>;
+    /// Sessions whose statements wait on a cycle that the server will break by failing one of
+    /// them with 40P01, while the explorer has not yet picked which (see [`Db::deadlocked`]):
+    /// each is ready, and [`RealDb::take_ready`] of one makes it the victim. A server that
+    /// cannot realise the pick reports a [`RealDb::failure`].
+    fn deadlocked(&self) -> Vec<ConnId> {
+        Vec::new()
+    }
     /// The first infrastructure failure (a lost server, a timeout), if any. Outcomes after one
     /// are meaningless, so whoever drives the backend must check this after every run.
     fn failure(&self) -> Option<String>;
@@ -147,13 +154,23 @@ impl Database {
     fn take_waiting_conn(&mut self, actor: ActorId) -> ConnId {
         self.waiting_on[actor].take().unwrap_or_else(|| panic!("actor {actor} waits on no connection"))
     }
-    /// Actors whose statements were woken together and race (the simulator only: on a real server
-    /// the race is over by the time the controller looks).
+    /// Actors whose statements race: those woken together (the simulator only: on a real server
+    /// that race is over by the time the controller looks), else those on a wait-for cycle, one
+    /// of which will be the deadlock's victim. A woken race is over within microseconds on a
+    /// server, a deadlock check takes `deadlock_timeout`: woken statements go first.
     pub fn racing_actors(&self) -> Vec<ActorId> {
-        if self.real.is_some() {
-            return Vec::new();
-        }
-        let mut actors: Vec<ActorId> = self.sim.woken().map(|c| self.conn_owner[usize::from(c)]).collect();
+        let conns: Vec<ConnId> = match self.with_real(|r| r.deadlocked()) {
+            Some(deadlocked) => deadlocked,
+            None => {
+                let woken: Vec<ConnId> = self.sim.woken().collect();
+                if woken.is_empty() {
+                    self.sim.deadlocked().collect()
+                } else {
+                    woken
+                }
+            }
+        };
+        let mut actors: Vec<ActorId> = conns.into_iter().map(|c| self.conn_owner[usize::from(c)]).collect();
         actors.sort_unstable();
         actors.dedup();
         actors
@@ -297,5 +314,50 @@ impl Subsystem for Database {
             })
             .chain(locks)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{Expr, LockScope, Value};
+    use crate::sim::db::TableDef;
+
+    fn apply(db: &mut Database, actor: ActorId, stmt: Sql) -> Applied {
+        db.apply(actor, &SqlOp { conn: actor as ConnId, stmt }, &mut Footprint::default())
+    }
+
+    fn bump(id: i64) -> Sql {
+        Sql::Update { table: "t", filter: vec![("id", Value::Int(id))], set: vec![("n", Expr::Add("n", 1))] }
+    }
+
+    #[test]
+    fn statements_woken_together_race_before_a_deadlock_check() {
+        let mut db =
+            Database::new(Schema { tables: vec![TableDef { name: "t", columns: vec!["id", "n"], unique: vec![] }] });
+        db.seed_row("t", vec![Value::Int(1), Value::Int(0)]);
+        for actor in 0..5 {
+            db.connect(actor);
+        }
+        let done = Applied::Done(Outcome::Ok);
+        // Actors 3 and 4 deadlock on advisory locks; actors 1 and 2 wait for actor 0's row.
+        for (actor, key) in [(3, 30), (4, 40)] {
+            assert_eq!(apply(&mut db, actor, Sql::Begin), done);
+            assert_eq!(apply(&mut db, actor, Sql::AdvisoryLock { key, scope: LockScope::Xact }), done);
+        }
+        assert_eq!(apply(&mut db, 0, Sql::Begin), done);
+        assert!(matches!(apply(&mut db, 0, bump(1)), Applied::Done(_)));
+        assert_eq!(apply(&mut db, 1, bump(1)), Applied::Blocked);
+        assert_eq!(apply(&mut db, 2, bump(1)), Applied::Blocked);
+        assert_eq!(apply(&mut db, 3, Sql::AdvisoryLock { key: 40, scope: LockScope::Xact }), Applied::Blocked);
+        assert_eq!(apply(&mut db, 4, Sql::AdvisoryLock { key: 30, scope: LockScope::Xact }), Applied::Blocked);
+        assert_eq!(db.racing_actors(), [3, 4], "the deadlock's members race for the victim");
+        assert_eq!(apply(&mut db, 0, Sql::Commit), done);
+        assert_eq!(db.racing_actors(), [1, 2], "the woken statements go first");
+        assert!(db.take_ready(2, &mut Footprint::default()).is_some());
+        assert_eq!(db.racing_actors(), [3, 4], "then the deadlock check");
+        assert_eq!(db.take_ready(4, &mut Footprint::default()), Some(Outcome::Err(ErrorCode::DEADLOCK_DETECTED)));
+        assert!(db.racing_actors().is_empty());
+        assert_eq!(db.take_ready(3, &mut Footprint::default()), Some(Outcome::Ok));
     }
 }

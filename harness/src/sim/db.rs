@@ -22,10 +22,17 @@
 //!   commit sequence numbers by rank, so equivalent states compare equal.
 //!
 //! Waiting and deadlocks: a blocked statement waits for one session (the transaction that holds
-//! the row or key, or the advisory lock's holder). When a statement would block, the wait-for
-//! graph is walked from it; if it closes a cycle, it fails with 40P01. PostgreSQL reports the
-//! deadlock in whichever backend's `deadlock_timeout` check first finds the cycle, which is the
-//! one that closes it when the earlier waiters' checks ran before the cycle existed.
+//! the row or key, or the advisory lock's holder). A statement that closes a cycle in the
+//! wait-for graph waits like any other. PostgreSQL checks each waiter for a deadlock once,
+//! `deadlock_timeout` after it began waiting, and aborts with 40P01 whichever member of the cycle
+//! checks first once the cycle exists: the one that closed it if the others' checks ran before,
+//! but any earlier waiter whose check was still due. The simulator has no time, so the victim is
+//! an explored choice, as wake order is: every session on a cycle is ready with a pending
+//! deadlock check ([`Db::deadlocked`]), and the one the explorer steps first fails with 40P01
+//! (its transaction aborts, releasing its locks); the others wait on. Nothing else moves until
+//! one has: on the server nothing else happens to the sessions of a cycle while it stands.
+//! Only waits PostgreSQL sees are in this graph (a client waiting on its own second connection
+//! is not: the harness finds that deadlock).
 //!
 //! Wake order: when a transaction ends and two or more statements were waiting for it, PostgreSQL
 //! wakes them all and the operating system decides which reaches its row or key first. Such
@@ -377,14 +384,18 @@ impl Db {
 
     pub fn is_ready(&self, conn: ConnId) -> bool {
         let s = &self.sessions[self.session_index(conn)];
-        s.ready.is_some() || s.woken
+        s.ready.is_some() || s.woken || self.in_cycle(conn)
     }
 
     /// The outcome of a granted wait; a woken statement re-runs now, before the others woken with
-    /// it. `None` when it has to wait again.
+    /// it, and a statement on a wait-for cycle is the deadlock's victim (see the module's
+    /// "Waiting and deadlocks"). `None` when it has to wait again.
     pub fn take_ready(&mut self, conn: ConnId, fp: &mut Footprint) -> Option<Outcome> {
         let c = self.session_index(conn);
         if !self.sessions[c].woken {
+            if self.sessions[c].ready.is_none() && self.in_cycle(conn) {
+                return Some(self.fail_deadlocked(conn, fp));
+            }
             return self.sessions[c].ready.take();
         }
         fp.global();
@@ -404,6 +415,25 @@ impl Db {
     /// Sessions whose statements were woken together and race for what they waited on.
     pub fn woken(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.sessions.iter().enumerate().filter(|(_, s)| s.woken).map(|(c, _)| c as ConnId)
+    }
+
+    /// Sessions whose waits form a cycle: each may be the one whose deadlock check runs first and
+    /// fails with 40P01 (see the module's "Waiting and deadlocks"). Several disjoint cycles are
+    /// possible (waiters re-run in one step may close one each); each needs its own victim.
+    pub fn deadlocked(&self) -> impl Iterator<Item = ConnId> + '_ {
+        (0..self.sessions.len() as ConnId).filter(|&c| self.in_cycle(c))
+    }
+
+    /// The deadlock check of `conn`, a session on a wait-for cycle, finds the cycle: its statement
+    /// fails with 40P01 and its transaction aborts, which may grant the others their waits.
+    fn fail_deadlocked(&mut self, conn: ConnId, fp: &mut Footprint) -> Outcome {
+        fp.global();
+        let c = usize::from(conn);
+        assert!(self.sessions[c].pending.take().is_some(), "a deadlocked session waits");
+        self.wait_queue.retain(|&w| w != conn);
+        self.abort(conn, fp);
+        self.after(fp);
+        Outcome::Err(ErrorCode::DEADLOCK_DETECTED)
     }
 
     /// A timeout fires on the waiting statement: `lock_timeout` (55P03) if set, else
@@ -490,14 +520,9 @@ impl Db {
                 Some(Outcome::Err(code))
             }
             Err(Stop::Wait(wait)) => {
-                // Who waits for whom is shared state: deadlock detection reads it.
+                // Who waits for whom is shared state: deadlock detection reads it. A wait that
+                // closes a cycle waits too; the explorer picks the victim among the cycle.
                 fp.global();
-                // The session that closes a cycle is the one PostgreSQL reports: the earlier
-                // waiters' deadlock checks ran before the cycle existed.
-                if self.closes_cycle(conn, wait) {
-                    self.abort(conn, fp);
-                    return Some(Outcome::Err(ErrorCode::DEADLOCK_DETECTED));
-                }
                 self.sessions[c].pending = Some(Pending { stmt: stmt.clone(), snapshot, wait });
                 self.wait_queue.push(conn);
                 None
@@ -987,17 +1012,21 @@ impl Db {
         lines
     }
 
-    /// Would `conn` waiting for `wait` close a cycle in the wait-for graph? With exclusive
-    /// locks only, each waiter waits for exactly one session (edges to waiters queued ahead on
-    /// the same key add no cycle that the holder edge does not already close).
-    fn closes_cycle(&self, conn: ConnId, wait: Wait) -> bool {
-        let mut next = self.blocker(wait, conn);
-        for _ in 0..=self.sessions.len() {
+    /// Is `conn`'s statement waiting on a cycle of the wait-for graph? With exclusive locks only,
+    /// each waiter waits for exactly one session (edges to waiters queued ahead on the same key
+    /// add no cycle that the holder edge does not already close), so the walk from it either
+    /// comes back to it or ends.
+    fn in_cycle(&self, conn: ConnId) -> bool {
+        let s = &self.sessions[usize::from(conn)];
+        let Some(p) = s.pending.as_ref().filter(|_| !s.woken) else { return false };
+        let mut next = self.blocker(p.wait, conn);
+        for _ in 0..self.sessions.len() {
             let Some(x) = next else { return false };
             if x == conn {
                 return true;
             }
-            next = self.sessions[usize::from(x)].pending.as_ref().and_then(|p| self.blocker(p.wait, x));
+            let sx = &self.sessions[usize::from(x)];
+            next = sx.pending.as_ref().filter(|_| !sx.woken).and_then(|p| self.blocker(p.wait, x));
         }
         false
     }
@@ -1186,6 +1215,9 @@ mod repeatable_read_tests;
 mod wake_order_tests;
 
 #[cfg(test)]
+mod victim_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::op::ErrorCode as E;
@@ -1231,6 +1263,12 @@ mod tests {
     fn block(db: &mut Db, c: ConnId, s: Sql) {
         assert_eq!(db.execute(c, &s, &mut Footprint::default()), Applied::Blocked, "{s:?} should block");
         assert!(!db.is_ready(c));
+    }
+
+    /// `s` closes a wait-for cycle: it waits, and is ready to be the deadlock's victim.
+    fn close_cycle(db: &mut Db, c: ConnId, s: Sql) {
+        assert_eq!(db.execute(c, &s, &mut Footprint::default()), Applied::Blocked, "{s:?} should block");
+        assert!(db.is_ready(c), "session {c} is on no cycle");
     }
 
     fn ready(db: &mut Db, c: ConnId) -> Outcome {
@@ -1687,14 +1725,16 @@ mod tests {
     }
 
     #[test]
-    fn advisory_deadlock_fails_the_session_that_closes_the_cycle() {
+    fn advisory_deadlock_the_closer_is_one_possible_victim() {
         let mut d = db(2);
         run(&mut d, 0, Sql::Begin);
         run(&mut d, 0, adv(1, LockScope::Xact));
         run(&mut d, 1, Sql::Begin);
         run(&mut d, 1, adv(2, LockScope::Xact));
         block(&mut d, 0, adv(2, LockScope::Xact));
-        assert_eq!(run(&mut d, 1, adv(1, LockScope::Xact)), err(E::DEADLOCK_DETECTED));
+        close_cycle(&mut d, 1, adv(1, LockScope::Xact));
+        assert_eq!(d.deadlocked().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(ready(&mut d, 1), err(E::DEADLOCK_DETECTED), "the closer's check runs first");
         assert_eq!(ready(&mut d, 0), Outcome::Ok, "the victim's xact lock was released");
         assert_eq!(run(&mut d, 1, all()), err(E::IN_FAILED_SQL_TRANSACTION));
     }
@@ -1708,7 +1748,8 @@ mod tests {
         run(&mut d, 0, add(tag("a"), 1));
         run(&mut d, 1, add(tag("b"), 1));
         block(&mut d, 0, add(tag("b"), 1));
-        assert_eq!(run(&mut d, 1, add(tag("a"), 1)), err(E::DEADLOCK_DETECTED));
+        close_cycle(&mut d, 1, add(tag("a"), 1));
+        assert_eq!(ready(&mut d, 1), err(E::DEADLOCK_DETECTED), "the closer, one possible victim");
         assert_eq!(ready(&mut d, 0), rows(vec![row(2, "b", 1)]));
         run(&mut d, 0, Sql::Commit);
         run(&mut d, 1, Sql::Rollback);
@@ -1723,7 +1764,10 @@ mod tests {
         run(&mut d, 1, adv(5, LockScope::Session));
         block(&mut d, 1, add(tag("a"), 1)); // 1 waits for 0's transaction
         block(&mut d, 2, adv(5, LockScope::Session)); // 2 waits for 1
-        assert_eq!(run(&mut d, 0, adv(5, LockScope::Xact)), err(E::DEADLOCK_DETECTED), "0 -> 1 -> 0");
+        close_cycle(&mut d, 0, adv(5, LockScope::Xact)); // 0 -> 1 -> 0
+        assert_eq!(d.deadlocked().collect::<Vec<_>>(), [0, 1], "2 waits on the cycle, not in it");
+        assert!(!d.is_ready(2));
+        assert_eq!(ready(&mut d, 0), err(E::DEADLOCK_DETECTED), "the closer, one possible victim");
         assert_eq!(ready(&mut d, 1), rows(vec![row(1, "a", 1)]));
         assert!(!d.is_ready(2), "1 still holds its session lock");
         run(&mut d, 1, Sql::AdvisoryUnlock { key: 5 });
@@ -1911,8 +1955,9 @@ mod tests {
                 // Statements woken together race before anything else happens (as the explorer
                 // enforces): one of them moves first.
                 let woken: Vec<ConnId> = d.woken().collect();
-                if !woken.is_empty() {
-                    c = woken[next(woken.len() as u64) as usize];
+                let racing = if woken.is_empty() { d.deadlocked().collect() } else { woken };
+                if !racing.is_empty() {
+                    c = racing[next(racing.len() as u64) as usize];
                     d.take_ready(c, &mut fp);
                     continue;
                 }
