@@ -107,6 +107,8 @@ pub struct Options {
     /// Explore on this many threads with a shared visited set ([`crate::explore::parallel`]).
     /// The result is the same for every thread count.
     pub threads: Option<usize>,
+    /// Explore without the model's declared symmetry reduction ([`crate::symmetry`]).
+    pub no_symmetry: bool,
 }
 
 /// What one share of a sharded search found, for [`merge`].
@@ -202,7 +204,7 @@ pub fn check_with<M: Model>(
     if let (true, Some((index, count))) = (sharded, options.share) {
         let split_depth = exhaustive::split_depth(model, bounds, count);
         let shard = Shard { index, count, split_depth };
-        let outcome = explore_share(model, bounds, shard, &options.budget);
+        let outcome = explore_share(model, bounds, shard, &options.budget, !options.no_symmetry);
         let share_complete = outcome.complete;
         let mut checked = merge(id, model, bounds, vec![outcome], started);
         checked.complete = share_complete;
@@ -223,7 +225,10 @@ pub fn check_with<M: Model>(
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => match options.threads {
             Some(threads) => parallel::explore(model, bounds, threads, &options.budget),
-            None => Exhaustive { budget: options.budget.clone(), ..Exhaustive::default() }.explore(model, bounds),
+            None => {
+                Exhaustive { budget: options.budget.clone(), symmetry: !options.no_symmetry, ..Exhaustive::default() }
+                    .explore(model, bounds)
+            }
         },
         (Mode::Exhaustive, Some(db)) => match simulator_counterexample_on(model, bounds, db) {
             Some(confirmed) => confirmed,
@@ -297,8 +302,15 @@ fn target_names<M: Model>(model: &M, reached: u64) -> Vec<String> {
 }
 
 /// Explore one share of the state space.
-pub fn explore_share<M: Model>(model: &M, bounds: &Bounds, shard: Shard, budget: &Budget) -> ShareOutcome {
-    let e = Exhaustive { shard: Some(shard), budget: budget.clone(), ..Exhaustive::default() }.explore(model, bounds);
+pub fn explore_share<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    shard: Shard,
+    budget: &Budget,
+    symmetry: bool,
+) -> ShareOutcome {
+    let mut search = Exhaustive { shard: Some(shard), budget: budget.clone(), symmetry, ..Exhaustive::default() };
+    let e = search.explore(model, bounds);
     ShareOutcome {
         shard,
         stats: e.stats,

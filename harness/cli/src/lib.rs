@@ -233,6 +233,10 @@ struct ScaleArgs {
     /// Explore on N threads (the same result for every N).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), conflicts_with = "shard")]
     threads: Option<u16>,
+    /// Do not reduce by the model's declared symmetry of identical workers (to cross-check it,
+    /// or to count every state).
+    #[arg(long)]
+    no_symmetry: bool,
 }
 
 fn parse_share_arg(text: &str) -> Result<(u32, u32), String> {

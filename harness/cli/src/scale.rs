@@ -50,7 +50,7 @@ pub(crate) fn options(scale: &ScaleArgs, id: &str, show_progress: bool) -> Optio
     if show_progress {
         budget.progress = Some(progress_line(id.to_string(), std::io::stderr().is_terminal()));
     }
-    Options { budget, share: scale.shard, threads: scale.threads.map(usize::from) }
+    Options { budget, share: scale.shard, threads: scale.threads.map(usize::from), no_symmetry: scale.no_symmetry }
 }
 
 /// A progress sink: on a terminal one line rewritten in place about five times a second,
