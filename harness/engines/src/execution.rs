@@ -196,6 +196,8 @@ pub(crate) struct Found {
     pub violation: Option<(Violation, Vec<Choice>)>,
     /// Why the exploration stopped short, when it did.
     pub incomplete: Option<String>,
+    /// The exploration stopped because it had run its budget of executions.
+    pub budget_spent: bool,
     pub reached: u64,
     pub finals: BTreeMap<u128, Vec<String>>,
     pub states: HashSet<u128>,
@@ -234,6 +236,7 @@ impl Record {
         let mut found = self.lock();
         if found.executions >= self.max_executions {
             found.incomplete.get_or_insert(format!("schedule bound reached: {} schedules", self.max_executions));
+            found.budget_spent = true;
             self.stop.store(true, Ordering::SeqCst);
             return false;
         }
