@@ -684,6 +684,11 @@ fn check(
             let mut line = json_line(s, mode, backend.name(), &checked);
             line["engine"] = json!(engine.name());
             line["mode"] = json!(engine::mode_name(run_engine, mode));
+            if run_engine.is_some_and(|e| e.exhaustive()) {
+                // The executions loom or shuttle's DFS could run; more would be needed for `holds`
+                // wherever `stats.executions` reached it.
+                line["budget"] = json!(engine_budget);
+            }
             say!(w, "{line}");
         } else {
             bar.suspend(|| print_text(w, program, s, mode, &checked, false))?;
