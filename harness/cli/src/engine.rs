@@ -67,9 +67,9 @@ pub(crate) fn mode_name(engine: Option<racelab_engines::Engine>, mode: &Mode) ->
 }
 
 /// Executions loom or shuttle's DFS may run per scenario when `--schedules` does not say: enough
-/// for every scenario loom can finish in a few seconds, small enough that `check all --engine
-/// loom` ends in minutes on two cores (README, "Under loom and shuttle", has the measurements).
-pub const DEFAULT_ENGINE_BUDGET: u64 = 20_000;
+/// for every scenario loom finishes in seconds, small enough that `check all --engine loom` ends
+/// in minutes on two cores (README, "Under loom and shuttle", has the measurements).
+pub const DEFAULT_ENGINE_BUDGET: u64 = 100_000;
 
 /// Check `s` with a model-checking `engine`. Exhaustive engines may run `budget` executions;
 /// samplers the mode's `--schedules`.

@@ -65,7 +65,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Schedules per scenario: for random and PCT (default 1000); for loom and shuttle's DFS,
-        /// the executions they may run before the verdict is `inconclusive` (default 20000);
+        /// the executions they may run before the verdict is `inconclusive` (default 100000);
         /// with turmoil, seeds per scenario (default: the scenario file's `[turmoil] seeds`).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         schedules: Option<u64>,

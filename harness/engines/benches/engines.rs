@@ -117,6 +117,25 @@ fn measure(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration
     Some(times[times.len() / 2])
 }
 
+/// racelab's own time: µs below a millisecond, so that the smallest runs keep two digits.
+fn duration(t: Duration) -> String {
+    let ms = t.as_secs_f64() * 1e3;
+    if ms < 1.0 {
+        format!("{:.1} µs", ms * 1e3)
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+/// A peer's time as a multiple of racelab's: one decimal below 100×, none above.
+fn ratio(r: f64) -> String {
+    if r < 100.0 {
+        format!("{r:.1}×")
+    } else {
+        format!("{r:.0}×")
+    }
+}
+
 fn engines(c: &mut Criterion) {
     let cap = Duration::from_secs(std::env::var("RACELAB_BENCH_CAP_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
     let holds_peers = [Peer::Racelab, Peer::Engine(Engine::Loom), Peer::Engine(Engine::Shuttle(ShuttleMode::Dfs))];
@@ -148,9 +167,9 @@ fn engines(c: &mut Criterion) {
                     let cell = match (time, base) {
                         (Some(t), None) => {
                             base = Some(t);
-                            format!("{:.2} ms", t.as_secs_f64() * 1e3)
+                            duration(t)
                         }
-                        (Some(t), Some(b)) => format!("{:.1}×", t.as_secs_f64() / b.as_secs_f64()),
+                        (Some(t), Some(b)) => ratio(t.as_secs_f64() / b.as_secs_f64()),
                         (None, _) if !threads_ok => "too many threads".to_string(),
                         (None, _) => format!("> {} s", cap.as_secs()),
                     };
