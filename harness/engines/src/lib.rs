@@ -172,7 +172,11 @@ pub fn check(id: &str, model: &dyn DynModel, bounds: &Bounds, engine: Engine, li
             Err(why) => (Verdict::Inconclusive, Some(why), None),
         },
         None if !run.complete && run.budget_spent && engine.exhaustive() => {
-            (Verdict::Inconclusive, Some(budget_spent(model, bounds, engine, run.stats.executions)), None)
+            let mut why = budget_spent(model, bounds, engine, run.stats.executions);
+            if let Some(depth) = run.reason.as_ref().filter(|r| r.starts_with("depth bound")) {
+                why = format!("{why}; {} also reached its {depth}", engine.name());
+            }
+            (Verdict::Inconclusive, Some(why), None)
         }
         None if !run.complete => (Verdict::Inconclusive, run.reason.clone(), None),
         None if !run.unreached.is_empty() => {
