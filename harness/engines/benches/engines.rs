@@ -127,9 +127,12 @@ fn duration(t: Duration) -> String {
     }
 }
 
-/// A peer's time as a multiple of racelab's: one decimal below 100×, none above.
+/// A peer's time as a multiple of racelab's: three decimals below 0.1×, one decimal
+/// below 100×, none above.
 fn ratio(r: f64) -> String {
-    if r < 100.0 {
+    if r < 0.1 {
+        format!("{r:.3}×")
+    } else if r < 100.0 {
         format!("{r:.1}×")
     } else {
         format!("{r:.0}×")
