@@ -29,11 +29,15 @@ bench:
 bench-pg:
     cargo bench -p racelab-pg --bench pg
 
-# loom and shuttle against racelab on every scenario with its declared bounds (loom: hours on the larger ones)
+# loom and shuttle on every scenario: their verdicts with the default budgets into reports/ (minutes),
+# then the agreement tests with declared bounds and max_states executions (loom: hours on the larger ones)
 engines:
-    RACELAB_ENGINES_FULL=1 cargo test --release -p racelab-engines --test agreement -- --include-ignored
+    mkdir -p reports
     cargo run --release -p racelab -- check all --engine loom --json > reports/verdicts-loom.jsonl || true
+    cargo run --release -p racelab -- check all --engine shuttle --json > reports/verdicts-shuttle-dfs.jsonl || true
     cargo run --release -p racelab -- check all --engine shuttle --mode pct --json > reports/verdicts-shuttle-pct.jsonl || true
+    cargo run --release -p racelab -- check all --engine shuttle --mode random --json > reports/verdicts-shuttle-random.jsonl || true
+    RACELAB_ENGINES_FULL=1 cargo test --release -p racelab-engines --test agreement -- --include-ignored
 
 # racelab vs loom vs shuttle on the same models, N = 2… workers: a ratio table (cap per run: 60 s, or cap=S)
 bench-engines cap="60":

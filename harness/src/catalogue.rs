@@ -108,6 +108,8 @@ pub trait DynModel: Send + Sync {
     fn schedules(&self, bounds: &Bounds, limit: usize) -> Vec<Vec<Choice>>;
     /// The raw exhaustive search, without minimising: for benchmarks.
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
+    /// The raw random or PCT exploration on the simulator, without minimising: for benchmarks.
+    fn explore_sampled(&self, bounds: &Bounds, mode: &Mode) -> Exploration;
     /// The raw exhaustive search within a budget (sleep sets on): for the scale benchmark.
     fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration;
     /// The parallel search on `threads` threads within a budget: for the scale benchmark.
@@ -167,6 +169,9 @@ impl<M: Model> DynModel for M {
             self,
             bounds,
         )
+    }
+    fn explore_sampled(&self, bounds: &Bounds, mode: &Mode) -> Exploration {
+        crate::run::explore_sampled(self, bounds, mode)
     }
     fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration {
         let mut search = crate::explore::exhaustive::Exhaustive { budget: budget.clone(), ..Default::default() };

@@ -180,6 +180,39 @@ impl Backend {
     }
 }
 
+/// A sampled exploration (random or PCT) on `real`'s server or the simulator, raw: no
+/// minimising. `Exhaustive` samples nothing and runs the simulator's exhaustive search. With PCT, also its guarantee: the probability that one
+/// schedule finds a bug of the mode's depth.
+fn explore_sampled_on<M: Model>(
+    model: &M,
+    bounds: &Bounds,
+    mode: &Mode,
+    real: &Option<SharedDb>,
+    os: &Attached,
+) -> (Exploration, Option<f64>) {
+    match *mode {
+        Mode::Exhaustive => (Exhaustive::default().explore(model, bounds), None),
+        Mode::Random { seed, schedules } => {
+            let mut random = Stateless { scheduler: Random::new(seed), schedules, real: real.clone(), os: os.clone() };
+            (random.explore(model, bounds), None)
+        }
+        Mode::Pct { seed, schedules, depth } => {
+            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone(), os: os.clone() }
+                .explore(model, bounds);
+            let steps = probe.stats.depth.max(1);
+            let pct = Pct::new(seed, model.actor_names().len(), steps, depth);
+            let guarantee = pct.guarantee();
+            let mut sampled = Stateless { scheduler: pct, schedules, real: real.clone(), os: os.clone() };
+            (sampled.explore(model, bounds), Some(guarantee))
+        }
+    }
+}
+
+/// [`explore_sampled_on`] the simulator: for benchmarks beside other engines' samplers.
+pub fn explore_sampled<M: Model>(model: &M, bounds: &Bounds, mode: &Mode) -> Exploration {
+    explore_sampled_on(model, bounds, mode, &None, &Attached::default()).0
+}
+
 /// Explore `model` (registered as `id`) in `mode` within `bounds`, on `backend`. On a real server
 /// "exhaustive" first tries the simulator's shortest counterexample there; unless the server
 /// reproduces it, it enumerates schedules statelessly, up to `bounds.max_states` of them.
@@ -221,7 +254,6 @@ pub fn check_with<M: Model>(
     let mut pct_guarantee = None;
     let real = backend.real();
     let os = Attached { db: None, ..backend.attached() };
-    let stateless = |scheduler| Stateless { scheduler, schedules: 0, real: real.clone(), os: os.clone() };
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => match options.threads {
             Some(threads) => parallel::explore(model, bounds, threads, &options.budget),
@@ -240,16 +272,10 @@ pub fn check_with<M: Model>(
             }
             .explore(model, bounds),
         },
-        (&Mode::Random { seed, schedules }, _) => {
-            Stateless { schedules, ..stateless(Random::new(seed)) }.explore(model, bounds)
-        }
-        (&Mode::Pct { seed, schedules, depth }, _) => {
-            let probe = Stateless { scheduler: FirstEnabled, schedules: 1, real: real.clone(), os: os.clone() }
-                .explore(model, bounds);
-            let steps = probe.stats.depth.max(1);
-            let pct = Pct::new(seed, model.actor_names().len(), steps, depth);
-            pct_guarantee = Some(pct.guarantee());
-            Stateless { scheduler: pct, schedules, real: real.clone(), os: os.clone() }.explore(model, bounds)
+        (Mode::Random { .. } | Mode::Pct { .. }, _) => {
+            let (exploration, guarantee) = explore_sampled_on(model, bounds, mode, &real, &os);
+            pct_guarantee = guarantee;
+            exploration
         }
     };
     let (verdict, reason, counterexample) = match exploration.violation {

@@ -66,11 +66,16 @@ pub(crate) fn mode_name(engine: Option<racelab_engines::Engine>, mode: &Mode) ->
     engine.map_or(mode.name(), |e| e.mode())
 }
 
-/// Check `s` with a model-checking `engine`. Exhaustive engines may run as many schedules as the
-/// scenario's `max_states`; samplers `--schedules`.
-pub(crate) fn check_with_engine(s: &Scenario, engine: racelab_engines::Engine, mode: &Mode) -> Checked {
+/// Executions loom or shuttle's DFS may run per scenario when `--schedules` does not say: enough
+/// for every scenario loom finishes in seconds, small enough that `check all --engine loom` ends
+/// in minutes on two cores (README, "Under loom and shuttle", has the measurements).
+pub const DEFAULT_ENGINE_BUDGET: u64 = 100_000;
+
+/// Check `s` with a model-checking `engine`. Exhaustive engines may run `budget` executions;
+/// samplers the mode's `--schedules`.
+pub(crate) fn check_with_engine(s: &Scenario, engine: racelab_engines::Engine, mode: &Mode, budget: u64) -> Checked {
     let schedules = match mode {
-        Mode::Exhaustive => s.bounds.max_states,
+        Mode::Exhaustive => budget,
         Mode::Random { schedules, .. } | Mode::Pct { schedules, .. } => *schedules,
     };
     racelab_engines::check(&s.id, &*s.model, &s.bounds, engine, &Limits::schedules(schedules))

@@ -64,8 +64,9 @@ enum Command {
         /// Seed for random and PCT schedules; with turmoil, the first seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Schedules per scenario for random and PCT (default 1000); with turmoil, seeds per
-        /// scenario (default: the scenario file's `[turmoil] seeds`).
+        /// Schedules per scenario: for random and PCT (default 1000); for loom and shuttle's DFS,
+        /// the executions they may run before the verdict is `inconclusive` (default 100000);
+        /// with turmoil, seeds per scenario (default: the scenario file's `[turmoil] seeds`).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         schedules: Option<u64>,
         /// PCT bug depth d.
@@ -426,6 +427,7 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
                 }
                 return engine::check_turmoil(w, &selected, seed, schedules, json);
             }
+            let engine_budget = schedules.unwrap_or(engine::DEFAULT_ENGINE_BUDGET);
             let schedules = schedules.unwrap_or(1000);
             let mode = mode.map(|mode| match mode {
                 ModeArg::Exhaustive => Mode::Exhaustive,
@@ -446,7 +448,7 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
             };
             let run_engine =
                 engine.engine(mode.as_ref().unwrap_or(&Mode::Exhaustive), backend_name).map_err(BadInput)?;
-            let how = (mode.as_ref(), engine, run_engine);
+            let how = (mode.as_ref(), engine, run_engine, engine_budget);
             if backend == Backend::Sim {
                 scale::catch_interrupts();
             }
@@ -629,9 +631,9 @@ fn check(
     w: &mut dyn Write,
     program: &str,
     selected: &[&Scenario],
-    // The mode asked for (else each scenario's own), the engine asked for, and the model
-    // checker behind it (none for racelab's own explorers).
-    (mode, engine, run_engine): (Option<&Mode>, Engine, Option<racelab_engines::Engine>),
+    // The mode asked for (else each scenario's own), the engine asked for, the model checker
+    // behind it (none for racelab's own explorers) and an exhaustive engine's execution budget.
+    (mode, engine, run_engine, engine_budget): (Option<&Mode>, Engine, Option<racelab_engines::Engine>, u64),
     backends: &Backends,
     (json, junit): (bool, Option<junit::JunitFile>),
     scale: &ScaleArgs,
@@ -669,7 +671,7 @@ fn check(
         }
         let options = scale::options(scale, &s.id, show_progress);
         let checked = guarded(backends, &backend, || match run_engine {
-            Some(e) => engine::check_with_engine(s, e, mode),
+            Some(e) => engine::check_with_engine(s, e, mode, engine_budget),
             None => s.model.check_with(&s.id, mode, &s.bounds, &backend, &options),
         })?;
         scale::clear_progress(show_progress);
@@ -686,6 +688,11 @@ fn check(
             let mut line = json_line(s, mode, backend.name(), &checked);
             line["engine"] = json!(engine.name());
             line["mode"] = json!(engine::mode_name(run_engine, mode));
+            if run_engine.is_some_and(|e| e.exhaustive()) {
+                // The executions loom or shuttle's DFS could run; more would be needed for `holds`
+                // wherever `stats.executions` reached it.
+                line["budget"] = json!(engine_budget);
+            }
             say!(w, "{line}");
         } else {
             bar.suspend(|| print_text(w, program, s, mode, &checked, false))?;

@@ -512,6 +512,33 @@ fn loom_holds_only_from_a_complete_exploration() {
 }
 
 #[test]
+fn exhaustive_engines_out_of_budget_are_inconclusive_and_say_why() {
+    // loom needs 8469 executions for this fix, shuttle's DFS more; 100 is not enough for either.
+    for (engine, name) in [("loom", "loom"), ("shuttle", "shuttle's depth-first search")] {
+        let out = racelab(&[
+            "check",
+            "nested-locks/single-namespace",
+            "--engine",
+            engine,
+            "--schedules",
+            "100",
+            "--json",
+            "--scenarios",
+            &scenarios_dir(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{engine}: not the expected verdict, so exit 1");
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON line");
+        assert_eq!(v["verdict"], "inconclusive", "{engine}");
+        assert_eq!(v["complete"], false, "{engine}");
+        assert_eq!(v["budget"], 100, "{engine}");
+        assert_eq!(v["stats"]["executions"], 100, "{engine}");
+        let reason = v["reason"].as_str().expect("a reason");
+        assert!(reason.starts_with(&format!("{name} explored 100 executions, its budget")), "{reason}");
+        assert!(reason.contains("racelab's own search is complete at 46 states"), "{reason}");
+    }
+}
+
+#[test]
 fn engine_flags_that_do_not_fit_exit_2() {
     let dir = scenarios_dir();
     let out =

@@ -2,8 +2,8 @@
 //!
 //! For each model whose worker count is a parameter: the time to a complete verdict on a fix
 //! that holds (racelab's exhaustive search, loom, shuttle's DFS) and the time to the first
-//! violation on the buggy variant (racelab exhaustive; loom; shuttle PCT and random with a fixed
-//! seed). Raw explorations: no minimising, no timeline. Bounds are the scenario's without faults
+//! violation on the buggy variant (exhaustive: racelab, loom; PCT and random, racelab's and
+//! shuttle's, with the same fixed seed). Raw explorations: no minimising, no timeline. Bounds are the scenario's without faults
 //! (each fault kind costs loom a thread; see the README). A peer that passes the cap (60 s, or
 //! `RACELAB_BENCH_CAP_S`) is stopped and not run at larger N. The table printed at the end gives
 //! each peer's time as a multiple of racelab's; criterion then measures the runs that finish in
@@ -18,12 +18,16 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use racelab_engines::{explore, Engine, Limits, ShuttleMode};
 use racelab_harness::catalogue::{DynModel, Param, Params};
 use racelab_harness::explore::Bounds;
+use racelab_harness::run::Mode;
 
-/// (race, parameter, fix that holds, buggy variant, largest N the model takes)
-const MODELS: [(&str, &str, &str, &str, usize); 2] = [
-    ("summary-upsert", "requests", "unique-on-conflict", "check-then-insert", 6),
-    ("nested-locks", "hooks", "single-namespace", "fine-grained", 4),
+/// (race, parameter, fix that holds, buggy variant): every race whose worker count is a parameter.
+const MODELS: [(&str, &str, &str, &str); 3] = [
+    ("summary-upsert", "requests", "unique-on-conflict", "check-then-insert"),
+    ("progress-clear-insert", "requests", "upsert", "clear-then-insert"),
+    ("nested-locks", "hooks", "single-namespace", "fine-grained"),
 ];
+/// N = 2… this many workers.
+const MAX_N: usize = 6;
 const SEED: u64 = 7;
 const SAMPLED: u64 = 100_000;
 
@@ -42,13 +46,23 @@ fn bounds() -> Bounds {
 #[derive(Clone, Copy, PartialEq)]
 enum Peer {
     Racelab,
+    /// racelab's own sampler: `Mode::Random` or `Mode::Pct`.
+    RacelabSampled(Sampler),
     Engine(Engine),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sampler {
+    Pct,
+    Random,
 }
 
 impl Peer {
     fn name(&self) -> String {
         match self {
             Peer::Racelab => "racelab".to_string(),
+            Peer::RacelabSampled(Sampler::Pct) => "racelab pct".to_string(),
+            Peer::RacelabSampled(Sampler::Random) => "racelab random".to_string(),
             Peer::Engine(e) => format!("{} {}", e.name(), e.mode()),
         }
     }
@@ -66,6 +80,14 @@ fn run(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration) ->
             } else {
                 e.complete && e.violation.is_none()
             }
+        }
+        Peer::RacelabSampled(sampler) => {
+            let mode = match sampler {
+                Sampler::Pct => Mode::Pct { seed: SEED, schedules: SAMPLED, depth: 3 },
+                Sampler::Random => Mode::Random { seed: SEED, schedules: SAMPLED },
+            };
+            // A sampler never completes; only its first violation is measured.
+            want_violation && model.explore_sampled(&b, &mode).violation.is_some()
         }
         Peer::Engine(engine) => {
             let schedules =
@@ -95,26 +117,46 @@ fn measure(model: &dyn DynModel, peer: Peer, want_violation: bool, cap: Duration
     Some(times[times.len() / 2])
 }
 
+/// racelab's own time: µs below a millisecond, so that the smallest runs keep two digits.
+fn duration(t: Duration) -> String {
+    let ms = t.as_secs_f64() * 1e3;
+    if ms < 1.0 {
+        format!("{:.1} µs", ms * 1e3)
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+/// A peer's time as a multiple of racelab's: three decimals below 0.1×, one decimal
+/// below 100×, none above.
+fn ratio(r: f64) -> String {
+    if r < 0.1 {
+        format!("{r:.3}×")
+    } else if r < 100.0 {
+        format!("{r:.1}×")
+    } else {
+        format!("{r:.0}×")
+    }
+}
+
 fn engines(c: &mut Criterion) {
     let cap = Duration::from_secs(std::env::var("RACELAB_BENCH_CAP_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
     let holds_peers = [Peer::Racelab, Peer::Engine(Engine::Loom), Peer::Engine(Engine::Shuttle(ShuttleMode::Dfs))];
     let violation_peers = [
         Peer::Racelab,
         Peer::Engine(Engine::Loom),
+        Peer::RacelabSampled(Sampler::Pct),
         Peer::Engine(Engine::Shuttle(ShuttleMode::Pct { seed: SEED, depth: 3 })),
+        Peer::RacelabSampled(Sampler::Random),
         Peer::Engine(Engine::Shuttle(ShuttleMode::Random { seed: SEED })),
     ];
     let mut rows: Vec<String> = Vec::new();
     let mut fast: Vec<(String, &str, &str, usize, Peer, bool)> = Vec::new();
-    for (race, param, fix, buggy, max_n) in MODELS {
+    for (race, param, fix, buggy) in MODELS {
         for (variant, peers, want_violation) in [(fix, &holds_peers[..], false), (buggy, &violation_peers[..], true)] {
             let mut stopped = vec![false; peers.len()];
-            for n in 2..=6 {
+            for n in 2..=MAX_N {
                 let mut cells = Vec::new();
-                if n > max_n {
-                    rows.push(format!("| {race}/{variant} | {n} | the model takes {param} ≤ {max_n} |"));
-                    continue;
-                }
                 let model = build(race, variant, param, n);
                 let mut base = None;
                 for (k, &peer) in peers.iter().enumerate() {
@@ -128,9 +170,9 @@ fn engines(c: &mut Criterion) {
                     let cell = match (time, base) {
                         (Some(t), None) => {
                             base = Some(t);
-                            format!("{:.2} ms", t.as_secs_f64() * 1e3)
+                            duration(t)
                         }
-                        (Some(t), Some(b)) => format!("{:.1}×", t.as_secs_f64() / b.as_secs_f64()),
+                        (Some(t), Some(b)) => ratio(t.as_secs_f64() / b.as_secs_f64()),
                         (None, _) if !threads_ok => "too many threads".to_string(),
                         (None, _) => format!("> {} s", cap.as_secs()),
                     };
@@ -157,8 +199,8 @@ fn engines(c: &mut Criterion) {
         println!("{r}");
     }
     println!("\nTime to the first violation (buggy variant): racelab exhaustive's time, then each peer's multiple.");
-    println!("| model | N | racelab | loom | shuttle pct | shuttle random |");
-    println!("|---|---|---|---|---|---|");
+    println!("| model | N | racelab | loom | racelab pct | shuttle pct | racelab random | shuttle random |");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in rows.iter().filter(|r| MODELS.iter().any(|m| r.contains(&format!("{}/{} ", m.0, m.3)))) {
         println!("{r}");
     }

@@ -94,6 +94,9 @@ pub(crate) enum Move {
 /// The state all threads of one execution share, under the engine's lock.
 pub(crate) struct Shared {
     machine: Box<dyn Machine>,
+    /// `machine.choices()`, computed once per step: every participant's next move, and every
+    /// sleeper's check whether to wake it, reads it.
+    choices: Vec<Choice>,
     path: Vec<Choice>,
     armed: [bool; 4],
     over: bool,
@@ -105,14 +108,15 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(machine: Box<dyn Machine>, participants: usize, faults: Faults) -> Shared {
         let sleeping = vec![false; participants];
-        Shared { machine, path: Vec::new(), armed: [false; 4], over: false, faults, sleeping }
+        let choices = machine.choices();
+        Shared { machine, choices, path: Vec::new(), armed: [false; 4], over: false, faults, sleeping }
     }
 
     /// With drawn faults, what `actor` does in its turn, given `draw(n)`, the engine's choice of
     /// one in `0..n`: one of its enabled faults with odds 1 in `FAULT_ODDS`, else its step, else
     /// (it waits) sleep until someone else moves.
     pub(crate) fn drawn_move(&self, actor: u8, draw: &mut dyn FnMut(usize) -> usize) -> Move {
-        let choices = self.machine.choices();
+        let choices = &self.choices;
         let faults: Vec<Choice> = choices.iter().copied().filter(|c| c.actor == actor && c.kind.is_fault()).collect();
         let step = Choice { actor, kind: ChoiceKind::Step };
         if !faults.is_empty() && draw(FAULT_ODDS) == 0 {
@@ -128,7 +132,7 @@ impl Shared {
         if self.over {
             return Move::Exit;
         }
-        let choices = self.machine.choices();
+        let choices = &self.choices;
         match who {
             Participant::Actor(actor) => {
                 let armed = (0..FAULT_KINDS.len()).filter(|&k| self.armed[k]);
@@ -166,8 +170,9 @@ impl Shared {
                     self.armed[k] = false;
                 }
                 self.machine.apply(choice);
+                self.choices = self.machine.choices();
                 self.path.push(choice);
-                self.over = record.observe(&*self.machine, &self.path)
+                self.over = record.observe(&*self.machine, &self.path, &self.choices)
                     // Drawn faults, like racelab's samplers, end a schedule in its first final
                     // state: no participant is left to draw whether a fault strikes there.
                     || (self.faults == Faults::Drawn && !self.machine.any_step());
@@ -196,6 +201,8 @@ pub(crate) struct Found {
     pub violation: Option<(Violation, Vec<Choice>)>,
     /// Why the exploration stopped short, when it did.
     pub incomplete: Option<String>,
+    /// The exploration stopped because it had run its budget of executions.
+    pub budget_spent: bool,
     pub reached: u64,
     pub finals: BTreeMap<u128, Vec<String>>,
     pub states: HashSet<u128>,
@@ -234,6 +241,7 @@ impl Record {
         let mut found = self.lock();
         if found.executions >= self.max_executions {
             found.incomplete.get_or_insert(format!("schedule bound reached: {} schedules", self.max_executions));
+            found.budget_spent = true;
             self.stop.store(true, Ordering::SeqCst);
             return false;
         }
@@ -249,8 +257,9 @@ impl Record {
         true
     }
 
-    /// Check the state `path` reached. Returns whether the execution is over.
-    pub(crate) fn observe(&self, machine: &dyn Machine, path: &[Choice]) -> bool {
+    /// Check the state `path` reached, whose enabled choices are `choices`. Returns whether the
+    /// execution is over.
+    pub(crate) fn observe(&self, machine: &dyn Machine, path: &[Choice], choices: &[Choice]) -> bool {
         let mut found = self.lock();
         found.transitions += 1;
         found.depth = found.depth.max(path.len() as u32);
@@ -269,14 +278,14 @@ impl Record {
                 found.finals.entry(fp).or_insert_with(|| machine.observation());
             }
         }
-        let choices = machine.choices();
         if choices.is_empty() {
             return true;
         }
         let max_depth = machine.bounds().max_depth;
         if path.len() as u32 >= max_depth {
+            // This execution ends here and no verdict can be `holds`, but other schedules may
+            // still violate (racelab's own samplers also go on to their next schedule).
             found.incomplete.get_or_insert(format!("depth bound reached: {max_depth} steps"));
-            self.stop.store(true, Ordering::SeqCst);
             return true;
         }
         false

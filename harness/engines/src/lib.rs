@@ -51,7 +51,8 @@ impl Engine {
         }
     }
 
-    fn exhaustive(&self) -> bool {
+    /// Explores every schedule when it runs to the end (loom, shuttle's DFS).
+    pub fn exhaustive(&self) -> bool {
         matches!(self, Engine::Loom | Engine::Shuttle(ShuttleMode::Dfs))
     }
 }
@@ -84,6 +85,8 @@ pub struct EngineRun {
     pub complete: bool,
     /// Why not, when the exploration did not complete and found nothing.
     pub reason: Option<String>,
+    /// It stopped at its budget of executions (`Limits::schedules`) with schedules left.
+    pub budget_spent: bool,
     /// Targets no explored state reached (only computed when complete).
     pub unreached: Vec<String>,
     /// Final states (no actor can step) by fingerprint, with what an observer sees in each.
@@ -117,7 +120,7 @@ pub fn explore(model: &dyn DynModel, bounds: &Bounds, engine: Engine, limits: &L
         pruned: 0,
         depth: found.depth,
     };
-    let mut run = EngineRun { stats, finals: found.finals, ..EngineRun::default() };
+    let mut run = EngineRun { stats, finals: found.finals, budget_spent: found.budget_spent, ..EngineRun::default() };
     if let Some(violation) = found.violation {
         run.violation = Some(violation);
         return run;
@@ -168,6 +171,13 @@ pub fn check(id: &str, model: &dyn DynModel, bounds: &Bounds, engine: Engine, li
             Ok(cx) => (Verdict::Violated, None, Some(cx)),
             Err(why) => (Verdict::Inconclusive, Some(why), None),
         },
+        None if !run.complete && run.budget_spent && engine.exhaustive() => {
+            let mut why = budget_spent(model, bounds, engine, run.stats.executions);
+            if let Some(depth) = run.reason.as_ref().filter(|r| r.starts_with("depth bound")) {
+                why = format!("{why}; {} also reached its {depth}", engine.name());
+            }
+            (Verdict::Inconclusive, Some(why), None)
+        }
         None if !run.complete => (Verdict::Inconclusive, run.reason.clone(), None),
         None if !run.unreached.is_empty() => {
             let why = format!("vacuous: no explored state reached {}", run.unreached.join(", "));
@@ -187,6 +197,30 @@ pub fn check(id: &str, model: &dyn DynModel, bounds: &Bounds, engine: Engine, li
         pct_guarantee: None,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// Why an exhaustive engine that ran out of budget proves nothing, with what racelab's own
+/// search needs for the same scenario (cheap beside the engine's run: it merges equal states).
+fn budget_spent(model: &dyn DynModel, bounds: &Bounds, engine: Engine, executions: u64) -> String {
+    let name = match engine {
+        Engine::Loom => "loom",
+        Engine::Shuttle(_) => "shuttle's depth-first search",
+    };
+    let ours = model.explore_exhaustive(bounds, true);
+    let racelab = if let Some((violation, _)) = &ours.violation {
+        format!("racelab's own search finds {} after {} states", violation.invariant, ours.stats.states)
+    } else if ours.complete {
+        format!(
+            "racelab's own search is complete at {} states ({} executions)",
+            ours.stats.states, ours.stats.executions
+        )
+    } else {
+        let why = ours.incomplete_reason.unwrap_or_else(|| "a violation".to_string());
+        format!("racelab's own search does not complete either ({why})")
+    };
+    format!(
+        "{name} explored {executions} executions, its budget (--schedules), without exhausting its schedules; {racelab}"
+    )
 }
 
 /// [`check`] for a model whose type is known.
