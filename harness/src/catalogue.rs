@@ -128,7 +128,8 @@ pub trait DynModel: Send + Sync {
     /// Greedily shorten a schedule that violates `invariant`, keeping only replays that still
     /// violate it; see [`crate::explore::shortest::shrink`].
     fn shrink(&self, bounds: &Bounds, invariant: &str, schedule: &[Choice]) -> Vec<Choice>;
-    /// The exhaustive search, with the fingerprint of every final state it reached.
+    /// The exhaustive search without symmetry reduction, with the fingerprint of every final
+    /// state it reached.
     fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>);
     /// The model's declared symmetry ([`Model::symmetry`]).
     fn symmetry(&self) -> Option<crate::symmetry::Symmetry>;
@@ -197,14 +198,16 @@ impl<M: Model> DynModel for M {
         crate::explore::shortest::shrink(self, bounds, invariant, schedule, None)
     }
     fn final_states(&self, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
-        crate::explore::exhaustive::Exhaustive::default().final_states(self, bounds)
+        // Every concrete final state, as another engine reaches them: no symmetry reduction.
+        let search = crate::explore::exhaustive::Exhaustive { symmetry: false, ..Default::default() };
+        search.final_states(self, bounds)
     }
     fn symmetry(&self) -> Option<crate::symmetry::Symmetry> {
         Model::symmetry(self)
     }
     fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>) {
         let search = crate::explore::exhaustive::Exhaustive { symmetry, sleep_sets, ..Default::default() };
-        search.final_states(self, bounds)
+        search.final_classes(self, bounds)
     }
 }
 

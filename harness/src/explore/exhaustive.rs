@@ -111,29 +111,49 @@ struct Search<'m, M: Model> {
     incomplete: Option<String>,
     /// Fingerprints of final states, when asked for.
     finals: Option<BTreeSet<u128>>,
+    /// Collect each final state's class rather than its own fingerprint.
+    finals_by_class: bool,
+}
+
+/// What a search collects besides its result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Collect {
+    Nothing,
+    /// Every final state's fingerprint.
+    States,
+    /// Every final state's class fingerprint under the declared symmetry.
+    Classes,
 }
 
 impl Explorer for Exhaustive {
     fn explore<M: Model>(&mut self, model: &M, bounds: &Bounds) -> Exploration {
-        self.run(model, bounds, false).0
+        self.run(model, bounds, Collect::Nothing).0
     }
 }
 
 impl Exhaustive {
     /// Explore, and also return the fingerprints of every final state reached (a state where
-    /// no actor can step; for a model with a symmetry, of its class), for cross-checking
-    /// reductions.
+    /// no actor can step), for cross-checking reductions and other engines. With symmetry
+    /// reduction on, only the final states of the representatives visited.
     pub fn final_states<M: Model>(&self, model: &M, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
-        let (exploration, finals) = self.run(model, bounds, true);
+        let (exploration, finals) = self.run(model, bounds, Collect::States);
+        (exploration, finals.expect("collected"))
+    }
+
+    /// Explore, and also return the class fingerprint ([`State::class_fingerprint`]) of every
+    /// final state reached, under the model's declared symmetry (the plain fingerprint without
+    /// one): equal for a reduced and a plain search when the reduction is sound.
+    pub fn final_classes<M: Model>(&self, model: &M, bounds: &Bounds) -> (Exploration, BTreeSet<u128>) {
+        let (exploration, finals) = self.run(model, bounds, Collect::Classes);
         (exploration, finals.expect("collected"))
     }
 
     /// Walk only the top of a sharded search and count the visits of frontier states.
     fn frontier_visits<M: Model>(&self, model: &M, bounds: &Bounds) -> u64 {
-        self.search(model, bounds, false).frontier_visits
+        self.search(model, bounds, Collect::Nothing).frontier_visits
     }
 
-    fn run<M: Model>(&self, model: &M, bounds: &Bounds, collect: bool) -> (Exploration, Option<BTreeSet<u128>>) {
+    fn run<M: Model>(&self, model: &M, bounds: &Bounds, collect: Collect) -> (Exploration, Option<BTreeSet<u128>>) {
         let search = self.search(model, bounds, collect);
         let complete = search.violation.is_none() && search.incomplete.is_none();
         let exploration = Exploration {
@@ -148,7 +168,7 @@ impl Exhaustive {
         (exploration, search.finals)
     }
 
-    fn search<'m, M: Model>(&'m self, model: &'m M, bounds: &'m Bounds, collect: bool) -> Search<'m, M> {
+    fn search<'m, M: Model>(&'m self, model: &'m M, bounds: &'m Bounds, collect: Collect) -> Search<'m, M> {
         let declared = model.symmetry();
         if let Some(symmetry) = &declared {
             let actors = model.actor_names().len();
@@ -176,7 +196,8 @@ impl Exhaustive {
             steps: 0,
             violation: None,
             incomplete: None,
-            finals: collect.then(BTreeSet::new),
+            finals: (collect != Collect::Nothing).then(BTreeSet::new),
+            finals_by_class: collect == Collect::Classes,
         };
         let init = State::initial(model);
         assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
@@ -264,8 +285,8 @@ impl<M: Model> Search<'_, M> {
                     executions = 1;
                     if let Some(finals) = &mut self.finals {
                         let class = match &self.declared {
-                            Some(symmetry) => state.class_fingerprint(symmetry),
-                            None => key,
+                            Some(symmetry) if self.finals_by_class => state.class_fingerprint(symmetry),
+                            _ => state.fingerprint(),
                         };
                         finals.insert(class);
                     }
