@@ -1209,6 +1209,9 @@ impl Db {
 mod rename;
 
 #[cfg(test)]
+mod test_steps;
+
+#[cfg(test)]
 mod repeatable_read_tests;
 
 #[cfg(test)]

@@ -3,46 +3,18 @@
 //! committed before the write or while it waited; `ON CONFLICT` meeting a row the snapshot
 //! does not see fails with 40001; an insert meeting a committed duplicate is still 23505.
 
+use super::test_steps::{block, row, run, tagged_db};
 use super::*;
 
 const RR: Sql = Sql::BeginRepeatableRead;
 
-fn schema() -> Schema {
-    Schema {
-        tables: vec![TableDef {
-            name: "t",
-            columns: vec!["id", "tag", "n"],
-            unique: vec![UniqueIndex { name: "t_tag", columns: vec!["tag"], predicate: None }],
-        }],
-    }
-}
-
 /// Two sessions and a committed row (1, a, 0).
 fn db() -> Db {
-    let mut db = Db::new(schema());
-    db.seed_row("t", row(1, "a", 0));
-    db.open_session();
-    db.open_session();
-    db
-}
-
-fn run(db: &mut Db, c: ConnId, s: Sql) -> Outcome {
-    match db.execute(c, &s, &mut Footprint::default()) {
-        Applied::Done(o) => o,
-        Applied::Blocked => panic!("{s:?} blocked"),
-    }
-}
-
-fn block(db: &mut Db, c: ConnId, s: Sql) {
-    assert_eq!(db.execute(c, &s, &mut Footprint::default()), Applied::Blocked, "{s:?} should block");
+    tagged_db(2)
 }
 
 fn ready(db: &mut Db, c: ConnId) -> Outcome {
     db.take_ready(c, &mut Footprint::default()).expect("a granted wait")
-}
-
-fn row(id: i64, tag: &'static str, n: i64) -> Row {
-    vec![Value::Int(id), Value::Str(tag), Value::Int(n)]
 }
 
 fn all() -> Sql {

@@ -4,6 +4,7 @@
 //! session waiting on the cycle but not in it is no candidate; a waiter re-run by a commit can
 //! close a cycle too; and outcomes do not depend on which wait closed the cycle.
 
+use super::test_steps::{block, run, take};
 use super::*;
 
 fn schema() -> Schema {
@@ -19,26 +20,6 @@ fn db(n: usize) -> Db {
         db.open_session();
     }
     db
-}
-
-fn fp() -> Footprint {
-    Footprint::default()
-}
-
-fn run(db: &mut Db, c: ConnId, s: Sql) -> Outcome {
-    match db.execute(c, &s, &mut fp()) {
-        Applied::Done(o) => o,
-        Applied::Blocked => panic!("{s:?} blocked"),
-    }
-}
-
-fn block(db: &mut Db, c: ConnId, s: Sql) {
-    assert_eq!(db.execute(c, &s, &mut fp()), Applied::Blocked, "{s:?} should block");
-}
-
-fn take(db: &mut Db, c: ConnId) -> Option<Outcome> {
-    assert!(db.is_ready(c), "session {c} is not ready");
-    db.take_ready(c, &mut fp())
 }
 
 fn deadlocked(db: &Db) -> Vec<ConnId> {
@@ -79,7 +60,7 @@ fn either_side_of_a_two_way_advisory_deadlock_can_be_the_victim() {
         let mut d = advisory_cycle();
         assert_eq!(deadlocked(&d), [0, 1], "both checks are due");
         assert!(d.is_ready(0) && d.is_ready(1));
-        let mut f = fp();
+        let mut f = Footprint::default();
         assert_eq!(d.take_ready(victim, &mut f), Some(DEADLOCK));
         assert_eq!(f, Footprint::GLOBAL, "a victim's abort touches everything");
         assert!(deadlocked(&d).is_empty(), "the cycle is broken");
@@ -167,7 +148,7 @@ fn a_victims_outcome_does_not_depend_on_which_wait_closed_the_cycle() {
     assert_eq!(deadlocked(&other), deadlocked(&d));
     // The wait queue remembers who waited first, so the states differ only in that order; the
     // victims' outcomes are the same.
-    assert_eq!(other.take_ready(0, &mut fp()), d.take_ready(0, &mut fp()));
+    assert_eq!(other.take_ready(0, &mut Footprint::default()), d.take_ready(0, &mut Footprint::default()));
     assert_eq!(take(&mut other, 1), take(&mut d, 1));
     assert_eq!(other.committed_rows("t"), d.committed_rows("t"));
 }

@@ -2,46 +2,12 @@
 //! woken and race, the first one stepped re-running first; a lone waiter re-runs at once;
 //! advisory lock waiters are granted in order.
 
+use super::test_steps::{block, row, run, tagged_db, take};
 use super::*;
-
-fn schema() -> Schema {
-    Schema {
-        tables: vec![TableDef {
-            name: "t",
-            columns: vec!["id", "tag", "n"],
-            unique: vec![UniqueIndex { name: "t_tag", columns: vec!["tag"], predicate: None }],
-        }],
-    }
-}
 
 /// Three sessions and a committed row (1, a, 0).
 fn db() -> Db {
-    let mut db = Db::new(schema());
-    db.seed_row("t", row(1, "a", 0));
-    for _ in 0..3 {
-        db.open_session();
-    }
-    db
-}
-
-fn run(db: &mut Db, c: ConnId, s: Sql) -> Outcome {
-    match db.execute(c, &s, &mut Footprint::default()) {
-        Applied::Done(o) => o,
-        Applied::Blocked => panic!("{s:?} blocked"),
-    }
-}
-
-fn block(db: &mut Db, c: ConnId, s: Sql) {
-    assert_eq!(db.execute(c, &s, &mut Footprint::default()), Applied::Blocked, "{s:?} should block");
-}
-
-fn take(db: &mut Db, c: ConnId) -> Option<Outcome> {
-    assert!(db.is_ready(c), "session {c} is not ready");
-    db.take_ready(c, &mut Footprint::default())
-}
-
-fn row(id: i64, tag: &'static str, n: i64) -> Row {
-    vec![Value::Int(id), Value::Str(tag), Value::Int(n)]
+    tagged_db(3)
 }
 
 fn set_n(n: i64) -> Sql {
