@@ -21,6 +21,8 @@ const CELLS: &[(&str, &str, &str)] = &[
     ("progress-clear-insert", "upsert", "requests"),
     ("nested-locks", "single-namespace", "hooks"),
     ("daemon-spawn", "daemon-writes-pid", "hooks"),
+    ("agent-lock-commit", "session-lock", "hooks"),
+    ("lock-timeout-leak", "unconditional-unlock", "hooks"),
 ];
 
 fn main() {

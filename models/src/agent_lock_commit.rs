@@ -36,6 +36,7 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Status, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, LockScope, Op, Outcome, Sql};
 use racelab_harness::sim::{Schema, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const AGENT_KEY: i64 = (1 << 32) | 1;
 
@@ -98,6 +99,12 @@ impl HookPipeline {
 }
 
 impl Actor for HookPipeline {
+    /// Hooks differ only in their connections.
+    fn rename(&mut self, r: &Renaming) {
+        self.work = r.conn(self.work);
+        self.lock = r.conn(self.lock);
+    }
+
     fn next_op(&self) -> Option<Op> {
         let op = match self.pc {
             Pc::SessionLock => {
@@ -185,6 +192,10 @@ impl Model for AgentLockCommit {
         (1..=self.hooks).map(|i| format!("hook {i}")).collect()
     }
 
+    fn symmetry(&self) -> Option<Symmetry> {
+        (self.hooks >= 2).then(|| Symmetry::group(0..self.hooks, Vec::new()))
+    }
+
     fn invariants(&self) -> Vec<Invariant<HookPipeline>> {
         vec![Invariant::new(ONE_HOOK_IN_THE_CRITICAL_SECTION, one_hook_in_the_critical_section)]
     }
@@ -220,7 +231,7 @@ fn one_hook_in_the_critical_section(view: &View<'_, HookPipeline>) -> Result<(),
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.count("hooks", 2, 2, 3)?;
+    let hooks = params.workers("hooks", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     let commits = params.int("commits", 2, 2, 8)? as u8;
     Ok(Box::new(AgentLockCommit { variant, hooks, commits }))
 }

@@ -37,6 +37,7 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, LockScope, Op, Outcome, Sql};
 use racelab_harness::sim::{Schema, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const AGENT_KEY: i64 = (1 << 32) | 1;
 
@@ -70,6 +71,11 @@ pub struct LockedHook {
 }
 
 impl Actor for LockedHook {
+    /// Hooks differ only in their connection.
+    fn rename(&mut self, r: &Renaming) {
+        self.conn = r.conn(self.conn);
+    }
+
     fn next_op(&self) -> Option<Op> {
         let op = match self.pc {
             Pc::Lock => {
@@ -133,6 +139,11 @@ impl Model for LockTimeoutLeak {
         (1..=self.hooks).map(|i| format!("hook {i}")).collect()
     }
 
+    /// Hooks differ only in their connection.
+    fn symmetry(&self) -> Option<Symmetry> {
+        (self.hooks >= 2).then(|| Symmetry::group(0..self.hooks, Vec::new()))
+    }
+
     fn invariants(&self) -> Vec<Invariant<LockedHook>> {
         vec![Invariant::final_only(EVERY_HOOK_GETS_THE_LOCK_OR_FAILS, every_hook_ends)]
     }
@@ -157,7 +168,7 @@ fn every_hook_ends(view: &View<'_, LockedHook>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.count("hooks", 2, 2, 3)?;
+    let hooks = params.workers("hooks", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(LockTimeoutLeak { variant, hooks }))
 }
 

@@ -278,10 +278,20 @@ proptest! {
 }
 
 #[test]
-fn reduced_and_plain_searches_agree_on_nested_locks_and_sessions_with_more_workers() {
+fn reduced_and_plain_searches_agree_on_the_lock_and_session_races_with_more_workers() {
     for variant in ["single-namespace", "fine-grained", "fine-grained-one-connection"] {
         let model = with_workers("nested-locks", variant, "hooks", 4);
         assert_same(&format!("nested-locks/{variant} × 4"), &*model, &Bounds { crashes: 1, ..Bounds::default() });
+    }
+    for (race, variant) in [
+        ("agent-lock-commit", "xact-lock"),
+        ("agent-lock-commit", "session-lock"),
+        ("lock-timeout-leak", "unlock-if-acquired"),
+        ("lock-timeout-leak", "unconditional-unlock"),
+    ] {
+        let model = with_workers(race, variant, "hooks", 4);
+        let bounds = Bounds { crashes: 1, lost_replies: 1, ..Bounds::default() };
+        assert_same(&format!("{race}/{variant} × 4"), &*model, &bounds);
     }
     for variant in ["upsert", "clear-then-insert", "upsert-task-only"] {
         let model = with_workers("progress-clear-insert", variant, "requests", 4);
