@@ -23,6 +23,8 @@ const CELLS: &[(&str, &str, &str)] = &[
     ("daemon-spawn", "daemon-writes-pid", "hooks"),
     ("agent-lock-commit", "session-lock", "hooks"),
     ("lock-timeout-leak", "unconditional-unlock", "hooks"),
+    ("lock-reentrancy", "reentrancy-guard", "hooks"),
+    ("summarise-dedup", "for-update-nowait", "summarisers"),
 ];
 
 fn main() {

@@ -36,6 +36,7 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, LockScope, Op, Outcome, Sql};
 use racelab_harness::sim::{Schema, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 /// `pg_advisory_lock(1, agent_id)`: namespace AGENT (1) high, agent id 1 low.
 const AGENT_KEY: i64 = (1 << 32) | 1;
@@ -93,6 +94,11 @@ impl Hook {
 }
 
 impl Actor for Hook {
+    /// Hooks differ only in their two connections.
+    fn rename(&mut self, r: &Renaming) {
+        self.conns = self.conns.map(|c| r.conn(c));
+    }
+
     fn next_op(&self) -> Option<Op> {
         let op = match self.pc {
             Pc::Guard(_) => Op::local("check_thread_local_locks"),
@@ -165,6 +171,10 @@ impl Model for LockReentrancy {
         (1..=self.hooks).map(|i| format!("hook {i}")).collect()
     }
 
+    fn symmetry(&self) -> Option<Symmetry> {
+        (self.hooks >= 2).then(|| Symmetry::group(0..self.hooks, Vec::new()))
+    }
+
     fn invariants(&self) -> Vec<Invariant<Hook>> {
         vec![Invariant::final_only(EVERY_HOOK_ENDS, every_hook_ends)]
     }
@@ -190,7 +200,7 @@ fn every_hook_ends(view: &View<'_, Hook>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.count("hooks", 2, 1, 3)?;
+    let hooks = params.workers("hooks", 2, 1, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(LockReentrancy { variant, hooks }))
 }
 

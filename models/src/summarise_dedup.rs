@@ -34,12 +34,16 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, Expr, Op, Outcome, RowLock, Sql, Value};
 use racelab_harness::sim::{Schema, TableDef, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const TURNS: &str = "turns";
 const COLUMNS: [&str; 2] = ["id", "summary"];
 const SUMMARY: usize = 1;
 const TURN_ID: Value = Value::Int(1);
-const SUMMARIES: [&str; 3] = ["summary-1", "summary-2", "summary-3"];
+/// The summary summariser `i` writes.
+fn summary(i: usize) -> &'static str {
+    racelab_harness::intern(format!("summary-{}", i + 1))
+}
 
 pub const ONE_SUMMARY_PER_TURN: &str = "one-summary-per-turn";
 
@@ -82,6 +86,15 @@ impl Summariser {
 }
 
 impl Actor for Summariser {
+    /// Summarisers differ only in their connection and the summary they write.
+    fn rename(&mut self, r: &Renaming) {
+        self.conn = r.conn(self.conn);
+        self.summary = match r.value(Value::Str(self.summary)) {
+            Value::Str(summary) => summary,
+            other => unreachable!("summary renamed to {other}"),
+        };
+    }
+
     fn next_op(&self) -> Option<Op> {
         let conn = self.conn;
         let op = match self.pc {
@@ -169,7 +182,7 @@ impl Model for SummariseDedup {
             .map(|i| Summariser {
                 variant: self.variant,
                 conn: world.connect(i),
-                summary: SUMMARIES[i],
+                summary: summary(i),
                 pc: if self.variant == Variant::ForUpdateNowait { Pc::Begin } else { Pc::Load },
                 stored: false,
                 store_pending: false,
@@ -182,6 +195,12 @@ impl Model for SummariseDedup {
 
     fn actor_names(&self) -> Vec<String> {
         (0..self.summarisers).map(|i| if i == 0 { "stop hook".to_string() } else { format!("poller {i}") }).collect()
+    }
+
+    /// The stop hook and the pollers run the same code; only their names differ.
+    fn symmetry(&self) -> Option<Symmetry> {
+        let owned = (0..self.summarisers).map(|i| vec![Value::Str(summary(i))]).collect();
+        (self.summarisers >= 2).then(|| Symmetry::group(0..self.summarisers, owned))
     }
 
     fn invariants(&self) -> Vec<Invariant<Summariser>> {
@@ -205,7 +224,7 @@ fn one_summary_per_turn(view: &View<'_, Summariser>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let summarisers = params.count("summarisers", 2, 2, SUMMARIES.len())?;
+    let summarisers = params.workers("summarisers", 2, 2, racelab_harness::op::MAX_ACTORS)?;
     Ok(Box::new(SummariseDedup { variant, summarisers }))
 }
 

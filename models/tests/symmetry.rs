@@ -288,8 +288,13 @@ fn reduced_and_plain_searches_agree_on_the_lock_and_session_races_with_more_work
         ("agent-lock-commit", "session-lock"),
         ("lock-timeout-leak", "unlock-if-acquired"),
         ("lock-timeout-leak", "unconditional-unlock"),
+        ("lock-reentrancy", "unguarded"),
+        ("lock-reentrancy", "reentrancy-guard"),
+        ("summarise-dedup", "unlocked"),
+        ("summarise-dedup", "for-update-nowait"),
     ] {
-        let model = with_workers(race, variant, "hooks", 4);
+        let param = if race == "summarise-dedup" { "summarisers" } else { "hooks" };
+        let model = with_workers(race, variant, param, 4);
         let bounds = Bounds { crashes: 1, lost_replies: 1, ..Bounds::default() };
         assert_same(&format!("{race}/{variant} × 4"), &*model, &bounds);
     }
