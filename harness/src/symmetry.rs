@@ -80,6 +80,23 @@ fn placeholder(v: Value, k: usize) -> Value {
     }
 }
 
+impl Symmetry {
+    /// Owned values name their owner and nothing else, so none may be in the world before any
+    /// actor moved: a seeded row holding one (a count equal to an id, say) would be renamed with
+    /// it. A check of the initial world only; values computed later are the model's care.
+    pub fn check_fresh(&self, world: &crate::sim::World) -> Result<(), String> {
+        let owned: Vec<Value> = self.owned_values.iter().flatten().copied().collect();
+        for table in &world.db.schema().tables {
+            for row in world.db.committed_rows(table.name) {
+                if let Some(v) = row.iter().find(|v| owned.contains(v)) {
+                    return Err(format!("the seeded row {row:?} of {} holds {v}, a value an actor owns", table.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A consistent renaming of actors and of what they own: connections and values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renaming {
@@ -306,6 +323,18 @@ mod tests {
     #[test]
     fn groups_need_not_be_contiguous() {
         assert_eq!(sorting_permutation(&[vec![0, 2], vec![1, 3]], 4, &[5, 4, 3, 0]), vec![2, 3, 0, 1]);
+    }
+
+    #[test]
+    fn an_owned_value_in_a_seeded_row_is_refused() {
+        use crate::sim::{Schema, TableDef, World};
+        let schema = Schema { tables: vec![TableDef { name: "t", columns: vec!["id", "n"], unique: vec![] }] };
+        let mut world = World::new(schema, 2);
+        world.db.seed_row("t", vec![Value::Int(7), Value::Int(3)]);
+        assert!(two_requests().check_fresh(&world).is_ok());
+        world.db.seed_row("t", vec![Value::Int(8), Value::Int(2)]);
+        let err = two_requests().check_fresh(&world).unwrap_err();
+        assert!(err.contains("holds 2"), "{err}");
     }
 
     #[test]

@@ -54,9 +54,11 @@ const TASK: usize = 2;
 const IMAGES: usize = 3;
 const USER: Value = Value::Str("u1");
 /// The session the user already has, from an earlier task, with uploads counted.
-const PREVIOUS_ID: i64 = 10;
+/// Outside the new sessions' ids (1, 2, …, at most 32), which the symmetry renames.
+const PREVIOUS_ID: i64 = 100;
 const PREVIOUS_TASK: Value = Value::Str("task-0");
-const PREVIOUS_IMAGES: i64 = 3;
+/// Outside the new sessions' ids too: a count that equalled an id would be renamed with it.
+const PREVIOUS_IMAGES: i64 = 40;
 
 pub const ONE_ROW_PER_USER: &str = "one-row-per-user";
 pub const NO_UNIQUE_VIOLATION: &str = "no-unique-violation";
@@ -335,7 +337,7 @@ mod tests {
         assert_eq!(
             texts(&r.events),
             [
-                "clear_session(subcontractor_id=u1) → [10, u1, task-0, 3]",
+                "clear_session(subcontractor_id=u1) → [100, u1, task-0, 40]",
                 "clear_session(subcontractor_id=u1) → none",
                 "insert_session(1, u1, task-1, 0) → [1, u1, task-1, 0]",
                 "insert_session(2, u1, task-2, 0) → 23505 unique_violation",
@@ -353,7 +355,7 @@ mod tests {
         assert_eq!(
             texts(&r.events),
             [
-                "clear_session(subcontractor_id=u1) → [10, u1, task-0, 3]",
+                "clear_session(subcontractor_id=u1) → [100, u1, task-0, 40]",
                 "clear_session(subcontractor_id=u1) → none",
                 "insert_session(1, u1, task-1, 0) → [1, u1, task-1, 0]",
                 // The replay stops at the first violation: only this second insert is one.
@@ -371,13 +373,13 @@ mod tests {
         let first = replay(&model, &Bounds::default(), &steps(&[0])).unwrap();
         assert_eq!(
             texts(&first.events),
-            ["upsert_session(1, u1, task-1, 0) on conflict set task_id=excluded.task_id → [10, u1, task-1, 3]"]
+            ["upsert_session(1, u1, task-1, 0) on conflict set task_id=excluded.task_id → [100, u1, task-1, 40]"]
         );
         assert_eq!(violated(&model, &first.state, Phase::Final), [COUNTERS_RESET]);
         let r = replay(&model, &Bounds::default(), &steps(&[0, 1])).unwrap();
         assert_eq!(
             texts(&r.events)[1],
-            "upsert_session(2, u1, task-2, 0) on conflict set task_id=excluded.task_id → [10, u1, task-2, 3]"
+            "upsert_session(2, u1, task-2, 0) on conflict set task_id=excluded.task_id → [100, u1, task-2, 40]"
         );
         assert_eq!(r.violation.unwrap().invariant, COUNTERS_RESET);
         assert_eq!(violated(&model, &r.state, Phase::Final), [COUNTERS_RESET]);
@@ -391,9 +393,9 @@ mod tests {
             texts(&r.events),
             [
                 "upsert_session(2, u1, task-2, 0) on conflict set task_id=excluded.task_id, \
-                 images_uploaded=excluded.images_uploaded → [10, u1, task-2, 0]",
+                 images_uploaded=excluded.images_uploaded → [100, u1, task-2, 0]",
                 "upsert_session(1, u1, task-1, 0) on conflict set task_id=excluded.task_id, \
-                 images_uploaded=excluded.images_uploaded → [10, u1, task-1, 0]",
+                 images_uploaded=excluded.images_uploaded → [100, u1, task-1, 0]",
             ]
         );
         assert_eq!(r.violation, None);

@@ -304,3 +304,23 @@ fn reduced_and_plain_searches_agree_on_the_lock_and_session_races_with_more_work
         assert_same(&id, &*model, &Bounds { crashes: 1, ..Bounds::default() });
     }
 }
+
+#[test]
+fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
+    // The search refuses (panics on) a seeded row holding an owned value; building and
+    // starting each symmetric model at the largest worker count shows none does.
+    for (race, variant, param) in [
+        ("summary-upsert", "advisory-xact-lock", "requests"),
+        ("progress-clear-insert", "upsert", "requests"),
+        ("nested-locks", "single-namespace", "hooks"),
+        ("agent-lock-commit", "session-lock", "hooks"),
+        ("lock-timeout-leak", "unconditional-unlock", "hooks"),
+        ("lock-reentrancy", "reentrancy-guard", "hooks"),
+        ("summarise-dedup", "for-update-nowait", "summarisers"),
+    ] {
+        let model = with_workers(race, variant, param, racelab_harness::op::MAX_ACTORS);
+        assert!(model.symmetry().is_some(), "{race}/{variant} declares a symmetry");
+        let (start, _) = model.final_classes(&Bounds { max_states: 1, ..Bounds::default() }, true, false);
+        assert!(!start.complete, "{race}/{variant}: one state is not the whole space");
+    }
+}

@@ -201,6 +201,11 @@ impl Exhaustive {
         };
         let init = State::initial(model);
         assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
+        if let Some(symmetry) = &search.declared {
+            if let Err(why) = symmetry.check_fresh(&init.world) {
+                panic!("the model's symmetry declaration is unsound: {why}");
+            }
+        }
         search.stats.executions = search.visit(init, Vec::new());
         search
     }
