@@ -50,9 +50,12 @@ impl Symmetry {
                 if std::mem::replace(&mut seen[a], true) {
                     return Err(format!("actor {a} is in two symmetry groups"));
                 }
-                let owned = |a: usize| self.owned_values.get(a).map_or(0, Vec::len);
-                if owned(a) != owned(g[0]) {
-                    return Err(format!("actors {} and {a} own different numbers of values", g[0]));
+                let kinds = |a: usize| {
+                    let owned = self.owned_values.get(a).map_or(&[][..], Vec::as_slice);
+                    owned.iter().map(std::mem::discriminant).collect::<Vec<_>>()
+                };
+                if kinds(a) != kinds(g[0]) {
+                    return Err(format!("actors {} and {a} own different kinds or numbers of values", g[0]));
                 }
             }
         }
@@ -344,5 +347,7 @@ mod tests {
         assert!(Symmetry::group(0..3, vec![]).validate(2).is_err(), "past the last actor");
         let shared = Symmetry::group(0..2, vec![vec![Value::Int(1)], vec![Value::Int(1)]]);
         assert!(shared.validate(2).is_err(), "one value owned twice");
+        let mixed = Symmetry::group(0..2, vec![vec![Value::Int(1)], vec![Value::Str("x")]]);
+        assert!(mixed.validate(2).is_err(), "an id and a string in one position");
     }
 }

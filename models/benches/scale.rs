@@ -25,6 +25,7 @@ const CELLS: &[(&str, &str, &str)] = &[
     ("lock-timeout-leak", "unconditional-unlock", "hooks"),
     ("lock-reentrancy", "reentrancy-guard", "hooks"),
     ("summarise-dedup", "for-update-nowait", "summarisers"),
+    ("pool-exhaustion", "checkout-timeout", "hooks"),
 ];
 
 fn main() {

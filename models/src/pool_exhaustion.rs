@@ -53,6 +53,7 @@ use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, Vie
 use racelab_harness::op::{ConnId, ErrorCode, LockScope, Op, Outcome, Sql, Value};
 use racelab_harness::sim::parts::{ConnectionPool, PoolOp, POOL_TIMEOUT};
 use racelab_harness::sim::{PartId, Schema, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const AGENT_KEY: i64 = (1 << 32) | 1;
 
@@ -111,6 +112,11 @@ fn slot(outcome: &Outcome) -> Option<i64> {
 }
 
 impl Actor for PooledHook {
+    /// Hooks differ only in their connection; the pool's slots are numbered for everyone.
+    fn rename(&mut self, r: &Renaming) {
+        self.conn = r.conn(self.conn);
+    }
+
     fn next_op(&self) -> Option<Op> {
         let op = match self.pc {
             Pc::CheckoutLock => self.pool.op("checkout_lock_connection", PoolOp::Checkout),
@@ -192,6 +198,10 @@ impl Model for PoolExhaustion {
         (1..=self.hooks).map(|i| format!("hook {i}")).collect()
     }
 
+    fn symmetry(&self) -> Option<Symmetry> {
+        Some(Symmetry::group(0..self.hooks, Vec::new()))
+    }
+
     fn invariants(&self) -> Vec<Invariant<PooledHook>> {
         vec![Invariant::new(NO_HOOK_HANGS, no_hook_hangs)]
     }
@@ -238,7 +248,7 @@ fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String>
         Variant::SizedPool => (2, 2, 1),
         Variant::CheckoutTimeout => (2, 1, 1),
     };
-    let hooks = params.count("hooks", hooks, 2, 24)?;
+    let hooks = params.workers("hooks", hooks, 2, 24)?;
     let pool_size = params.int("pool_size", size, 1, 40)? as u8;
     let max_overflow = params.int("max_overflow", overflow, 0, 20)? as u8;
     let total = usize::from(pool_size) + usize::from(max_overflow);

@@ -12,6 +12,7 @@ use std::fmt;
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome, Resource, Value};
 
 use super::subsystem::{PartOp, Subsystem};
+use crate::symmetry::Renaming;
 
 /// Upper bound on waiters queued on one lock or pool.
 const MAX_WAITERS: usize = crate::op::MAX_ACTORS;
@@ -98,6 +99,22 @@ impl Subsystem for Mutex {
 
     fn name(&self) -> &'static str {
         "mutex"
+    }
+
+    fn renamable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn rename(&mut self, r: &Renaming) {
+        let locks = std::mem::take(&mut self.locks);
+        self.locks = locks
+            .into_iter()
+            .map(|(key, Lock { holder, waiters })| {
+                let waiters = waiters.into_iter().map(|a| r.actor(a)).collect();
+                (r.int(key), Lock { holder: holder.map(|a| r.actor(a)), waiters })
+            })
+            .collect();
+        self.granted.iter_mut().for_each(|a| *a = r.actor(*a));
     }
 
     fn apply(&mut self, actor: ActorId, op: &MutexOp, fp: &mut Footprint) -> Applied {
@@ -248,6 +265,15 @@ impl Subsystem for AtomicCells {
         "atomics"
     }
 
+    fn renamable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Keys and contents are renamed like any value: an owned value names its owner only.
+    fn rename(&mut self, r: &Renaming) {
+        self.cells = std::mem::take(&mut self.cells).into_iter().map(|(k, v)| (r.int(k), r.int(v))).collect();
+    }
+
     fn apply(&mut self, _actor: ActorId, op: &AtomicOp, fp: &mut Footprint) -> Applied {
         let outcome = match *op {
             AtomicOp::Load(k) => {
@@ -353,6 +379,17 @@ impl Subsystem for TtlCache {
 
     fn name(&self) -> &'static str {
         "cache"
+    }
+
+    fn renamable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn rename(&mut self, r: &Renaming) {
+        let entries = std::mem::take(&mut self.entries);
+        self.entries = entries.into_iter().map(|(k, (v, expiry))| (r.int(k), (r.value(v), expiry))).collect();
+        self.members.iter_mut().for_each(|a| *a = r.actor(*a));
+        self.members.sort_unstable();
     }
 
     fn apply(&mut self, _actor: ActorId, op: &CacheOp, fp: &mut Footprint) -> Applied {
@@ -488,6 +525,17 @@ impl Subsystem for ConnectionPool {
 
     fn name(&self) -> &'static str {
         "pool"
+    }
+
+    fn renamable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Slots keep their numbers; who holds or waits for them is renamed.
+    fn rename(&mut self, r: &Renaming) {
+        self.slots.iter_mut().flatten().for_each(|a| *a = r.actor(*a));
+        self.waiters.iter_mut().for_each(|a| *a = r.actor(*a));
+        self.granted.iter_mut().for_each(|(a, _)| *a = r.actor(*a));
     }
 
     fn apply(&mut self, actor: ActorId, op: &PoolOp, fp: &mut Footprint) -> Applied {
@@ -628,6 +676,15 @@ impl Subsystem for Timer {
 
     fn name(&self) -> &'static str {
         "timer"
+    }
+
+    fn renamable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn rename(&mut self, r: &Renaming) {
+        self.sleepers.iter_mut().for_each(|(a, _)| *a = r.actor(*a));
+        self.idle_clocks.iter_mut().for_each(|a| *a = r.actor(*a));
     }
 
     fn apply(&mut self, actor: ActorId, op: &TimerOp, fp: &mut Footprint) -> Applied {
