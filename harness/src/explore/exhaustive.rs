@@ -12,16 +12,15 @@
 //! of its own, so its walk does not depend on what a share found below, and a frontier state's
 //! owner is a function of its fingerprint. [`split_depth`] picks the frontier depth.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BTreeSet;
 
 use crate::model::Model;
 use crate::op::Footprint;
-use crate::symmetry::Symmetry;
+use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, Shard, CHECK_EVERY};
 use super::state::{Properties, State};
+use super::visited::{in_mask, sleep_mask, VisitedTable, ON_PATH};
 use super::{unreached_targets, Bounds, Choice, Exploration, Explorer, Stats};
 
 /// Depth-first over every interleaving and fault choice within the bounds.
@@ -68,17 +67,6 @@ pub fn split_depth<M: Model>(model: &M, bounds: &Bounds, shares: u32) -> u32 {
     MAX_SPLIT_DEPTH
 }
 
-/// Marks a state on the current path. Execution counts saturate one below it.
-const ON_PATH: u64 = u64::MAX;
-
-struct Visited {
-    /// A boxed slice, not a `Vec`: 16 bytes a state instead of 24, and an empty one allocates
-    /// nothing.
-    sleep: Box<[Choice]>,
-    /// Complete executions through this state; [`ON_PATH`] while it is on the current path.
-    executions: u64,
-}
-
 struct Search<'m, M: Model> {
     model: &'m M,
     props: Properties<M::Actor>,
@@ -86,7 +74,7 @@ struct Search<'m, M: Model> {
     sleep_sets: bool,
     /// Key states by their class under this symmetry. Sleep sets are off then: a stored sleep
     /// set names the actors of the state first visited, not of the renamed one met later.
-    symmetry: Option<Symmetry>,
+    symmetry: Option<Canonicaliser>,
     /// The model's declared symmetry, used or not: final states are collected by class, so
     /// that a reduced and an unreduced search can be compared.
     declared: Option<Symmetry>,
@@ -99,8 +87,7 @@ struct Search<'m, M: Model> {
     /// Choices on the depth-first stack still to explore, for progress lines.
     pending: u64,
     /// Fingerprint → the sleep set it was explored with, and the complete executions found
-    /// through it so far (`None` while it is on the current path).
-    /// Unkeyed hasher: nothing here depends on iteration order, but no randomness at all is simpler.
+    /// through it so far ([`ON_PATH`] while it is on the current path).
     visited: Table,
     stats: Stats,
     path: Vec<Choice>,
@@ -163,7 +150,7 @@ impl Exhaustive {
             complete,
             incomplete_reason: search.incomplete,
             reached: search.reached,
-            cache_bytes: table_bytes(&search.visited) + table_bytes(&search.top),
+            cache_bytes: search.visited.bytes() + search.top.bytes(),
         };
         (exploration, search.finals)
     }
@@ -176,7 +163,7 @@ impl Exhaustive {
                 panic!("the model's symmetry declaration is malformed: {why}");
             }
         }
-        let symmetry = declared.clone().filter(|_| self.symmetry);
+        let symmetry = declared.as_ref().filter(|_| self.symmetry).map(Canonicaliser::new);
         let mut search = Search {
             model,
             props: Properties::of(model),
@@ -186,10 +173,10 @@ impl Exhaustive {
             declared,
             budget: &self.budget,
             shard: self.shard,
-            top: HashMap::default(),
+            top: Table::default(),
             frontier_visits: 0,
             pending: 0,
-            visited: HashMap::default(),
+            visited: Table::default(),
             stats: Stats::default(),
             path: Vec::new(),
             reached: 0,
@@ -211,16 +198,7 @@ impl Exhaustive {
     }
 }
 
-type Table = HashMap<u128, Visited, BuildHasherDefault<DefaultHasher>>;
-
-/// What a visited-state table allocated: its slots (the standard table keeps at most 7 of 8
-/// slots full, one control byte each) and the sleep sets stored on the heap.
-fn table_bytes(table: &Table) -> u64 {
-    let slots = (table.capacity() as u64 * 8).div_ceil(7);
-    let slot = std::mem::size_of::<(u128, Visited)>() as u64 + 1;
-    let sleep: u64 = table.values().map(|v| (v.sleep.len() * std::mem::size_of::<Choice>()) as u64).sum();
-    slots * slot + sleep
-}
+type Table = VisitedTable;
 
 impl<M: Model> Search<'_, M> {
     fn stopped(&self) -> bool {
@@ -230,8 +208,8 @@ impl<M: Model> Search<'_, M> {
     /// Explore from `state`, reached by `self.path`, with `sleep` asleep. Returns the complete
     /// executions found through this state on this visit.
     fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) -> u64 {
-        let key = match &self.symmetry {
-            Some(symmetry) => state.canonical_fingerprint(symmetry),
+        let key = match &mut self.symmetry {
+            Some(canon) => state.canonical_fingerprint_with(canon),
             None => state.fingerprint(),
         };
         let depth = self.path.len() as u32;
@@ -253,16 +231,20 @@ impl<M: Model> Search<'_, M> {
         // Choices whose subtrees an earlier visit of this state already covered.
         let mut done: Vec<Choice> = Vec::new();
         let mut executions = 0u64;
-        let todo: Vec<Choice> = match self.cache(in_top).get_mut(&key) {
-            Some(stored) => {
+        let todo: Vec<Choice> = match self.cache(in_top).get(key) {
+            Some((stored, known)) => {
                 // A state on the current path (a cycle) contributes no complete execution.
-                let on_path = stored.executions == ON_PATH;
-                let known = if on_path { 0 } else { stored.executions };
-                let todo: Vec<Choice> =
-                    enabled.iter().copied().filter(|c| stored.sleep.contains(c) && !asleep(c)).collect();
-                done = enabled.iter().copied().filter(|c| !stored.sleep.contains(c)).collect();
-                if stored.sleep.iter().any(|c| !asleep(c)) {
-                    stored.sleep = stored.sleep.iter().copied().filter(|c| asleep(c)).collect();
+                let on_path = known == ON_PATH;
+                let known = if on_path { 0 } else { known };
+                let todo: Vec<Choice> = (0..enabled.len())
+                    .filter(|&i| in_mask(stored, i) && !asleep(&enabled[i]))
+                    .map(|i| enabled[i])
+                    .collect();
+                done = (0..enabled.len()).filter(|&i| !in_mask(stored, i)).map(|i| enabled[i]).collect();
+                let still = sleep_mask(enabled.len(), |i| in_mask(stored, i) && asleep(&enabled[i]));
+                if still != stored {
+                    let executions = if on_path { ON_PATH } else { known };
+                    self.cache(in_top).set(key, still, executions);
                 }
                 if todo.is_empty() || on_path {
                     return known;
@@ -271,12 +253,12 @@ impl<M: Model> Search<'_, M> {
                 todo
             }
             None => {
-                if (self.visited.len() + self.top.len()) as u64 >= self.bounds.max_states {
+                if (self.visited.states() + self.top.states()) as u64 >= self.bounds.max_states {
                     self.incomplete = Some(format!("state bound reached: {} states", self.bounds.max_states));
                     return 0;
                 }
-                self.cache(in_top)
-                    .insert(key, Visited { sleep: sleep.iter().map(|(c, _)| *c).collect(), executions: ON_PATH });
+                let mask = sleep_mask(enabled.len(), |i| asleep(&enabled[i]));
+                self.cache(in_top).set(key, mask, ON_PATH);
                 if counts {
                     self.stats.states += 1;
                 }
@@ -369,8 +351,8 @@ impl<M: Model> Search<'_, M> {
     }
 
     fn record(&mut self, key: u128, top: bool, executions: u64) {
-        if let Some(v) = self.cache(top).get_mut(&key) {
-            v.executions = executions;
+        if let Some((sleep, _)) = self.cache(top).get(key) {
+            self.cache(top).set(key, sleep, executions);
         }
     }
 

@@ -13,6 +13,7 @@ pub mod parallel;
 pub mod shortest;
 pub mod state;
 pub mod stateless;
+mod visited;
 
 use serde::Serialize;
 
