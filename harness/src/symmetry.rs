@@ -116,35 +116,15 @@ impl Renaming {
     /// of `perm[a]` at the same position (`conn_owner[c]` is connection `c`'s actor), and each
     /// owned value to its counterpart.
     pub fn new(perm: Vec<ActorId>, conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
-        let n = perm.len();
-        assert!(n <= MAX_ACTORS);
+        assert!(perm.len() <= MAX_ACTORS);
         debug_assert!({
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             sorted.iter().enumerate().all(|(i, &p)| i == p)
         });
-        let conns_of = |a: ActorId| conn_owner.iter().enumerate().filter(move |&(_, &o)| o == a).map(|(c, _)| c);
-        let mut conns: Vec<ConnId> = (0..conn_owner.len()).map(|c| c as ConnId).collect();
-        let mut values = Vec::new();
-        for (old, &new) in perm.iter().enumerate() {
-            if old == new {
-                continue;
-            }
-            assert_eq!(
-                conns_of(old).count(),
-                conns_of(new).count(),
-                "actors {old} and {new} own different connections"
-            );
-            for (from, to) in conns_of(old).zip(conns_of(new)) {
-                conns[from] = to as ConnId;
-            }
-            let owned = |a: usize| symmetry.owned_values.get(a).map_or(&[][..], Vec::as_slice);
-            for (&from, &to) in owned(old).iter().zip(owned(new)) {
-                values.push((from, to));
-            }
-        }
-        values.sort_unstable();
-        Renaming { actors: perm, conns, values }
+        let mut canon = Canonicaliser::build(symmetry, false);
+        canon.for_owners(conn_owner);
+        canon.renaming(perm)
     }
 
     /// Actor `a` as it sees itself and the others, for sorting: `a` and what it owns are
@@ -278,6 +258,115 @@ impl Renaming {
         for (c, item) in old.into_iter().enumerate() {
             by_conn[usize::from(self.conn(c as ConnId))] = item;
         }
+    }
+}
+
+/// What renaming under one symmetry needs, worked out once per assignment of connections to
+/// actors (which rarely changes during a search): each actor's connections, every owned value
+/// in sorted order, and each group member's [`Renaming::abstracting`]. The search canonicalises
+/// every state it reaches, and building these afresh each time cost more than the rest of it.
+#[derive(Clone, Debug)]
+pub struct Canonicaliser {
+    symmetry: Symmetry,
+    owners: Vec<ActorId>,
+    /// Actor → its connections, in increasing order.
+    conns_of: Vec<Vec<ConnId>>,
+    /// Every owned value with its owner and position, sorted by value.
+    owned: Vec<(Value, ActorId, usize)>,
+    /// Actor → how it sees itself and its group (`None` outside every group, or when only
+    /// renamings are wanted).
+    abstracting: Vec<Option<Renaming>>,
+    with_abstractions: bool,
+}
+
+impl Canonicaliser {
+    pub fn new(symmetry: &Symmetry) -> Canonicaliser {
+        Canonicaliser::build(symmetry, true)
+    }
+
+    fn build(symmetry: &Symmetry, with_abstractions: bool) -> Canonicaliser {
+        let mut owned: Vec<(Value, ActorId, usize)> = Vec::new();
+        for (a, values) in symmetry.owned_values.iter().enumerate() {
+            owned.extend(values.iter().enumerate().map(|(k, &v)| (v, a, k)));
+        }
+        owned.sort_unstable();
+        Canonicaliser {
+            symmetry: symmetry.clone(),
+            owners: Vec::new(),
+            conns_of: Vec::new(),
+            owned,
+            abstracting: Vec::new(),
+            with_abstractions,
+        }
+        .for_owners_forced(&[])
+    }
+
+    pub fn symmetry(&self) -> &Symmetry {
+        &self.symmetry
+    }
+
+    /// Make it fit a world whose connection `c` belongs to actor `conn_owner[c]`.
+    pub fn for_owners(&mut self, conn_owner: &[ActorId]) {
+        if self.owners != conn_owner {
+            *self = std::mem::replace(self, Canonicaliser::empty()).for_owners_forced(conn_owner);
+        }
+    }
+
+    fn empty() -> Canonicaliser {
+        Canonicaliser {
+            symmetry: Symmetry::default(),
+            owners: Vec::new(),
+            conns_of: Vec::new(),
+            owned: Vec::new(),
+            abstracting: Vec::new(),
+            with_abstractions: false,
+        }
+    }
+
+    fn for_owners_forced(mut self, conn_owner: &[ActorId]) -> Canonicaliser {
+        let actors = self.symmetry.groups.iter().flatten().copied().max().map_or(0, |m| m + 1);
+        let actors = actors.max(conn_owner.iter().copied().max().map_or(0, |m| m + 1));
+        self.owners = conn_owner.to_vec();
+        self.conns_of = vec![Vec::new(); actors];
+        for (c, &a) in conn_owner.iter().enumerate() {
+            self.conns_of[a].push(c as ConnId);
+        }
+        self.abstracting = vec![None; actors];
+        let groups = if self.with_abstractions { &self.symmetry.groups[..] } else { &[] };
+        for g in groups {
+            for &a in g {
+                self.abstracting[a] = Some(Renaming::abstracting(a, g, conn_owner, &self.symmetry));
+            }
+        }
+        self
+    }
+
+    /// [`Renaming::abstracting`] for group member `a`.
+    pub fn abstracting(&self, a: ActorId) -> &Renaming {
+        self.abstracting[a].as_ref().expect("a member of a symmetry group")
+    }
+
+    /// [`Renaming::new`] for `perm`, without searching or sorting.
+    pub fn renaming(&self, perm: Vec<ActorId>) -> Renaming {
+        let mut conns: Vec<ConnId> = (0..self.owners.len()).map(|c| c as ConnId).collect();
+        for (old, &new) in perm.iter().enumerate() {
+            if old == new {
+                continue;
+            }
+            let (from, to) = (&self.conns_of[old], &self.conns_of[new]);
+            assert_eq!(from.len(), to.len(), "actors {old} and {new} own different connections");
+            for (&f, &t) in from.iter().zip(to) {
+                conns[usize::from(f)] = t;
+            }
+        }
+        // Sorted by the old value already, as `value` looks them up.
+        let values = self
+            .owned
+            .iter()
+            .filter(|&&(_, a, _)| perm[a] != a)
+            .map(|&(v, a, k)| (v, self.symmetry.owned_values[perm[a]][k]))
+            .collect();
+        Renaming { actors: perm, conns, values }
     }
 }
 

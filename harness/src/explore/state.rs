@@ -7,7 +7,7 @@ use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
 use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
-use crate::symmetry::{sorting_permutation, Renaming, Symmetry};
+use crate::symmetry::{sorting_permutation, Canonicaliser, Renaming, Symmetry};
 
 use super::{Bounds, Choice, ChoiceKind};
 
@@ -122,25 +122,31 @@ impl<A: Actor> State<A> {
     /// members tie on what they hold yet differ elsewhere (then the key may differ: a missed
     /// reduction, never a wrong one). The plain fingerprint when the world cannot rename.
     pub fn canonical_fingerprint(&self, symmetry: &Symmetry) -> u128 {
+        self.canonical_fingerprint_with(&mut Canonicaliser::new(symmetry))
+    }
+
+    /// [`State::canonical_fingerprint`] with what renaming needs kept from state to state.
+    pub fn canonical_fingerprint_with(&self, canon: &mut Canonicaliser) -> u128 {
         if self.world.renamable().is_err() {
             return self.fingerprint();
         }
         let n = self.actors.len();
-        let owners = self.world.db.conn_owners();
+        canon.for_owners(self.world.db.conn_owners());
+        let symmetry = canon.symmetry();
         let mut keys = vec![0u128; n];
         for g in &symmetry.groups {
             for &a in g {
-                let abstracting = Renaming::abstracting(a, g, owners, symmetry);
+                let abstracting = canon.abstracting(a);
                 let mut seen = self.actors[a].clone();
-                seen.rename(&abstracting);
-                keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, &abstracting)));
+                seen.rename(abstracting);
+                keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, abstracting)));
             }
         }
         let perm = sorting_permutation(&symmetry.groups, n, &keys);
-        let renaming = Renaming::new(perm, owners, symmetry);
-        if renaming.is_identity() {
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return self.fingerprint();
         }
+        let renaming = canon.renaming(perm);
         let mut canonical = self.clone();
         canonical.rename(&renaming);
         canonical.fingerprint()
