@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p racelab-models --bench scale` (or `just bench-scale`) prints a Markdown
 //! table. Each exploration gets `RACELAB_SCALE_LIMIT` seconds (default 10), after which its row
-//! says how far it got; `RACELAB_SCALE_WORKERS` (default `2,4,6,8,16`) picks the worker counts.
+//! says how far it got; `RACELAB_SCALE_WORKERS` (default `2,4,6,8,16`) picks the worker counts,
+//! `RACELAB_SCALE_ONLY` (a substring of `race/variant`) the rows, and `RACELAB_SCALE_THREADS=0`
+//! skips the parallel searches.
 //! Times are wall clock on whatever the machine is doing; take the best of several runs.
 
 use std::collections::BTreeMap;
@@ -36,13 +38,15 @@ fn main() {
         .split(',')
         .filter_map(|w| w.trim().parse().ok())
         .collect();
+    let only = std::env::var("RACELAB_SCALE_ONLY").unwrap_or_default();
+    let threads = std::env::var("RACELAB_SCALE_THREADS").map_or(true, |v| v != "0");
     let catalogue = racelab_models::catalogue();
     println!(
         "| race/variant | workers | faults | result | states | sequential (s) | states/s | bytes/state | \
          1 thread (s) | 2 threads (s) | speed-up | bytes/state (threads) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for &(race, variant, param) in CELLS {
+    for &(race, variant, param) in CELLS.iter().filter(|(r, v, _)| format!("{r}/{v}").contains(&only)) {
         let def = catalogue.iter().find(|r| r.id == race).expect("race in the catalogue");
         let build = def.variants.iter().find(|v| v.id == variant).expect("variant").build;
         for &n in &workers {
@@ -55,9 +59,10 @@ fn main() {
             let start = Instant::now();
             let sequential = model.explore_exhaustive_with(&bounds, &Budget::time_limit(limit));
             let secs = start.elapsed().as_secs_f64();
-            let parallel = |threads: usize| {
+            let parallel = |count: usize| {
                 let start = Instant::now();
-                let e = model.explore_parallel(&bounds, threads, &Budget::time_limit(limit));
+                let limit = if threads { limit } else { 0 };
+                let e = model.explore_parallel(&bounds, count, &Budget::time_limit(limit));
                 (e, start.elapsed().as_secs_f64())
             };
             let (one, t1) = parallel(1);
