@@ -113,7 +113,13 @@ pub trait DynModel: Send + Sync {
     /// The raw exhaustive search within a budget (sleep sets on): for the scale benchmark.
     fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration;
     /// The parallel search on `threads` threads within a budget: for the scale benchmark.
-    fn explore_parallel(&self, bounds: &Bounds, threads: usize, budget: &crate::explore::Budget) -> Exploration;
+    fn explore_parallel(
+        &self,
+        bounds: &Bounds,
+        threads: usize,
+        budget: &crate::explore::Budget,
+        symmetry: bool,
+    ) -> Exploration;
     /// Replay a schedule on the simulator, properties unchecked: the seed rows and the op each
     /// choice issued, with its outcome; see [`crate::explore::shortest::trace`].
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled>;
@@ -178,8 +184,14 @@ impl<M: Model> DynModel for M {
         let mut search = crate::explore::exhaustive::Exhaustive { budget: budget.clone(), ..Default::default() };
         crate::explore::Explorer::explore(&mut search, self, bounds)
     }
-    fn explore_parallel(&self, bounds: &Bounds, threads: usize, budget: &crate::explore::Budget) -> Exploration {
-        crate::explore::parallel::explore(self, bounds, threads, budget)
+    fn explore_parallel(
+        &self,
+        bounds: &Bounds,
+        threads: usize,
+        budget: &crate::explore::Budget,
+        symmetry: bool,
+    ) -> Exploration {
+        crate::explore::parallel::explore(self, bounds, threads, budget, symmetry)
     }
     fn trace(&self, bounds: &Bounds, schedule: &[Choice]) -> Result<crate::explore::shortest::Trace, NotEnabled> {
         crate::explore::shortest::trace(self, bounds, schedule)

@@ -256,7 +256,7 @@ pub fn check_with<M: Model>(
     let os = Attached { db: None, ..backend.attached() };
     let exploration: Exploration = match (mode, &real) {
         (Mode::Exhaustive, None) => match options.threads {
-            Some(threads) => parallel::explore(model, bounds, threads, &options.budget),
+            Some(threads) => parallel::explore(model, bounds, threads, &options.budget, !options.no_symmetry),
             None => {
                 Exhaustive { budget: options.budget.clone(), symmetry: !options.no_symmetry, ..Exhaustive::default() }
                     .explore(model, bounds)

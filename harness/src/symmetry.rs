@@ -84,6 +84,19 @@ fn placeholder(v: Value, k: usize) -> Value {
 }
 
 impl Symmetry {
+    /// The symmetry `model` declares, checked against its actors and its initial world. A
+    /// malformed or unsound declaration is a bug in the model, not an input error: it panics.
+    pub fn declared_by<M: crate::model::Model>(model: &M, init: &crate::sim::World) -> Option<Symmetry> {
+        let symmetry = model.symmetry()?;
+        if let Err(why) = symmetry.validate(model.actor_names().len()) {
+            panic!("the model's symmetry declaration is malformed: {why}");
+        }
+        if let Err(why) = symmetry.check_fresh(init) {
+            panic!("the model's symmetry declaration is unsound: {why}");
+        }
+        Some(symmetry)
+    }
+
     /// Owned values name their owner and nothing else, so none may be in the world before any
     /// actor moved: a seeded row holding one (a count equal to an id, say) would be renamed with
     /// it. A check of the initial world only; values computed later are the model's care.

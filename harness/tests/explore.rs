@@ -378,7 +378,7 @@ proptest! {
         let model = Programs { programs, check_counter };
         let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
         let sequential = Exhaustive::default().explore(&model, &bounds);
-        let parallel = racelab_harness::explore::parallel::explore(&model, &bounds, threads, &Budget::default());
+        let parallel = racelab_harness::explore::parallel::explore(&model, &bounds, threads, &Budget::default(), true);
         prop_assert_eq!(sequential.violation.is_some(), parallel.violation.is_some());
         prop_assert_eq!(sequential.complete, parallel.complete);
         if sequential.complete {

@@ -62,7 +62,7 @@ fn main() {
             let parallel = |count: usize| {
                 let start = Instant::now();
                 let limit = if threads { limit } else { 0 };
-                let e = model.explore_parallel(&bounds, count, &Budget::time_limit(limit));
+                let e = model.explore_parallel(&bounds, count, &Budget::time_limit(limit), true);
                 (e, start.elapsed().as_secs_f64())
             };
             let (one, t1) = parallel(1);

@@ -17,14 +17,14 @@ fn threads(c: &mut Criterion) {
     let build = race.variants.iter().find(|v| v.id == "advisory-xact-lock").expect("variant").build;
     let model = build(&Params::new(BTreeMap::from([("requests".to_string(), Param::Int(4))]))).expect("model");
     let bounds = Bounds { crashes: 1, errors: 1, timeouts: 1, max_depth: 64, ..Bounds::default() };
-    let states = model.explore_parallel(&bounds, 1, &Budget::default()).stats.states;
+    let states = model.explore_parallel(&bounds, 1, &Budget::default(), true).stats.states;
     let mut group = c.benchmark_group("advisory-xact-lock-4-workers");
     group.throughput(Throughput::Elements(states));
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
     group.bench_function("sequential", |b| b.iter(|| model.explore_exhaustive(&bounds, true)));
     for t in [1, 2] {
         group.bench_function(format!("threads-{t}"), |b| {
-            b.iter(|| model.explore_parallel(&bounds, t, &Budget::default()))
+            b.iter(|| model.explore_parallel(&bounds, t, &Budget::default(), true))
         });
     }
     group.finish();

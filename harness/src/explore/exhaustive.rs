@@ -156,13 +156,9 @@ impl Exhaustive {
     }
 
     fn search<'m, M: Model>(&'m self, model: &'m M, bounds: &'m Bounds, collect: Collect) -> Search<'m, M> {
-        let declared = model.symmetry();
-        if let Some(symmetry) = &declared {
-            let actors = model.actor_names().len();
-            if let Err(why) = symmetry.validate(actors) {
-                panic!("the model's symmetry declaration is malformed: {why}");
-            }
-        }
+        let init = State::initial(model);
+        assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
+        let declared = Symmetry::declared_by(model, &init.world);
         let symmetry = declared.as_ref().filter(|_| self.symmetry).map(Canonicaliser::new);
         let mut search = Search {
             model,
@@ -186,13 +182,6 @@ impl Exhaustive {
             finals: (collect != Collect::Nothing).then(BTreeSet::new),
             finals_by_class: collect == Collect::Classes,
         };
-        let init = State::initial(model);
-        assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
-        if let Some(symmetry) = &search.declared {
-            if let Err(why) = symmetry.check_fresh(&init.world) {
-                panic!("the model's symmetry declaration is unsound: {why}");
-            }
-        }
         search.stats.executions = search.visit(init, Vec::new());
         search
     }

@@ -14,6 +14,17 @@
 //! replays that schedule from the initial state (states never cross threads, so actors need not
 //! be `Send`). No sleep sets: their bookkeeping assumes a state's earlier visit has finished,
 //! which another thread's may not have.
+//!
+//! With the model's symmetry, the threads walk canonical states only: every state is renamed
+//! into its canonical form ([`State::canonicalise`]) as soon as it is made, and keyed by its
+//! own fingerprint. The sequential search instead walks concrete states keyed by their
+//! canonical fingerprint; there, which concrete state of a class is met first decides what is
+//! explored from it, which here would depend on thread timing. Canonical forms are a function
+//! of the state, so the states walked are the closure of the canonical initial state under
+//! "step, then canonicalise", the same set for any number of threads. A schedule of that walk
+//! names actors as each canonical state numbers them; a violation's is translated back into a
+//! concrete schedule, checking at every step that the concrete state is a renaming of the
+//! walked one.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -23,6 +34,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::model::Model;
+use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
 use super::state::{Properties, State};
@@ -46,6 +58,8 @@ struct Shared<'m, M: Model> {
     model: &'m M,
     bounds: &'m Bounds,
     budget: &'m Budget,
+    /// Walk canonical states under this symmetry.
+    symmetry: Option<Symmetry>,
     visited: Vec<Stripe>,
     stop: AtomicBool,
     violation: Mutex<Option<(Violation, Vec<Choice>)>>,
@@ -61,13 +75,17 @@ struct Shared<'m, M: Model> {
     hungry: AtomicUsize,
 }
 
-/// The result of a parallel search. `stats.executions`, `stats.depth` and `stats.pruned` are not
-/// counted (0).
-pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Budget) -> Exploration {
+/// The result of a parallel search, reduced by the model's symmetry when `symmetry` is set.
+/// `stats.executions`, `stats.depth` and `stats.pruned` are not counted (0).
+pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Budget, symmetry: bool) -> Exploration {
+    let init = State::initial(model);
+    assert!(init.world.db.is_simulated(), "the parallel search forks states: simulator only");
+    let symmetry = Symmetry::declared_by(model, &init.world).filter(|_| symmetry);
     let shared = Shared {
         model,
         bounds,
         budget,
+        symmetry,
         visited: (0..STRIPES).map(|_| Mutex::default()).collect(),
         stop: AtomicBool::new(false),
         violation: Mutex::new(None),
@@ -85,17 +103,28 @@ pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Bu
         for first in 0..shared.threads {
             let shared = &shared;
             scope.spawn(move || {
-                let mut walker = Walker { shared, props: Properties::of(shared.model), stack: Vec::new(), steps: 0 };
+                let mut walker = Walker {
+                    shared,
+                    props: Properties::of(shared.model),
+                    stack: Vec::new(),
+                    steps: 0,
+                    canon: shared.symmetry.as_ref().map(Canonicaliser::new),
+                };
                 if first == 0 {
-                    let init = State::initial(shared.model);
-                    assert!(init.world.db.is_simulated(), "the parallel search forks states: simulator only");
-                    walker.claimed(init, 0, None);
+                    let mut init = State::initial(shared.model);
+                    walker.settle(&mut init);
+                    if walker.claim(init.fingerprint()) {
+                        walker.claimed(init, 0, None);
+                    }
                 }
                 walker.run();
             });
         }
     });
-    let violation = shared.violation.into_inner().expect("no search thread panicked");
+    let mut violation = shared.violation.into_inner().expect("no search thread panicked");
+    if let (Some((_, walk)), Some(symmetry)) = (&mut violation, &shared.symmetry) {
+        *walk = concrete_schedule(model, bounds, symmetry, walk);
+    }
     let incomplete = shared.incomplete.into_inner().expect("no search thread panicked");
     let complete = violation.is_none() && incomplete.is_none();
     let reached = shared.reached.load(Ordering::SeqCst);
@@ -138,9 +167,62 @@ struct Walker<'s, 'm, M: Model> {
     props: Properties<M::Actor>,
     stack: Vec<Item<M::Actor>>,
     steps: u64,
+    canon: Option<Canonicaliser>,
+}
+
+/// A schedule of the reduced walk as a concrete schedule: each choice's actor is the concrete
+/// actor that the canonical state it left calls by that index. Panics if the concrete state
+/// is ever not a renaming of the walked one (the model's symmetry declaration would be wrong).
+fn concrete_schedule<M: Model>(model: &M, bounds: &Bounds, symmetry: &Symmetry, walk: &[Choice]) -> Vec<Choice> {
+    let mut canon = Canonicaliser::new(symmetry);
+    let mut walked = State::initial(model);
+    let mut concrete = walked.clone();
+    // `as_concrete[a]`: the concrete actor the walked state numbers `a`.
+    let mut as_concrete: Vec<usize> = (0..walked.actors.len()).collect();
+    let follow = |perm: Option<Vec<usize>>, as_concrete: &mut Vec<usize>| {
+        if let Some(perm) = perm {
+            let before = as_concrete.clone();
+            for (old, &new) in perm.iter().enumerate() {
+                as_concrete[new] = before[old];
+            }
+        }
+    };
+    follow(walked.canonicalise(&mut canon), &mut as_concrete);
+    let mut schedule = Vec::with_capacity(walk.len());
+    for (step, &choice) in walk.iter().enumerate() {
+        let real = match choice.actor_index() {
+            Some(a) => Choice { actor: as_concrete[a] as u8, ..choice },
+            None => choice,
+        };
+        walked.apply(choice, bounds);
+        concrete.apply(real, bounds);
+        follow(walked.canonicalise(&mut canon), &mut as_concrete);
+        schedule.push(real);
+        // The concrete state, renamed as the walk numbers its actors, is the walked state.
+        let mut to_walked = vec![0; as_concrete.len()];
+        for (a, &c) in as_concrete.iter().enumerate() {
+            to_walked[c] = a;
+        }
+        let mut renamed = concrete.clone();
+        canon.for_owners(concrete.world.db.conn_owners());
+        renamed.rename(&canon.renaming(to_walked));
+        assert_eq!(
+            renamed.fingerprint(),
+            walked.fingerprint(),
+            "after step {step} the concrete state is not a renaming of the walked one: the symmetry is unsound"
+        );
+    }
+    schedule
 }
 
 impl<M: Model> Walker<'_, '_, M> {
+    /// Under a symmetry, rename a state just made into its canonical form.
+    fn settle(&mut self, state: &mut State<M::Actor>) {
+        if let Some(canon) = &mut self.canon {
+            state.canonicalise(canon);
+        }
+    }
+
     /// Claim `key` for this thread: `true` if no thread had visited it.
     fn claim(&self, key: u128) -> bool {
         let stripe = ((key as u64) ^ ((key >> 64) as u64)) as usize % STRIPES;
@@ -209,8 +291,10 @@ impl<M: Model> Walker<'_, '_, M> {
             match self.take() {
                 Some(schedule) => {
                     let mut state = State::initial(self.shared.model);
+                    self.settle(&mut state);
                     for &c in &schedule {
                         state.apply(c, self.shared.bounds);
+                        self.settle(&mut state);
                     }
                     let depth = schedule.len() as u32;
                     trail = schedule;
@@ -238,6 +322,7 @@ impl<M: Model> Walker<'_, '_, M> {
             let mut next =
                 if k == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             next.apply(choice, shared.bounds);
+            self.settle(&mut next);
             self.steps += 1;
             if self.steps.is_multiple_of(CHECK_EVERY) {
                 self.look_up(item.depth);

@@ -4,7 +4,7 @@
 use std::hash::Hash;
 
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
-use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
+use crate::op::{ActorId, Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
 use crate::symmetry::{sorting_permutation, Canonicaliser, Renaming, Symmetry};
@@ -127,8 +127,30 @@ impl<A: Actor> State<A> {
 
     /// [`State::canonical_fingerprint`] with what renaming needs kept from state to state.
     pub fn canonical_fingerprint_with(&self, canon: &mut Canonicaliser) -> u128 {
+        match self.canonical_permutation(canon) {
+            None => self.fingerprint(),
+            Some(perm) => {
+                let mut canonical = self.clone();
+                canonical.rename(&canon.renaming(perm));
+                canonical.fingerprint()
+            }
+        }
+    }
+
+    /// Rename this state into its canonical form (the state [`State::canonical_fingerprint`]
+    /// fingerprints). Returns the actor permutation applied (old index → new), or `None` when
+    /// the state is canonical already or the world cannot rename.
+    pub fn canonicalise(&mut self, canon: &mut Canonicaliser) -> Option<Vec<ActorId>> {
+        let perm = self.canonical_permutation(canon)?;
+        self.rename(&canon.renaming(perm.clone()));
+        Some(perm)
+    }
+
+    /// The permutation that sorts each symmetry group by what its members hold, unless it is
+    /// the identity or the world cannot rename.
+    fn canonical_permutation(&self, canon: &mut Canonicaliser) -> Option<Vec<ActorId>> {
         if self.world.renamable().is_err() {
-            return self.fingerprint();
+            return None;
         }
         let n = self.actors.len();
         canon.for_owners(self.world.db.conn_owners());
@@ -143,13 +165,7 @@ impl<A: Actor> State<A> {
             }
         }
         let perm = sorting_permutation(&symmetry.groups, n, &keys);
-        if perm.iter().enumerate().all(|(i, &p)| i == p) {
-            return self.fingerprint();
-        }
-        let renaming = canon.renaming(perm);
-        let mut canonical = self.clone();
-        canonical.rename(&renaming);
-        canonical.fingerprint()
+        (!perm.iter().enumerate().all(|(i, &p)| i == p)).then_some(perm)
     }
 
     /// The least fingerprint over every renaming of the symmetry's groups: one key per class,
