@@ -28,6 +28,7 @@ const CELLS: &[(&str, &str, &str)] = &[
     ("lock-reentrancy", "reentrancy-guard", "hooks"),
     ("summarise-dedup", "for-update-nowait", "summarisers"),
     ("pool-exhaustion", "checkout-timeout", "hooks"),
+    ("reaper-commit", "commit-inside-lock", "hooks"),
 ];
 
 fn main() {

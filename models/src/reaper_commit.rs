@@ -30,7 +30,8 @@
 //! hook writes revision 1 and commits (`racelab explain reaper-commit/batch-commit`). Had the
 //! hook written before the reaper's commit, its update would have waited on the reaper's row
 //! lock and then written the same stale revision. `commit-inside-lock` holds, explored completely for the reaper
-//! and one hook with 1 crash and 1 injected error per execution.
+//! and one hook with 1 crash and 1 injected error per execution. Parameter `hooks` (default 1)
+//! adds identical hooks of the same agent, which the search treats as interchangeable.
 //!
 //! ## Invariant
 //!
@@ -40,6 +41,7 @@ use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Target, View};
 use racelab_harness::op::{ConnId, ErrorCode, Expr, LockScope, Op, Outcome, Sql, Value};
 use racelab_harness::sim::{Schema, TableDef, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const AGENTS: &str = "agents";
 const COLUMNS: [&str; 3] = ["id", "state", "revision"];
@@ -106,6 +108,11 @@ impl AgentWriter {
 }
 
 impl Actor for AgentWriter {
+    fn rename(&mut self, r: &Renaming) {
+        self.lock = r.conn(self.lock);
+        self.work = r.conn(self.work);
+    }
+
     fn next_op(&self) -> Option<Op> {
         let op = match self.pc {
             Pc::Lock => match self.role {
@@ -185,9 +192,11 @@ impl Actor for AgentWriter {
     }
 }
 
-/// The reaper and one hook of the agent it reaps.
+/// The reaper and the hooks of the agent it reaps (one by default). The hooks are identical:
+/// they run the same code on the same agent and own nothing of their own.
 pub struct ReaperCommit {
     pub variant: Variant,
+    pub hooks: usize,
 }
 
 impl Model for ReaperCommit {
@@ -195,10 +204,10 @@ impl Model for ReaperCommit {
 
     fn init(&self) -> (World, Vec<AgentWriter>) {
         let schema = Schema { tables: vec![TableDef { name: AGENTS, columns: COLUMNS.to_vec(), unique: vec![] }] };
-        let mut world = World::new(schema, 2);
+        let mut world = World::new(schema, 1 + self.hooks);
         world.db.seed_row(AGENTS, vec![AGENT_ID, Value::Str("idle"), Value::Int(0)]);
-        let actors = [Role::Reaper, Role::Hook]
-            .into_iter()
+        let actors = std::iter::once(Role::Reaper)
+            .chain(std::iter::repeat_n(Role::Hook, self.hooks))
             .enumerate()
             .map(|(i, role)| AgentWriter {
                 role,
@@ -216,7 +225,12 @@ impl Model for ReaperCommit {
     }
 
     fn actor_names(&self) -> Vec<String> {
-        vec!["reaper".to_string(), "hook".to_string()]
+        let hooks = (1..=self.hooks).map(|k| if self.hooks == 1 { "hook".to_string() } else { format!("hook {k}") });
+        std::iter::once("reaper".to_string()).chain(hooks).collect()
+    }
+
+    fn symmetry(&self) -> Option<Symmetry> {
+        (self.hooks >= 2).then(|| Symmetry::group(1..=self.hooks, Vec::new()))
     }
 
     fn invariants(&self) -> Vec<Invariant<AgentWriter>> {
@@ -256,8 +270,9 @@ fn no_lost_update(view: &View<'_, AgentWriter>) -> Result<(), String> {
     Ok(())
 }
 
-fn build(_params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    Ok(Box::new(ReaperCommit { variant }))
+fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
+    let hooks = params.workers("hooks", 1, 1, racelab_harness::op::MAX_ACTORS - 1)?;
+    Ok(Box::new(ReaperCommit { variant, hooks }))
 }
 
 pub fn race() -> RaceDef {
@@ -291,7 +306,7 @@ mod tests {
 
     #[test]
     fn batch_commit_releases_the_lock_before_the_write_is_visible() {
-        let m = ReaperCommit { variant: Variant::BatchCommit };
+        let m = ReaperCommit { variant: Variant::BatchCommit, hooks: 1 };
         let r = replay(&m, &Bounds::default(), &steps(&[0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 1])).unwrap();
         assert_eq!(
             texts(&r.events),
@@ -316,7 +331,7 @@ mod tests {
 
     #[test]
     fn commit_inside_lock_makes_the_hook_read_the_reapers_write() {
-        let m = ReaperCommit { variant: Variant::CommitInsideLock };
+        let m = ReaperCommit { variant: Variant::CommitInsideLock, hooks: 1 };
         let r = replay(&m, &Bounds::default(), &steps(&[0, 0, 0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1])).unwrap();
         let cells = texts(&r.events);
         assert_eq!(cells[4], "advisory_lock(4294967297) … waits");

@@ -72,6 +72,8 @@ fn the_reduced_parallel_search_agrees_with_more_workers() {
         ("lock-reentrancy", "unguarded", "hooks"),
         ("lock-reentrancy", "reentrancy-guard", "hooks"),
         ("summarise-dedup", "for-update-nowait", "summarisers"),
+        ("reaper-commit", "batch-commit", "hooks"),
+        ("reaper-commit", "commit-inside-lock", "hooks"),
     ];
     for (race, variant, param) in cells {
         let catalogue = racelab_models::catalogue();

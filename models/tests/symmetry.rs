@@ -303,6 +303,8 @@ fn reduced_and_plain_searches_agree_on_the_lock_and_session_races_with_more_work
         ("summarise-dedup", "for-update-nowait"),
         ("pool-exhaustion", "small-pool"),
         ("pool-exhaustion", "checkout-timeout"),
+        ("reaper-commit", "batch-commit"),
+        ("reaper-commit", "commit-inside-lock"),
     ] {
         let param = if race == "summarise-dedup" { "summarisers" } else { "hooks" };
         let model = with_workers(race, variant, param, 4);
@@ -329,8 +331,14 @@ fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
         ("lock-reentrancy", "reentrancy-guard", "hooks"),
         ("summarise-dedup", "for-update-nowait", "summarisers"),
         ("pool-exhaustion", "checkout-timeout", "hooks"),
+        ("reaper-commit", "commit-inside-lock", "hooks"),
     ] {
-        let workers = if race == "pool-exhaustion" { 24 } else { racelab_harness::op::MAX_ACTORS };
+        let workers = match race {
+            "pool-exhaustion" => 24,
+            // The reaper is an actor too.
+            "reaper-commit" => racelab_harness::op::MAX_ACTORS - 1,
+            _ => racelab_harness::op::MAX_ACTORS,
+        };
         let model = with_workers(race, variant, param, workers);
         assert!(model.symmetry().is_some(), "{race}/{variant} declares a symmetry");
         let (start, _) = model.final_classes(&Bounds { max_states: 1, ..Bounds::default() }, true, false);
