@@ -19,7 +19,7 @@ use crate::op::Footprint;
 use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, Shard, CHECK_EVERY};
-use super::state::{Properties, State};
+use super::state::{concrete_schedule, Properties, State};
 use super::visited::{in_mask, sleep_mask, VisitedTable, ON_PATH};
 use super::{unreached_targets, Bounds, Choice, Exploration, Explorer, Stats};
 
@@ -72,8 +72,10 @@ struct Search<'m, M: Model> {
     props: Properties<M::Actor>,
     bounds: &'m Bounds,
     sleep_sets: bool,
-    /// Key states by their class under this symmetry. Sleep sets are off then: a stored sleep
-    /// set names the actors of the state first visited, not of the renamed one met later.
+    /// Walk only canonical states under this symmetry: each state is renamed into its
+    /// canonical form as it is made, so states that differ by a renaming of identical actors
+    /// meet in the visited set. Sleep sets are off then: a sibling's footprint names actors as
+    /// the parent numbers them, not as the renamed child does.
     symmetry: Option<Canonicaliser>,
     /// The model's declared symmetry, used or not: final states are collected by class, so
     /// that a reduced and an unreduced search can be compared.
@@ -182,7 +184,12 @@ impl Exhaustive {
             finals: (collect != Collect::Nothing).then(BTreeSet::new),
             finals_by_class: collect == Collect::Classes,
         };
+        let mut init = init;
+        search.settle(&mut init);
         search.stats.executions = search.visit(init, Vec::new());
+        if let (Some((_, walk)), Some(canon)) = (&mut search.violation, &search.symmetry) {
+            *walk = concrete_schedule(model, bounds, canon.symmetry(), walk);
+        }
         search
     }
 }
@@ -197,10 +204,8 @@ impl<M: Model> Search<'_, M> {
     /// Explore from `state`, reached by `self.path`, with `sleep` asleep. Returns the complete
     /// executions found through this state on this visit.
     fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) -> u64 {
-        let key = match &mut self.symmetry {
-            Some(canon) => state.canonical_fingerprint_with(canon),
-            None => state.fingerprint(),
-        };
+        // Under a symmetry the state is canonical already (see `settle`).
+        let key = state.fingerprint();
         let depth = self.path.len() as u32;
         // In a sharded search: is this state in the top of the tree, and does this share keep
         // the counts of what it does here?
@@ -304,6 +309,7 @@ impl<M: Model> Search<'_, M> {
             let mut next =
                 if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, self.bounds);
+            self.settle(&mut next);
             self.steps += 1;
             if counts {
                 self.stats.transitions += 1;
@@ -329,6 +335,14 @@ impl<M: Model> Search<'_, M> {
         }
         self.record(key, in_top, executions);
         executions
+    }
+
+    /// Under a symmetry, rename a state just made into its canonical form: the search walks
+    /// canonical states only, as the parallel one does, so both visit the same states.
+    fn settle(&mut self, state: &mut State<M::Actor>) {
+        if let Some(canon) = &mut self.symmetry {
+            state.canonicalise(canon);
+        }
     }
 
     fn cache(&mut self, top: bool) -> &mut Table {

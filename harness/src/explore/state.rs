@@ -600,3 +600,54 @@ impl std::hash::Hasher for ByteSink<'_> {
         unreachable!("fingerprints hash the recorded bytes")
     }
 }
+
+/// A schedule of a walk over canonical states (see [`State::canonicalise`]) as a concrete
+/// schedule: each choice's actor is the concrete
+/// actor that the canonical state it left calls by that index. Panics if the concrete state
+/// is ever not a renaming of the walked one (the model's symmetry declaration would be wrong).
+pub(crate) fn concrete_schedule<M: Model<Actor = A>, A: Actor>(
+    model: &M,
+    bounds: &Bounds,
+    symmetry: &Symmetry,
+    walk: &[Choice],
+) -> Vec<Choice> {
+    let mut canon = Canonicaliser::new(symmetry);
+    let mut walked = State::initial(model);
+    let mut concrete = walked.clone();
+    // `as_concrete[a]`: the concrete actor the walked state numbers `a`.
+    let mut as_concrete: Vec<usize> = (0..walked.actors.len()).collect();
+    let follow = |perm: Option<Vec<usize>>, as_concrete: &mut Vec<usize>| {
+        if let Some(perm) = perm {
+            let before = as_concrete.clone();
+            for (old, &new) in perm.iter().enumerate() {
+                as_concrete[new] = before[old];
+            }
+        }
+    };
+    follow(walked.canonicalise(&mut canon), &mut as_concrete);
+    let mut schedule = Vec::with_capacity(walk.len());
+    for (step, &choice) in walk.iter().enumerate() {
+        let real = match choice.actor_index() {
+            Some(a) => Choice { actor: as_concrete[a] as u8, ..choice },
+            None => choice,
+        };
+        walked.apply(choice, bounds);
+        concrete.apply(real, bounds);
+        follow(walked.canonicalise(&mut canon), &mut as_concrete);
+        schedule.push(real);
+        // The concrete state, renamed as the walk numbers its actors, is the walked state.
+        let mut to_walked = vec![0; as_concrete.len()];
+        for (a, &c) in as_concrete.iter().enumerate() {
+            to_walked[c] = a;
+        }
+        let mut renamed = concrete.clone();
+        canon.for_owners(concrete.world.db.conn_owners());
+        renamed.rename(&canon.renaming(to_walked));
+        assert_eq!(
+            renamed.fingerprint(),
+            walked.fingerprint(),
+            "after step {step} the concrete state is not a renaming of the walked one: the symmetry is unsound"
+        );
+    }
+    schedule
+}
