@@ -3,26 +3,8 @@
 
 use std::process::{Command, Output};
 
-fn racelab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_racelab"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("COLUMNS", "160")
-        .output()
-        .expect("racelab runs")
-}
-
-fn scenarios_dir() -> String {
-    format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{racelab, scenarios_dir, stderr, stdout};
 
 /// The first violated scenario and its token, from `check --json`.
 fn a_violation() -> (String, String) {

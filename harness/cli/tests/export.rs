@@ -7,9 +7,8 @@ use std::process::{Command, Output};
 use racelab_harness::explore::{Choice, ChoiceKind};
 use racelab_harness::token;
 
-fn scenarios_dir() -> String {
-    format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{scenarios_dir, stderr};
 
 /// Run racelab with no DATABASE_URL (so that `pg-spec` starts its own throwaway cluster) under a
 /// private TMPDIR, and check that nothing of it is left afterwards.
@@ -30,10 +29,6 @@ fn racelab(args: &[&str]) -> Output {
     let procs = Command::new("pgrep").args(["-f", tmp.path().to_str().unwrap()]).output().expect("pgrep runs");
     assert!(procs.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&procs.stdout));
     out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn export(id: &str, file: &Path) {

@@ -6,34 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn scenarios_dir() -> String {
-    format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A temporary directory that the unprivileged server user can enter (a cluster's parent).
-fn open_tmp() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn racelab_in(tmp: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_racelab"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("DATABASE_URL")
-        .env("TMPDIR", tmp)
-        .output()
-        .expect("racelab runs")
-}
+mod common;
+use common::{open_tmp, racelab_in, scenarios_dir, stderr, stdout};
 
 fn assert_no_panic(o: &Output) {
     assert_ne!(o.status.code(), Some(101), "panicked: {}", stderr(o));

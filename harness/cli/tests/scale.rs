@@ -5,18 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn racelab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_racelab"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("COLUMNS", "160")
-        .output()
-        .expect("racelab runs")
-}
-
-fn scenarios_dir() -> String {
-    format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{racelab, scenarios_dir};
 
 fn lines(o: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect()

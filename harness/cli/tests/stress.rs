@@ -2,26 +2,10 @@
 //! show up under real concurrency, the fixes that hold do not break, models that cannot run
 //! freely are reported inconclusive, and nothing is left behind.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn racelab_in(tmp: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_racelab"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("DATABASE_URL")
-        .env("TMPDIR", tmp)
-        .output()
-        .expect("racelab runs")
-}
-
-/// A temporary directory that the unprivileged server user can enter (a cluster's parent).
-fn open_tmp() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+mod common;
+use common::{open_tmp, racelab_in};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -4,25 +4,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 
-fn racelab(args: &[&str]) -> Output {
-    command(args).output().expect("racelab runs")
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_racelab"));
-    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env("COLUMNS", "160");
-    cmd
-}
-
-fn scenarios_dir() -> String {
-    format!("{}/../../scenarios", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{command, racelab, scenarios_dir, stderr};
 
 /// Ids of every scenario file, from `list --json`.
 fn scenario_ids() -> Vec<(String, String)> {
