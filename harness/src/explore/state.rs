@@ -7,7 +7,7 @@ use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
 use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
-use crate::symmetry::{sorting_permutation, Renaming, Symmetry};
+use crate::symmetry::{Renaming, Symmetry};
 
 use super::{Bounds, Choice, ChoiceKind};
 
@@ -49,22 +49,6 @@ pub(crate) fn fingerprint_of(value: &impl Hash) -> u128 {
         value.hash(&mut ByteSink(bytes));
         xxhash_rust::xxh3::xxh3_128(bytes)
     })
-}
-
-/// Every ordering of `0..n`.
-fn permutations(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut out = Vec::new();
-    for p in permutations(n - 1) {
-        for at in 0..=p.len() {
-            let mut q = p.clone();
-            q.insert(at, n - 1);
-            out.push(q);
-        }
-    }
-    out
 }
 
 /// Durable states one power-loss choice picks among (5 bits of a token byte); more take two.
@@ -136,7 +120,7 @@ impl<A: Actor> State<A> {
                 keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, &abstracting)));
             }
         }
-        let perm = sorting_permutation(&symmetry.groups, n, &keys);
+        let perm = symmetry.sorting_permutation(n, &keys);
         let renaming = Renaming::new(perm, owners, symmetry);
         if renaming.is_identity() {
             return self.fingerprint();
@@ -155,26 +139,17 @@ impl<A: Actor> State<A> {
         }
         let n = self.actors.len();
         let owners = self.world.db.conn_owners();
-        let mut perms: Vec<Vec<usize>> = vec![(0..n).collect()];
-        for g in &symmetry.groups {
-            assert!(g.len() <= 6, "class_fingerprint tries every renaming: at most 6 actors a group");
-            let mut next = Vec::new();
-            for p in &perms {
-                for order in permutations(g.len()) {
-                    let mut q = p.clone();
-                    for (k, &o) in order.iter().enumerate() {
-                        q[g[k]] = g[o];
-                    }
-                    next.push(q);
-                }
-            }
-            perms = next;
-        }
+        assert!(
+            symmetry.groups.iter().all(|g| g.len() <= 6),
+            "class_fingerprint tries every renaming: at most 6 actors a group"
+        );
+        let perms = symmetry.all_permutations(n);
         perms
             .into_iter()
-            .map(|perm| {
+            .flat_map(|perm| self.world.every_slot_numbering(&Renaming::new(perm, owners, symmetry)))
+            .map(|renaming| {
                 let mut renamed = self.clone();
-                renamed.rename(&Renaming::new(perm, owners, symmetry));
+                renamed.rename(&renaming);
                 renamed.fingerprint()
             })
             .min()
@@ -183,7 +158,8 @@ impl<A: Actor> State<A> {
 
     /// Rename actors and what they own (see [`crate::symmetry`]).
     pub fn rename(&mut self, renaming: &Renaming) {
-        self.world.rename(renaming);
+        let numbered = self.world.rename(renaming);
+        let renaming = numbered.as_ref().unwrap_or(renaming);
         for actor in &mut self.actors {
             actor.rename(renaming);
         }
