@@ -20,8 +20,10 @@ use racelab_harness::explore::Bounds;
 #[derive(Clone, Copy)]
 enum Fault {
     Crash,
-    /// skill-inject/refresh holds only without faults: a crash between sending the prompt and
-    /// persisting it makes any design inject twice (its doc comment), so its row has none.
+    /// For the races that hold only without faults: skill-inject/refresh (a crash between
+    /// sending the prompt and persisting it makes any design inject twice) and config-edit/flock
+    /// (a crash between the truncation and the write empties the config), as their doc
+    /// comments say.
     None,
 }
 
@@ -40,6 +42,12 @@ const CELLS: &[(&str, &str, &str, Fault)] = &[
     ("pool-exhaustion", "checkout-timeout", "hooks", Fault::Crash),
     ("session-get-or-create", "partial-unique-index", "messages", Fault::Crash),
     ("skill-inject", "refresh", "hooks", Fault::None),
+    // No symmetry declared: their worlds (files, a page API, a document store) are not renamed.
+    // area-ensure's count is per instance, of two instances.
+    ("area-ensure", "idempotency-key", "workers", Fault::Crash),
+    ("state-save", "unique-tmp-fsync-rename", "savers", Fault::Crash),
+    ("guidance-write", "mkstemp-fsync-rename", "writers", Fault::Crash),
+    ("config-edit", "flock", "editors", Fault::None),
 ];
 
 fn main() {

@@ -25,11 +25,11 @@
 //! Which variant does not hold: `stale-read`. Both hooks load the agent; hook 1 locks, injects,
 //! persists and unlocks; hook 2 locks and its cached copy still says "never injected" (`racelab
 //! explain skill-inject/stale-read`, 8 steps). `refresh` holds, explored completely for two hooks
-//! with no faults (26 states: the hooks are symmetric). It does not survive a crash between sending the prompt and
-//! persisting the time: with `crashes = 1` the explorer finds hook 1 loading, locking, refreshing
-//! (null) and sending, then crashing; hook 2 refreshes, still reads null, and sends again (9
-//! steps). That is at-least-once delivery, which no fresher read closes; the scenario therefore
-//! explores no faults.
+//! with no faults (26 states: the hooks are symmetric). It does not survive a crash between
+//! sending the prompt and persisting the time: with `crashes = 1` the explorer finds hook 1
+//! loading, locking, refreshing (null) and sending, then crashing; hook 2 refreshes, still reads
+//! null, and sends again (9 steps). That is at-least-once delivery, which no fresher read
+//! closes; the scenario therefore explores no faults.
 //!
 //! ## Invariant
 //!
