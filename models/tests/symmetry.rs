@@ -389,3 +389,55 @@ fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
         assert!(!start.complete, "{race}/{variant}: one state is not the whole space");
     }
 }
+
+/// Distinct canonical keys and distinct classes (exact keys) among the states a search keyed
+/// by the canonical key visits, breadth first.
+fn canonical_keys_and_classes<M: Model>(model: &M, bounds: &Bounds) -> (usize, usize) {
+    use racelab_harness::explore::state::State;
+    let symmetry = model.symmetry().expect("a symmetric model");
+    let initial = State::initial(model);
+    let mut keys = std::collections::BTreeSet::from([initial.canonical_fingerprint(&symmetry)]);
+    let mut classes = std::collections::BTreeSet::new();
+    let mut queue = std::collections::VecDeque::from([initial]);
+    while let Some(state) = queue.pop_front() {
+        assert!(keys.len() < 100_000, "a small model");
+        classes.insert(state.class_fingerprint(&symmetry));
+        for choice in state.choices(bounds) {
+            let mut next = state.clone();
+            next.apply(choice, bounds);
+            if keys.insert(next.canonical_fingerprint(&symmetry)) {
+                queue.push_back(next);
+            }
+        }
+    }
+    (keys.len(), classes.len())
+}
+
+#[test]
+fn the_canonical_key_is_one_key_per_class_where_the_tables_grow_most() {
+    // Why nested-locks, daemon-spawn, skill-inject and the pool still grow with the workers:
+    // not a key finer than the classes (that would be states equal up to renaming explored
+    // twice), but the classes themselves.
+    use racelab_models::{daemon_spawn, nested_locks, pool_exhaustion, skill_inject};
+    let crash = Bounds { crashes: 1, ..Bounds::default() };
+    let nested = nested_locks::NestedLocks { variant: nested_locks::Variant::SingleNamespace, hooks: 4 };
+    let (keys, classes) = canonical_keys_and_classes(&nested, &crash);
+    assert_eq!(keys, classes, "nested-locks/single-namespace × 4");
+    let daemons = daemon_spawn::DaemonSpawn { variant: daemon_spawn::Variant::DaemonWritesPid, hooks: 4 };
+    let (keys, classes) = canonical_keys_and_classes(&daemons, &crash);
+    assert_eq!(keys, classes, "daemon-spawn/daemon-writes-pid × 4");
+    let skill = skill_inject::SkillInject { variant: skill_inject::Variant::Refresh, hooks: 4 };
+    let (keys, classes) = canonical_keys_and_classes(&skill, &Bounds::default());
+    assert_eq!(keys, classes, "skill-inject/refresh × 4");
+    // A hook's two slots are numbered in their old order: states that differ only by which of
+    // them is its lock connection keep two keys (3,817 keys for 3,677 classes: 4 % more).
+    let pool = pool_exhaustion::PoolExhaustion {
+        variant: pool_exhaustion::Variant::CheckoutTimeout,
+        hooks: 4,
+        pool_size: 1,
+        max_overflow: 1,
+        checkout_timeout: true,
+    };
+    let (keys, classes) = canonical_keys_and_classes(&pool, &crash);
+    assert!(keys >= classes && keys * 100 <= classes * 105, "pool: {keys} keys for {classes} classes");
+}
