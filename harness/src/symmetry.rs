@@ -18,6 +18,9 @@
 //! of the identical actors). `harness/tests/symmetry.rs` checks reduced against unreduced
 //! search on every model that declares a symmetry, and on random small programs.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use crate::op::{ActorId, ConnId, Outcome, Row, Sql, Value, MAX_ACTORS};
 
 /// Groups of interchangeable actors, and what each actor owns.
@@ -38,7 +41,27 @@ pub struct Symmetry {
     /// [`Renaming::pid`]), so the world may renumber slots and processes to follow the actors
     /// that hold them. Without it, a world with processes is not renamed at all.
     pub renumbers: bool,
+    /// The renamings [`Renaming::abstracting`] built, for the connection owners of the first
+    /// state it saw: a search asks for the same ones at every state.
+    pub abstractions: Abstractions,
 }
+
+/// The connection owners of one search, compared element by element: a search passes the
+/// same short table at every state.
+fn same_owners(cached: &[ActorId], now: &[ActorId]) -> bool {
+    cached.len() == now.len() && cached.iter().zip(now).all(|(a, b)| a == b)
+}
+
+/// A cache of [`Renaming::abstracting`]: outside the declaration, equal in every symmetry.
+#[derive(Clone, Debug, Default)]
+pub struct Abstractions(OnceLock<(Vec<ActorId>, Vec<Option<Renaming>>)>);
+
+impl PartialEq for Abstractions {
+    fn eq(&self, _: &Abstractions) -> bool {
+        true
+    }
+}
+impl Eq for Abstractions {}
 
 impl Symmetry {
     /// One group of the actors in `group`, owning `owned_values[a]` each.
@@ -53,12 +76,12 @@ impl Symmetry {
         assert!(units.iter().all(|u| u.len() == width), "units of one width");
         let groups: Vec<Vec<ActorId>> = (0..width).map(|i| units.iter().map(|u| u[i]).collect()).collect();
         let coupled = (1..width).map(|i| (0, i)).collect();
-        Symmetry { groups, owned_values, coupled, renumbers: false }
+        Symmetry { groups, owned_values, coupled, ..Symmetry::default() }
     }
 
     /// The same symmetry, its actors renaming the slots and pids they hold.
     pub fn renumbering(self) -> Symmetry {
-        Symmetry { renumbers: true, ..self }
+        Symmetry { renumbers: true, abstractions: Abstractions::default(), ..self }
     }
 
     /// The groups coupled with group `g` (those that follow it, or that it follows, and their
@@ -314,7 +337,30 @@ impl Renaming {
     /// renamed to the group's first member's, and every other member of the group's connections and
     /// values become placeholders, so that references to them compare equal whoever they are.
     /// Not a bijection: only for renaming one actor's own state before hashing it.
-    pub fn abstracting(a: ActorId, group: &[ActorId], conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
+    pub fn abstracting<'s>(
+        a: ActorId,
+        group: &[ActorId],
+        conn_owner: &[ActorId],
+        symmetry: &'s Symmetry,
+    ) -> Cow<'s, Renaming> {
+        let (owners, cached) = symmetry.abstractions.0.get_or_init(|| {
+            let mut cached = vec![None; symmetry.groups.iter().flatten().max().map_or(0, |&last| last + 1)];
+            for g in &symmetry.groups {
+                for &b in g {
+                    cached[b] = Some(Renaming::abstract_member(b, g, conn_owner, symmetry));
+                }
+            }
+            (conn_owner.to_vec(), cached)
+        });
+        // The search passes the declaration's own groups; anything else is built afresh.
+        let of_its_group = symmetry.groups.iter().any(|g| std::ptr::eq(g.as_slice(), group));
+        match cached.get(a) {
+            Some(Some(r)) if of_its_group && same_owners(owners, conn_owner) => Cow::Borrowed(r),
+            _ => Cow::Owned(Renaming::abstract_member(a, group, conn_owner, symmetry)),
+        }
+    }
+
+    fn abstract_member(a: ActorId, group: &[ActorId], conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
         let j = group.iter().position(|&b| b == a).expect("an actor of the group");
         // A coupled group abstracts whole units: `a`'s counterparts become the first unit's.
         let lanes: Vec<&[ActorId]> = match symmetry.groups.iter().position(|g| g == group) {
@@ -533,6 +579,19 @@ mod tests {
         // A hook abstracts its own daemon as the first unit's, the others' as another member's.
         let r = Renaming::abstracting(4, &units.groups[1], &[], &units);
         assert_eq!((r.actor(1), r.actor(4), r.actor(0), r.actor(3)), (0, 3, OTHER_ACTOR, OTHER_ACTOR));
+    }
+
+    #[test]
+    fn abstractions_are_built_once_per_search() {
+        let units = Symmetry::units(&[vec![0, 2], vec![1, 3]], Vec::new());
+        let first = Renaming::abstracting(3, &units.groups[1], &[], &units);
+        assert!(matches!(first, Cow::Borrowed(_)), "from the cache");
+        let again = Renaming::abstracting(3, &units.groups[1], &[], &units);
+        assert!(matches!(again, Cow::Borrowed(_)));
+        let copy = units.groups[1].clone();
+        let elsewhere = Renaming::abstracting(3, &copy, &[], &units);
+        assert!(matches!(elsewhere, Cow::Owned(_)), "a group not of the declaration is built afresh");
+        assert_eq!(*elsewhere, *first);
     }
 
     #[test]
