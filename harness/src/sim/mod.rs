@@ -404,7 +404,8 @@ impl World {
     }
 
     fn with_pids(&self, renaming: &Renaming, slots: Option<Vec<(i64, i64)>>) -> Renaming {
-        let pids = self.os.has_processes().then(|| self.os.pid_renumbering(renaming));
+        // Only an OS whose model numbers processes by its actors renames pids.
+        let pids = (self.os.has_processes() && self.os.numbered_by_actors()).then(|| self.os.pid_renumbering(renaming));
         renaming.with_numbers(slots, pids)
     }
 

@@ -158,6 +158,11 @@ impl Os {
         self.renumbered = true;
     }
 
+    /// Did the model declare [`Os::number_by_actors`]?
+    pub fn numbered_by_actors(&self) -> bool {
+        self.renumbered
+    }
+
     /// Old pid → new pid: processes numbered in the order of the (renamed) actor each was
     /// started for, so that equal states up to renaming get equal pids.
     pub(crate) fn pid_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
