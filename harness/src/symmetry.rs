@@ -30,16 +30,100 @@ pub struct Symmetry {
     /// actor of a group: actor `a`'s `k`-th value becomes actor `b`'s `k`-th when `a` is renamed
     /// to `b`. Empty when the actors own no values.
     pub owned_values: Vec<Vec<Value>>,
+    /// Pairs `(leader, follower)` of indices into `groups`, of equal length: the follower group
+    /// is permuted exactly as the leader, so that its `k`-th member goes wherever the leader's
+    /// `k`-th goes. For units of several actors: a hook and the daemon it spawns.
+    pub coupled: Vec<(usize, usize)>,
+    /// The actors rename the pool slots and pids they remember ([`Renaming::slot`],
+    /// [`Renaming::pid`]), so the world may renumber slots and processes to follow the actors
+    /// that hold them. Without it, a world with processes is not renamed at all.
+    pub renumbers: bool,
 }
 
 impl Symmetry {
     /// One group of the actors in `group`, owning `owned_values[a]` each.
     pub fn group(group: impl IntoIterator<Item = ActorId>, owned_values: Vec<Vec<Value>>) -> Symmetry {
-        Symmetry { groups: vec![group.into_iter().collect()], owned_values }
+        Symmetry { groups: vec![group.into_iter().collect()], owned_values, ..Symmetry::default() }
+    }
+
+    /// Interchangeable units of several actors each: `units[k][i]` is the `i`-th actor of unit
+    /// `k`; every unit has the same number of actors, and a renaming moves whole units.
+    pub fn units(units: &[Vec<ActorId>], owned_values: Vec<Vec<Value>>) -> Symmetry {
+        let width = units.first().map_or(0, Vec::len);
+        assert!(units.iter().all(|u| u.len() == width), "units of one width");
+        let groups: Vec<Vec<ActorId>> = (0..width).map(|i| units.iter().map(|u| u[i]).collect()).collect();
+        let coupled = (1..width).map(|i| (0, i)).collect();
+        Symmetry { groups, owned_values, coupled, ..Symmetry::default() }
+    }
+
+    /// The same symmetry, its actors renaming the slots and pids they hold.
+    pub fn renumbering(self) -> Symmetry {
+        Symmetry { renumbers: true, ..self }
+    }
+
+    /// The groups coupled with group `g` (those that follow it, or that it follows, and their
+    /// followers), `g` first.
+    fn parallel(&self, g: usize) -> Vec<usize> {
+        let leader = self.coupled.iter().find(|&&(_, f)| f == g).map_or(g, |&(l, _)| l);
+        let mut all = vec![leader];
+        all.extend(self.coupled.iter().filter(|&&(l, _)| l == leader).map(|&(_, f)| f));
+        all.sort_by_key(|&h| h != g);
+        all
+    }
+
+    /// The groups no other group follows: the ones a renaming permutes freely.
+    pub fn leaders(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.groups.len()).filter(|g| !self.coupled.iter().any(|&(_, f)| f == *g))
+    }
+
+    /// Each group sorted as one permutation: `sort_keys[a]` orders the members of each leading
+    /// group together with their counterparts in the groups that follow it (ties keep their
+    /// index order), and the `k`-th smallest moves to the group's `k`-th index, its followers'
+    /// counterparts with it; actors outside every group stay put.
+    pub fn sorting_permutation<K: Ord>(&self, actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
+        let mut perm: Vec<ActorId> = (0..actors).collect();
+        for g in self.leaders() {
+            let lanes = self.parallel(g);
+            let key = |j: usize| lanes.iter().map(|&h| &sort_keys[self.groups[h][j]]).collect::<Vec<_>>();
+            let mut order: Vec<usize> = (0..self.groups[g].len()).collect();
+            order.sort_by(|&i, &j| key(i).cmp(&key(j)).then(i.cmp(&j)));
+            for &h in &lanes {
+                let group = &self.groups[h];
+                for (k, &old) in order.iter().enumerate() {
+                    perm[group[old]] = group[k];
+                }
+            }
+        }
+        perm
+    }
+
+    /// Every renaming the symmetry allows, as permutations of `actors` actors: the leading
+    /// groups' orderings, their followers moved alike. Factorial: for small groups only.
+    pub fn all_permutations(&self, actors: usize) -> Vec<Vec<ActorId>> {
+        let mut perms: Vec<Vec<usize>> = vec![(0..actors).collect()];
+        for g in self.leaders() {
+            let lanes = self.parallel(g);
+            let mut next = Vec::new();
+            for p in &perms {
+                for order in permutations(self.groups[g].len()) {
+                    let mut q = p.clone();
+                    for &h in &lanes {
+                        let group = &self.groups[h];
+                        for (k, &o) in order.iter().enumerate() {
+                            q[group[k]] = group[o];
+                        }
+                    }
+                    next.push(q);
+                }
+            }
+            perms = next;
+        }
+        perms
     }
 
     /// Is the declaration well formed for `actors` actors? Groups disjoint and in range, two
-    /// or more members each, owned values the same in number within a group and all distinct.
+    /// or more members each, owned values the same in number within a group and all distinct,
+    /// coupled groups of one length, each following one leader that follows none.
     pub fn validate(&self, actors: usize) -> Result<(), String> {
         let mut seen = vec![false; actors];
         for g in &self.groups {
@@ -59,6 +143,19 @@ impl Symmetry {
                 }
             }
         }
+        for &(leader, follower) in &self.coupled {
+            let (Some(l), Some(f)) = (self.groups.get(leader), self.groups.get(follower)) else {
+                return Err(format!("coupled groups ({leader}, {follower}) past the {} groups", self.groups.len()));
+            };
+            if leader == follower || l.len() != f.len() {
+                return Err(format!("coupled groups {l:?} and {f:?} must be two groups of one length"));
+            }
+            if self.coupled.iter().filter(|&&(_, x)| x == follower).count() > 1
+                || self.coupled.iter().any(|&(_, x)| x == leader)
+            {
+                return Err(format!("group {f:?} must follow one group, which follows none"));
+            }
+        }
         let mut all: Vec<Value> = self.owned_values.iter().flatten().copied().collect();
         let n = all.len();
         all.sort_unstable();
@@ -68,6 +165,22 @@ impl Symmetry {
         }
         Ok(())
     }
+}
+
+/// Every ordering of `0..n`.
+pub(crate) fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for at in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(at, n - 1);
+            out.push(q);
+        }
+    }
+    out
 }
 
 /// What [`Renaming::abstracting`] puts for another member of the group.
@@ -113,7 +226,8 @@ impl Symmetry {
     }
 }
 
-/// A consistent renaming of actors and of what they own: connections and values.
+/// A consistent renaming of actors and of what they own: connections and values, and the
+/// numbered slots of a connection pool that the world renumbers to match (see [`Renaming::slot`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renaming {
     /// Old actor → new actor.
@@ -122,7 +236,55 @@ pub struct Renaming {
     conns: Vec<ConnId>,
     /// Old value → new value, only for values that change.
     values: Vec<(Value, Value)>,
+    /// The connection pool's slots.
+    slots: Numbers,
+    /// Process ids.
+    pids: Numbers,
 }
+
+/// How numbers the world hands out in turn (pool slots, pids) are renamed. They name nothing
+/// but what holds them and are compared only for equality, so any permutation of them is a
+/// symmetry too; the world picks the one that numbers them in the order of their holders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Numbers {
+    Keep,
+    /// To be renumbered by the world to follow the renamed actors (see [`Symmetry::renumbers`]).
+    Follow,
+    /// Old number → new number, for the numbers that change, sorted.
+    Renumber(Vec<(i64, i64)>),
+    /// Every number becomes one placeholder: for an actor's sort key, where which one it holds
+    /// must not matter because the numbers are renumbered after sorting.
+    Abstract,
+}
+
+impl Numbers {
+    fn get(&self, n: i64) -> i64 {
+        match self {
+            Numbers::Keep | Numbers::Follow => n,
+            Numbers::Renumber(map) => match map.binary_search_by_key(&n, |&(from, _)| from) {
+                Ok(k) => map[k].1,
+                Err(_) => n,
+            },
+            Numbers::Abstract => ANY_NUMBER,
+        }
+    }
+
+    fn renumber(old_to_new: impl IntoIterator<Item = (i64, i64)>) -> Numbers {
+        let mut map: Vec<(i64, i64)> = old_to_new.into_iter().filter(|(a, b)| a != b).collect();
+        map.sort_unstable();
+        debug_assert!({
+            let mut to: Vec<i64> = map.iter().map(|&(_, b)| b).collect();
+            let from: Vec<i64> = map.iter().map(|&(a, _)| a).collect();
+            to.sort_unstable();
+            to == from
+        });
+        Numbers::Renumber(map)
+    }
+}
+
+/// What [`Renaming::slot`] and [`Renaming::pid`] give for every number under
+/// [`Renaming::abstracting`].
+const ANY_NUMBER: i64 = i64::MIN;
 
 impl Renaming {
     /// The renaming that sends actor `a` to `perm[a]`, each connection of `a` to the connection
@@ -145,34 +307,77 @@ impl Renaming {
     /// values become placeholders, so that references to them compare equal whoever they are.
     /// Not a bijection: only for renaming one actor's own state before hashing it.
     pub fn abstracting(a: ActorId, group: &[ActorId], conn_owner: &[ActorId], symmetry: &Symmetry) -> Renaming {
-        assert!(group.contains(&a));
-        let first = group[0];
+        let j = group.iter().position(|&b| b == a).expect("an actor of the group");
+        // A coupled group abstracts whole units: `a`'s counterparts become the first unit's.
+        let lanes: Vec<&[ActorId]> = match symmetry.groups.iter().position(|g| g == group) {
+            Some(g) => symmetry.parallel(g).into_iter().map(|h| symmetry.groups[h].as_slice()).collect(),
+            None => vec![group],
+        };
         let owned = |b: usize| symmetry.owned_values.get(b).map_or(&[][..], Vec::as_slice);
         let conns_of = |b: ActorId| conn_owner.iter().enumerate().filter(move |&(_, &o)| o == b).map(|(c, _)| c);
-        let last = group.iter().copied().max().expect("a group has members");
+        let last = lanes.iter().flat_map(|l| l.iter()).copied().max().expect("a group has members");
         let mut actors: Vec<ActorId> = (0..conn_owner.iter().copied().max().unwrap_or(0).max(last) + 1).collect();
         let mut conns: Vec<ConnId> = (0..conn_owner.len()).map(|c| c as ConnId).collect();
         let mut values = Vec::new();
-        for &b in group {
-            actors[b] = if b == a { first } else { OTHER_ACTOR };
-            for (k, c) in conns_of(b).enumerate() {
-                conns[c] = match b == a {
-                    true => conns_of(first).nth(k).expect("members own as many connections") as ConnId,
-                    false => OTHER_CONN,
-                };
-            }
-            for (k, &v) in owned(b).iter().enumerate() {
-                let to = if b == a { owned(first)[k] } else { placeholder(v, k) };
-                values.push((v, to));
+        for lane in lanes {
+            let first = lane[0];
+            for (k, &b) in lane.iter().enumerate() {
+                let mine = k == j;
+                actors[b] = if mine { first } else { OTHER_ACTOR };
+                for (n, c) in conns_of(b).enumerate() {
+                    conns[c] = match mine {
+                        true => conns_of(first).nth(n).expect("members own as many connections") as ConnId,
+                        false => OTHER_CONN,
+                    };
+                }
+                for (n, &v) in owned(b).iter().enumerate() {
+                    let to = if mine { owned(first)[n] } else { placeholder(v, n) };
+                    values.push((v, to));
+                }
             }
         }
         values.sort_unstable();
-        Renaming { actors, conns, values }
+        Renaming { actors, conns, values, slots: Numbers::Abstract, pids: Numbers::Abstract }
     }
 
-    /// Does this renaming change nothing?
+    /// Does this renaming change nothing? (One that lets the world renumber slots and pids
+    /// may change them even when it keeps every actor.)
     pub fn is_identity(&self) -> bool {
-        self.actors.iter().enumerate().all(|(i, &a)| i == a) && self.values.is_empty()
+        self.actors.iter().enumerate().all(|(i, &a)| i == a)
+            && self.values.is_empty()
+            && self.slots == Numbers::Keep
+            && self.pids == Numbers::Keep
+    }
+
+    /// Does it leave the world to renumber slots and pids (see [`Symmetry::renumbers`])?
+    pub(crate) fn follows_numbers(&self) -> bool {
+        self.slots == Numbers::Follow || self.pids == Numbers::Follow
+    }
+
+    /// This renaming with the numbers the world picked: slots old → new (none: kept) and pids
+    /// old → new (none: kept).
+    pub(crate) fn with_numbers(&self, slots: Option<Vec<(i64, i64)>>, pids: Option<Vec<(i64, i64)>>) -> Renaming {
+        Renaming {
+            slots: slots.map_or(Numbers::Keep, Numbers::renumber),
+            pids: pids.map_or(Numbers::Keep, Numbers::renumber),
+            ..self.clone()
+        }
+    }
+
+    /// The number a connection pool slot gets. Slots are interchangeable, so the world
+    /// renumbers them to follow the actors that hold them; an actor that remembers which slot
+    /// it checked out renames it here.
+    pub fn slot(&self, slot: i64) -> i64 {
+        self.slots.get(slot)
+    }
+
+    /// The pid a process gets. Processes are numbered to follow the actors they run; an actor
+    /// that remembers a pid (its own, one it spawned or read) renames it here.
+    pub fn pid(&self, pid: crate::op::Pid) -> crate::op::Pid {
+        match self.pids.get(i64::from(pid)) {
+            ANY_NUMBER => crate::op::Pid::MAX,
+            p => crate::op::Pid::try_from(p).expect("a pid renamed to a pid"),
+        }
     }
 
     /// How many actors it renames.
@@ -379,23 +584,14 @@ impl Canonicaliser {
             .filter(|&&(_, a, _)| perm[a] != a)
             .map(|&(v, a, k)| (v, self.symmetry.owned_values[perm[a]][k]))
             .collect();
-        Renaming { actors: perm, conns, values }
+        let numbers = if self.symmetry.renumbers { Numbers::Follow } else { Numbers::Keep };
+        Renaming { actors: perm, conns, values, slots: numbers.clone(), pids: numbers }
     }
 }
 
-/// The groups of a symmetry as one permutation: `sort_keys[a]` orders the members of each
-/// group (ties keep their index order), and the `k`-th smallest moves to the group's `k`-th
-/// index; actors outside every group stay put.
+/// Uncoupled groups as one permutation (see [`Symmetry::sorting_permutation`]).
 pub fn sorting_permutation<K: Ord>(groups: &[Vec<ActorId>], actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
-    let mut perm: Vec<ActorId> = (0..actors).collect();
-    for g in groups {
-        let mut members = g.clone();
-        members.sort_by(|&a, &b| sort_keys[a].cmp(&sort_keys[b]).then(a.cmp(&b)));
-        for (&slot, old) in g.iter().zip(members) {
-            perm[old] = slot;
-        }
-    }
-    perm
+    Symmetry { groups: groups.to_vec(), ..Symmetry::default() }.sorting_permutation(actors, sort_keys)
 }
 
 #[cfg(test)]
@@ -423,6 +619,35 @@ mod tests {
     fn the_sorting_permutation_sorts_within_groups_only() {
         assert_eq!(sorting_permutation(&[vec![1, 2, 3]], 4, &[9, 3, 1, 2]), vec![0, 3, 1, 2]);
         assert_eq!(sorting_permutation(&[vec![0, 1]], 3, &[5, 5, 0]), vec![0, 1, 2], "ties keep their order");
+    }
+
+    #[test]
+    fn coupled_groups_move_as_units() {
+        // Hooks 0..3 and their daemons 3..6: hook i and daemon 3 + i move together, sorted by
+        // the pair of their keys.
+        let units = Symmetry::units(&[vec![0, 3], vec![1, 4], vec![2, 5]], Vec::new());
+        assert_eq!(units.groups, [vec![0, 1, 2], vec![3, 4, 5]]);
+        assert!(units.validate(6).is_ok());
+        // Hooks tie; their daemons decide: unit 2 < unit 0 < unit 1.
+        let keys = [1, 1, 1, 5, 7, 2];
+        assert_eq!(units.sorting_permutation(6, &keys), vec![1, 2, 0, 4, 5, 3]);
+        assert_eq!(units.all_permutations(6).len(), 6, "3! renamings, not 3!·3!");
+        // A hook abstracts its own daemon as the first unit's, the others' as another member's.
+        let r = Renaming::abstracting(4, &units.groups[1], &[], &units);
+        assert_eq!((r.actor(1), r.actor(4), r.actor(0), r.actor(3)), (0, 3, OTHER_ACTOR, OTHER_ACTOR));
+    }
+
+    #[test]
+    fn malformed_couplings_are_refused() {
+        let mut units = Symmetry::units(&[vec![0, 2], vec![1, 3]], Vec::new());
+        units.coupled.push((1, 1));
+        assert!(units.validate(4).is_err(), "a group following itself");
+        let mut uneven = Symmetry { groups: vec![vec![0, 1], vec![2, 3, 4]], ..Symmetry::default() };
+        uneven.coupled.push((0, 1));
+        assert!(uneven.validate(5).is_err(), "groups of two lengths");
+        let mut chain = Symmetry { groups: vec![vec![0, 1], vec![2, 3], vec![4, 5]], ..Symmetry::default() };
+        chain.coupled.extend([(0, 1), (1, 2)]);
+        assert!(chain.validate(6).is_err(), "a follower leading");
     }
 
     #[test]

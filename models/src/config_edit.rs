@@ -146,7 +146,7 @@ impl Model for ConfigEdit {
 }
 
 fn build(variant: Variant, params: &Params) -> Result<ConfigEdit, String> {
-    Ok(ConfigEdit { variant, editors: params.count("editors", 2, 1, 3)? })
+    Ok(ConfigEdit { variant, editors: params.workers("editors", 2, 1, 3)? })
 }
 
 pub fn race() -> RaceDef {

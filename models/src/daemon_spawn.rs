@@ -37,6 +37,7 @@ use racelab_harness::catalogue::{Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Phase, Status, Target, View};
 use racelab_harness::op::{ActorId, Op, OsOp, Outcome, Pid, Value};
 use racelab_harness::sim::{Schema, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 /// The PID file that `ensure_daemon_running()` reads and `_spawn_daemon()` writes.
 pub const PID_FILE: &str = "observer.pid";
@@ -234,6 +235,18 @@ impl ObserverActor {
 }
 
 impl Actor for ObserverActor {
+    /// A hook names its daemon actor and the pids it read and spawned; a daemon its own pid.
+    fn rename(&mut self, r: &Renaming) {
+        match self {
+            ObserverActor::Hook(h) => {
+                h.daemon = r.actor(h.daemon);
+                h.pid_file = h.pid_file.map(|p| r.pid(p));
+                h.spawned = h.spawned.map(|p| r.pid(p));
+            }
+            ObserverActor::Daemon(d) => d.pid = d.pid.map(|p| r.pid(p)),
+        }
+    }
+
     fn next_op(&self) -> Option<Op> {
         match self {
             ObserverActor::Hook(h) => h.next_op(),
@@ -261,6 +274,8 @@ impl Model for DaemonSpawn {
 
     fn init(&self) -> (World, Vec<ObserverActor>) {
         let mut world = World::new(Schema::default(), 2 * self.hooks);
+        // Pids are compared only for equality: the actors rename those they remember.
+        world.os.number_by_actors();
         let mut actors = Vec::with_capacity(2 * self.hooks);
         for hook in 0..self.hooks {
             world.os.start_process(&[hook]);
@@ -279,6 +294,13 @@ impl Model for DaemonSpawn {
             .map(|i| format!("hook {}", letter(i)))
             .chain((0..self.hooks).map(|i| format!("daemon {}", letter(i))))
             .collect()
+    }
+
+    /// Hooks are identical, and so are their daemons: a renaming moves hook `i` and the daemon
+    /// it spawns together, with the processes and the pids in the PID file.
+    fn symmetry(&self) -> Option<Symmetry> {
+        let units: Vec<Vec<ActorId>> = (0..self.hooks).map(|i| vec![i, self.hooks + i]).collect();
+        (self.hooks >= 2).then(|| Symmetry::units(&units, Vec::new()).renumbering())
     }
 
     fn invariants(&self) -> Vec<Invariant<ObserverActor>> {
@@ -365,7 +387,7 @@ fn pid_file_names_running_daemon(v: &View<'_, ObserverActor>) -> Result<(), Stri
 }
 
 fn build(variant: Variant, params: &Params) -> Result<DaemonSpawn, String> {
-    Ok(DaemonSpawn { variant, hooks: params.count("hooks", 2, 1, racelab_harness::op::MAX_ACTORS / 2)? })
+    Ok(DaemonSpawn { variant, hooks: params.workers("hooks", 2, 1, racelab_harness::op::MAX_ACTORS / 2)? })
 }
 
 pub fn race() -> RaceDef {

@@ -213,7 +213,7 @@ fn show(content: &str) -> String {
 }
 
 fn build(variant: Variant, params: &Params) -> Result<GuidanceWrite, String> {
-    Ok(GuidanceWrite { variant, writers: params.count("writers", 2, 1, 3)? })
+    Ok(GuidanceWrite { variant, writers: params.workers("writers", 2, 1, 3)? })
 }
 
 pub fn race() -> RaceDef {

@@ -254,7 +254,7 @@ impl Model for NestedLocks {
     fn symmetry(&self) -> Option<Symmetry> {
         let on_path = |path: usize| (path..self.hooks).step_by(2).collect::<Vec<_>>();
         let groups: Vec<Vec<usize>> = [on_path(0), on_path(1)].into_iter().filter(|g| g.len() >= 2).collect();
-        (!groups.is_empty()).then(|| Symmetry { groups, owned_values: Vec::new() })
+        (!groups.is_empty()).then(|| Symmetry { groups, ..Symmetry::default() })
     }
 
     fn invariants(&self) -> Vec<Invariant<LockingTask>> {

@@ -112,9 +112,12 @@ fn slot(outcome: &Outcome) -> Option<i64> {
 }
 
 impl Actor for PooledHook {
-    /// Hooks differ only in their connection; the pool's slots are numbered for everyone.
+    /// Hooks differ only in their connection and the pool slots they checked out, which the
+    /// world renumbers to follow their holders.
     fn rename(&mut self, r: &Renaming) {
         self.conn = r.conn(self.conn);
+        self.lock_slot = self.lock_slot.map(|s| r.slot(s));
+        self.work_slot = self.work_slot.map(|s| r.slot(s));
     }
 
     fn next_op(&self) -> Option<Op> {
@@ -199,7 +202,8 @@ impl Model for PoolExhaustion {
     }
 
     fn symmetry(&self) -> Option<Symmetry> {
-        Some(Symmetry::group(0..self.hooks, Vec::new()))
+        // Slots are interchangeable too: which one a hook got is only a number it checks in.
+        Some(Symmetry::group(0..self.hooks, Vec::new()).renumbering())
     }
 
     fn invariants(&self) -> Vec<Invariant<PooledHook>> {

@@ -42,19 +42,22 @@
 
 use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Target, View};
-use racelab_harness::op::{ConnId, ErrorCode, OnConflict, Op, Outcome, Row, Sql, Value};
+use racelab_harness::op::{ConnId, ErrorCode, OnConflict, Op, Outcome, Row, Sql, Value, MAX_ACTORS};
 use racelab_harness::sim::parts::{CacheOp, TtlCache};
 use racelab_harness::sim::{PartId, Schema, TableDef, UniqueIndex, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const SESSIONS: &str = "conversation_sessions";
 const COLUMNS: [&str; 3] = ["id", "subcontractor_id", "status"];
 const ID: usize = 0;
 const USER_COL: usize = 1;
 const STATUS_COL: usize = 2;
-const USER: Value = Value::Int(7);
+/// The user: a number no session id reaches (ids are 1 to the number of calls), so that the
+/// ids each call owns name that call only (see [`SessionGetOrCreate::symmetry`]).
+const USER: Value = Value::Int(100);
 const ACTIVE: Value = Value::Str("active");
-/// The cache key of the user's session.
-const CACHE_KEY: i64 = 7;
+/// The cache key of the user's session: the user's id, no session id.
+const CACHE_KEY: i64 = 100;
 /// The handlers of one message that each fetched the session, as found.
 const TRIPLE: [&str; 3] = ["pipeline", "direct handler", "action"];
 
@@ -119,6 +122,9 @@ impl SessionCall {
     }
 }
 
+/// The clock's `new_id`: it inserts nothing.
+const CLOCK_ID: i64 = 0;
+
 fn row_id(row: &Row) -> Option<i64> {
     match row.get(ID) {
         Some(Value::Int(id)) => Some(*id),
@@ -127,6 +133,20 @@ fn row_id(row: &Row) -> Option<i64> {
 }
 
 impl Actor for SessionCall {
+    /// Calls differ only in their connection and the id their insert uses; the clock (id 0)
+    /// holds nothing of theirs.
+    fn rename(&mut self, r: &Renaming) {
+        if self.new_id == CLOCK_ID {
+            return;
+        }
+        self.new_id = r.int(self.new_id);
+        self.conn = r.conn(self.conn);
+        self.session = self.session.map(|id| r.int(id));
+        if let Pc::CachePut(id) = &mut self.pc {
+            *id = r.int(*id);
+        }
+    }
+
     fn next_op(&self) -> Option<Op> {
         let conn = self.conn;
         let find = || Sql::Select {
@@ -243,7 +263,7 @@ impl Model for SessionGetOrCreate {
         if cached {
             actors.push(SessionCall {
                 variant: self.variant,
-                new_id: 0,
+                new_id: CLOCK_ID,
                 conn: 0,
                 cache,
                 pc: if self.ticks > 0 { Pc::Tick(self.ticks) } else { Pc::Done },
@@ -274,6 +294,14 @@ impl Model for SessionGetOrCreate {
         vec![Invariant::new(ONE_ACTIVE_SESSION_PER_USER, one_active_session_per_user)]
     }
 
+    /// Every call runs the same code with the same parameters; each owns the id its insert
+    /// uses. The clock is no call and stays outside the group.
+    fn symmetry(&self) -> Option<Symmetry> {
+        let calls = self.calls();
+        let owned = (0..calls).map(|i| vec![Value::Int(i as i64 + 1)]).collect();
+        (calls >= 2).then(|| Symmetry::group(0..calls, owned))
+    }
+
     fn targets(&self) -> Vec<Target<SessionCall>> {
         vec![
             Target::new("a call created a session", |v: &View<Self::Actor>| {
@@ -302,8 +330,11 @@ fn one_active_session_per_user(view: &View<'_, SessionCall>) -> Result<(), Strin
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let default_messages = if variant.calls_per_message() == 3 { 1 } else { 2 };
-    let messages = params.count("messages", default_messages, 1, 3)?;
+    let per = variant.calls_per_message();
+    let default_messages = if per == 3 { 1 } else { 2 };
+    // The clock of `ttl-cache` is one more actor.
+    let most = (MAX_ACTORS - usize::from(variant == Variant::TtlCache)) / per;
+    let messages = params.workers("messages", default_messages, 1, most)?;
     let (ttl, ticks) = if variant == Variant::TtlCache {
         (params.int("ttl", 1, 1, 5)? as u32, params.int("ticks", 1, 0, 6)? as u8)
     } else {
@@ -366,10 +397,10 @@ mod tests {
         assert_eq!(
             texts(&r.events),
             [
-                "find_active_session(subcontractor_id=7, status=active) → none",
-                "find_active_session(subcontractor_id=7, status=active) → none",
-                "create_session(1, 7, active) → [1, 7, active]",
-                "create_session(2, 7, active) → [2, 7, active]",
+                "find_active_session(subcontractor_id=100, status=active) → none",
+                "find_active_session(subcontractor_id=100, status=active) → none",
+                "create_session(1, 100, active) → [1, 100, active]",
+                "create_session(2, 100, active) → [2, 100, active]",
             ]
         );
         assert_eq!(r.violation.unwrap().invariant, ONE_ACTIVE_SESSION_PER_USER);
@@ -379,7 +410,7 @@ mod tests {
     fn ttl_cache_is_filled_too_late_for_calls_that_start_together() {
         let m = model(Variant::TtlCache, 1);
         let r = replay(&m, &Bounds::default(), &steps(&[0, 1, 0, 1, 0, 1])).unwrap();
-        assert_eq!(texts(&r.events)[..2], ["session_cache_get(7) → null", "session_cache_get(7) → null"]);
+        assert_eq!(texts(&r.events)[..2], ["session_cache_get(100) → null", "session_cache_get(100) → null"]);
         assert_eq!(r.violation.unwrap().invariant, ONE_ACTIVE_SESSION_PER_USER);
     }
 
@@ -390,8 +421,8 @@ mod tests {
         let r = replay(&m, &Bounds::default(), &steps(&[0, 0, 0, 0, 1, 3, 3, 2])).unwrap();
         assert_eq!(r.violation, None);
         let cells = texts(&r.events);
-        assert_eq!(cells[4], "session_cache_get(7) → 1");
-        assert_eq!(cells[7], "session_cache_get(7) → null");
+        assert_eq!(cells[4], "session_cache_get(100) → 1");
+        assert_eq!(cells[7], "session_cache_get(100) → null");
     }
 
     #[test]
@@ -401,11 +432,11 @@ mod tests {
         assert_eq!(
             texts(&r.events),
             [
-                "find_active_session(subcontractor_id=7, status=active) → none",
-                "find_active_session(subcontractor_id=7, status=active) → none",
-                "create_session(1, 7, active) → [1, 7, active]",
-                "create_session(2, 7, active) → 23505 unique_violation",
-                "find_active_session(subcontractor_id=7, status=active) → [1, 7, active]",
+                "find_active_session(subcontractor_id=100, status=active) → none",
+                "find_active_session(subcontractor_id=100, status=active) → none",
+                "create_session(1, 100, active) → [1, 100, active]",
+                "create_session(2, 100, active) → 23505 unique_violation",
+                "find_active_session(subcontractor_id=100, status=active) → [1, 100, active]",
             ]
         );
         assert_eq!(r.violation, None);

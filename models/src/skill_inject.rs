@@ -25,11 +25,11 @@
 //! Which variant does not hold: `stale-read`. Both hooks load the agent; hook 1 locks, injects,
 //! persists and unlocks; hook 2 locks and its cached copy still says "never injected" (`racelab
 //! explain skill-inject/stale-read`, 8 steps). `refresh` holds, explored completely for two hooks
-//! with no faults (50 states). It does not survive a crash between sending the prompt and
-//! persisting the time: with `crashes = 1` the explorer finds hook 1 loading, locking, refreshing
-//! (null) and sending, then crashing; hook 2 refreshes, still reads null, and sends again (9
-//! steps). That is at-least-once delivery, which no fresher read closes; the scenario therefore
-//! explores no faults.
+//! with no faults (26 states: the hooks are symmetric). It does not survive a crash between
+//! sending the prompt and persisting the time: with `crashes = 1` the explorer finds hook 1
+//! loading, locking, refreshing (null) and sending, then crashing; hook 2 refreshes, still reads
+//! null, and sends again (9 steps). That is at-least-once delivery, which no fresher read
+//! closes; the scenario therefore explores no faults.
 //!
 //! ## Invariant
 //!
@@ -37,15 +37,21 @@
 
 use racelab_harness::catalogue::{DynModel, Params, RaceDef, VariantDef};
 use racelab_harness::model::{Actor, Invariant, Model, Target, View};
-use racelab_harness::op::{ConnId, ErrorCode, Expr, LockScope, Op, Outcome, Row, Sql, Value};
+use racelab_harness::op::{ConnId, ErrorCode, Expr, LockScope, Op, Outcome, Row, Sql, Value, MAX_ACTORS};
 use racelab_harness::sim::{Schema, TableDef, World};
+use racelab_harness::symmetry::{Renaming, Symmetry};
 
 const AGENTS: &str = "agents";
 const COLUMNS: [&str; 2] = ["id", "prompt_injected_at"];
 const INJECTED_AT: usize = 1;
 const AGENT_ID: Value = Value::Int(1);
 const AGENT_KEY: i64 = (1 << 32) | 1;
-const TIMES: [&str; 3] = ["t1", "t2", "t3"];
+
+/// The time hook `i` persists: one string per hook, compared with nothing but null, so the
+/// hooks are identical up to it.
+fn time_of(i: usize) -> &'static str {
+    racelab_harness::intern(format!("t{}", i + 1))
+}
 
 pub const ONE_INJECTION_PER_AGENT: &str = "one-injection-per-agent";
 
@@ -89,6 +95,20 @@ impl SkillInjector {
 }
 
 impl Actor for SkillInjector {
+    /// Hooks differ only in their connections and the time they persist, which a cached row
+    /// may hold.
+    fn rename(&mut self, r: &Renaming) {
+        self.lock = r.conn(self.lock);
+        self.work = r.conn(self.work);
+        self.now = match r.value(Value::Str(self.now)) {
+            Value::Str(now) => now,
+            other => unreachable!("a time renamed to {other}"),
+        };
+        if let Some(row) = &mut self.cached {
+            r.row(row);
+        }
+    }
+
     fn next_op(&self) -> Option<Op> {
         let load = || Sql::Select { table: AGENTS, filter: vec![("id", AGENT_ID)], lock: None };
         let op = match self.pc {
@@ -170,7 +190,7 @@ impl Model for SkillInject {
                 variant: self.variant,
                 lock: world.connect(i),
                 work: world.connect(i),
-                now: TIMES[i],
+                now: time_of(i),
                 pc: Pc::Load,
                 cached: None,
                 locked: false,
@@ -183,6 +203,12 @@ impl Model for SkillInject {
 
     fn actor_names(&self) -> Vec<String> {
         (1..=self.hooks).map(|i| format!("hook {i}")).collect()
+    }
+
+    /// Every hook runs the same injector; each owns the time it persists.
+    fn symmetry(&self) -> Option<Symmetry> {
+        let owned = (0..self.hooks).map(|i| vec![Value::Str(time_of(i))]).collect();
+        (self.hooks >= 2).then(|| Symmetry::group(0..self.hooks, owned))
     }
 
     fn invariants(&self) -> Vec<Invariant<SkillInjector>> {
@@ -215,7 +241,7 @@ fn one_injection_per_agent(view: &View<'_, SkillInjector>) -> Result<(), String>
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.count("hooks", 2, 2, TIMES.len())?;
+    let hooks = params.workers("hooks", 2, 2, MAX_ACTORS)?;
     Ok(Box::new(SkillInject { variant, hooks }))
 }
 

@@ -246,7 +246,7 @@ fn show(content: &str) -> String {
 }
 
 fn build(variant: Variant, params: &Params) -> Result<StateSave, String> {
-    Ok(StateSave { variant, savers: params.count("savers", 2, 1, 3)?, saves: params.count("saves", 1, 1, 3)? })
+    Ok(StateSave { variant, savers: params.workers("savers", 2, 1, 3)?, saves: params.count("saves", 1, 1, 3)? })
 }
 
 pub fn race() -> RaceDef {

@@ -16,14 +16,16 @@ use racelab_harness::run::Backend;
 use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
 use racelab_harness::symmetry::{Renaming, Symmetry};
 
-fn assert_same(id: &str, model: &dyn DynModel, bounds: &Bounds) {
+/// Compares the two searches; false when the plain one stopped at a bound first, so that there
+/// was nothing to compare.
+fn assert_same(id: &str, model: &dyn DynModel, bounds: &Bounds) -> bool {
     let (plain, plain_finals) = model.final_classes(bounds, false, false);
     let (reduced, reduced_finals) = model.final_classes(bounds, true, false);
     let verdict = |e: &racelab_harness::explore::Exploration| e.violation.as_ref().map(|(v, _)| v.invariant.clone());
     if !plain.complete && plain.violation.is_none() {
         // The plain search stopped at a bound before finding anything; the reduced one may well
         // finish, or find what lay beyond the bound. There is nothing to compare against.
-        return;
+        return false;
     }
     assert_eq!(
         plain.complete, reduced.complete,
@@ -49,6 +51,7 @@ fn assert_same(id: &str, model: &dyn DynModel, bounds: &Bounds) {
         );
         assert!(reduced.stats.states <= plain.stats.states, "{id}: more states with the reduction");
     }
+    true
 }
 
 fn with_workers(race: &str, variant: &str, param: &str, n: usize) -> Box<dyn DynModel> {
@@ -327,6 +330,48 @@ fn reduced_and_plain_searches_agree_on_the_lock_and_session_races_with_more_work
 }
 
 #[test]
+fn reduced_and_plain_searches_agree_on_the_races_made_symmetric_last() {
+    let crash = Bounds { crashes: 1, ..Bounds::default() };
+    let mut compared = 0;
+    // Hooks and the daemons they spawn, renamed as units with their processes and pids.
+    for variant in ["unlocked", "flock-spawn", "daemon-writes-pid"] {
+        let model = with_workers("daemon-spawn", variant, "hooks", 3);
+        compared += usize::from(assert_same(&format!("daemon-spawn/{variant} × 3"), &*model, &crash));
+    }
+    let model = with_workers("daemon-spawn", "daemon-writes-pid", "hooks", 4);
+    compared += usize::from(assert_same("daemon-spawn/daemon-writes-pid × 4", &*model, &crash));
+    // Calls that own the ids of the sessions they insert; the TTL cache's clock is no call.
+    for variant in ["triple-call", "ttl-cache"] {
+        let model = with_workers("session-get-or-create", variant, "messages", 1);
+        compared += usize::from(assert_same(&format!("session-get-or-create/{variant} × 3 calls"), &*model, &crash));
+    }
+    for variant in ["pass-through", "partial-unique-index"] {
+        let model = with_workers("session-get-or-create", variant, "messages", 4);
+        let bounds = Bounds { crashes: 1, errors: 1, ..Bounds::default() };
+        compared += usize::from(assert_same(&format!("session-get-or-create/{variant} × 4"), &*model, &bounds));
+    }
+    // Hooks that own the time they persist.
+    for variant in ["stale-read", "refresh"] {
+        for (n, bounds) in [(4, Bounds::default()), (3, crash.clone())] {
+            let model = with_workers("skill-inject", variant, "hooks", n);
+            compared += usize::from(assert_same(&format!("skill-inject/{variant} × {n}"), &*model, &bounds));
+        }
+    }
+    // Pool slots renumbered to follow their holders: three slots for four hooks.
+    let catalogue = racelab_models::catalogue();
+    let def = catalogue.iter().find(|r| r.id == "pool-exhaustion").expect("race");
+    let build = def.variants.iter().find(|v| v.id == "checkout-timeout").expect("variant").build;
+    let params = BTreeMap::from([
+        ("hooks".to_string(), Param::Int(4)),
+        ("pool_size".to_string(), Param::Int(2)),
+        ("max_overflow".to_string(), Param::Int(1)),
+    ]);
+    let model = build(&Params::new(params)).expect("builds");
+    compared += usize::from(assert_same("pool-exhaustion/checkout-timeout × 4, 3 slots", &*model, &crash));
+    assert_eq!(compared, 13, "a plain search stopped at its bound, so there was nothing to compare");
+}
+
+#[test]
 fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
     // The search refuses (panics on) a seeded row holding an owned value; building and
     // starting each symmetric model at the largest worker count shows none does.
@@ -340,11 +385,16 @@ fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
         ("summarise-dedup", "for-update-nowait", "summarisers"),
         ("pool-exhaustion", "checkout-timeout", "hooks"),
         ("reaper-commit", "commit-inside-lock", "hooks"),
+        ("session-get-or-create", "partial-unique-index", "messages"),
+        ("skill-inject", "refresh", "hooks"),
+        ("daemon-spawn", "daemon-writes-pid", "hooks"),
     ] {
         let workers = match race {
             "pool-exhaustion" => 24,
             // The reaper is an actor too.
             "reaper-commit" => racelab_harness::op::MAX_ACTORS - 1,
+            // A hook and its daemon are two actors.
+            "daemon-spawn" => racelab_harness::op::MAX_ACTORS / 2,
             _ => racelab_harness::op::MAX_ACTORS,
         };
         let model = with_workers(race, variant, param, workers);
@@ -352,4 +402,56 @@ fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
         let (start, _) = model.final_classes(&Bounds { max_states: 1, ..Bounds::default() }, true, false);
         assert!(!start.complete, "{race}/{variant}: one state is not the whole space");
     }
+}
+
+/// Distinct canonical keys and distinct classes (exact keys) among the states a search keyed
+/// by the canonical key visits, breadth first.
+fn canonical_keys_and_classes<M: Model>(model: &M, bounds: &Bounds) -> (usize, usize) {
+    use racelab_harness::explore::state::State;
+    let symmetry = model.symmetry().expect("a symmetric model");
+    let initial = State::initial(model);
+    let mut keys = std::collections::BTreeSet::from([initial.canonical_fingerprint(&symmetry)]);
+    let mut classes = std::collections::BTreeSet::new();
+    let mut queue = std::collections::VecDeque::from([initial]);
+    while let Some(state) = queue.pop_front() {
+        assert!(keys.len() < 100_000, "a small model");
+        classes.insert(state.class_fingerprint(&symmetry));
+        for choice in state.choices(bounds) {
+            let mut next = state.clone();
+            next.apply(choice, bounds);
+            if keys.insert(next.canonical_fingerprint(&symmetry)) {
+                queue.push_back(next);
+            }
+        }
+    }
+    (keys.len(), classes.len())
+}
+
+#[test]
+fn the_canonical_key_is_one_key_per_class_where_the_tables_grow_most() {
+    // Why nested-locks, daemon-spawn, skill-inject and the pool still grow with the workers:
+    // not a key finer than the classes (that would be states equal up to renaming explored
+    // twice), but the classes themselves.
+    use racelab_models::{daemon_spawn, nested_locks, pool_exhaustion, skill_inject};
+    let crash = Bounds { crashes: 1, ..Bounds::default() };
+    let nested = nested_locks::NestedLocks { variant: nested_locks::Variant::SingleNamespace, hooks: 4 };
+    let (keys, classes) = canonical_keys_and_classes(&nested, &crash);
+    assert_eq!(keys, classes, "nested-locks/single-namespace × 4");
+    let daemons = daemon_spawn::DaemonSpawn { variant: daemon_spawn::Variant::DaemonWritesPid, hooks: 4 };
+    let (keys, classes) = canonical_keys_and_classes(&daemons, &crash);
+    assert_eq!(keys, classes, "daemon-spawn/daemon-writes-pid × 4");
+    let skill = skill_inject::SkillInject { variant: skill_inject::Variant::Refresh, hooks: 4 };
+    let (keys, classes) = canonical_keys_and_classes(&skill, &Bounds::default());
+    assert_eq!(keys, classes, "skill-inject/refresh × 4");
+    // A hook's two slots are numbered in their old order: states that differ only by which of
+    // them is its lock connection keep two keys (3,817 keys for 3,677 classes: 4 % more).
+    let pool = pool_exhaustion::PoolExhaustion {
+        variant: pool_exhaustion::Variant::CheckoutTimeout,
+        hooks: 4,
+        pool_size: 1,
+        max_overflow: 1,
+        checkout_timeout: true,
+    };
+    let (keys, classes) = canonical_keys_and_classes(&pool, &crash);
+    assert!(keys >= classes && keys * 100 <= classes * 105, "pool: {keys} keys for {classes} classes");
 }

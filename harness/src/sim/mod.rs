@@ -341,18 +341,72 @@ impl World {
 
     /// What the world keeps about `actor`, independent of which of a group of identical actors
     /// it is (`abstracting` is [`Renaming::abstracting`] for it): for sorting the group.
-    pub(crate) fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> (Option<Where>, Vec<u128>) {
-        (self.waits_in[actor], self.db.actor_signature(actor, abstracting))
+    pub(crate) fn actor_signature(
+        &self,
+        actor: ActorId,
+        abstracting: &Renaming,
+    ) -> (Option<Where>, Vec<u128>, u128, Vec<u128>) {
+        let parts = self.parts.0.iter().map(|p| p.actor_signature_dyn(actor, abstracting)).collect();
+        (
+            self.waits_in[actor],
+            self.db.actor_signature(actor, abstracting),
+            self.os.actor_signature(actor, abstracting),
+            parts,
+        )
     }
 
     /// Rename actors, their connections and their values in every subsystem. Only after
-    /// [`World::renamable`] said yes.
-    pub fn rename(&mut self, renaming: &Renaming) {
+    /// [`World::renamable`] said yes. When the renaming lets the world renumber what it hands
+    /// out in turn ([`crate::symmetry::Symmetry::renumbers`]), the world numbers the slots of its
+    /// one connection pool and its processes in the order of the renamed actors holding them, and
+    /// returns the renaming with those numbers, for the actors to rename what they remember.
+    pub fn rename(&mut self, renaming: &Renaming) -> Option<Renaming> {
         assert_eq!(renaming.len(), self.waits_in.len(), "a renaming of this world's actors");
+        let numbered = renaming.follows_numbers().then(|| {
+            let slots = self.pool().map(|pool| pool.slot_renumbering(renaming));
+            self.with_pids(renaming, slots)
+        });
+        let renaming = numbered.as_ref().unwrap_or(renaming);
         renaming.permute(&mut self.waits_in);
         for part in self.all() {
             part.rename_dyn(renaming);
         }
+        numbered
+    }
+
+    /// `renaming` once for every numbering of the pool's slots (pids as [`World::rename`]
+    /// numbers them, which is exact: each process follows the actor it was started for). For
+    /// the exact class key, which tries every renaming.
+    pub(crate) fn every_slot_numbering(&self, renaming: &Renaming) -> Vec<Renaming> {
+        if !renaming.follows_numbers() {
+            return vec![renaming.clone()];
+        }
+        let Some(pool) = self.pool() else { return vec![self.with_pids(renaming, None)] };
+        let slots = pool.slot_count();
+        assert!(slots <= 6, "the exact class key tries every numbering of at most 6 pool slots");
+        crate::symmetry::permutations(slots)
+            .into_iter()
+            .map(|order| {
+                let map = order.iter().enumerate().map(|(old, &new)| (old as i64, new as i64)).collect();
+                self.with_pids(renaming, Some(map))
+            })
+            .collect()
+    }
+
+    /// The world's one connection pool (two number their slots alike: then neither is
+    /// renumbered).
+    fn pool(&self) -> Option<&parts::ConnectionPool> {
+        let mut pools = self.parts.0.iter().filter_map(|p| p.as_any().downcast_ref::<parts::ConnectionPool>());
+        match (pools.next(), pools.next()) {
+            (Some(pool), None) => Some(pool),
+            _ => None,
+        }
+    }
+
+    fn with_pids(&self, renaming: &Renaming, slots: Option<Vec<(i64, i64)>>) -> Renaming {
+        // Only an OS whose model numbers processes by its actors renames pids.
+        let pids = (self.os.has_processes() && self.os.numbered_by_actors()).then(|| self.os.pid_renumbering(renaming));
+        renaming.with_numbers(slots, pids)
     }
 
     /// What the transitions applied since the last call touched.

@@ -22,6 +22,27 @@ use crate::symmetry::Renaming;
 /// The pid of the first process; later ones count up from it.
 const FIRST_PID: Pid = 100;
 
+fn pid_at(index: usize) -> i64 {
+    i64::from(FIRST_PID) + index as i64
+}
+
+/// A path an actor owns (a per-worker file) is renamed as the value it is.
+fn rename_path(r: &Renaming, path: &'static str) -> &'static str {
+    match r.value(Value::Str(path)) {
+        Value::Str(p) => p,
+        other => panic!("path {path} renamed to {other}"),
+    }
+}
+
+/// Rename a pid or value in an outcome; always true (for use in expressions).
+fn rename_outcome(r: &Renaming, outcome: &mut Outcome) -> bool {
+    match outcome {
+        Outcome::Pid(p) => *p = r.pid(*p),
+        other => r.outcome(other),
+    }
+    true
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Process {
     alive: bool,
@@ -64,6 +85,9 @@ pub struct Os {
     waits: Vec<Option<Wait>>,
     files: BTreeMap<&'static str, Value>,
     flocks: BTreeMap<&'static str, FlockState>,
+    /// The model's actors rename the pids they remember, so processes may be renumbered
+    /// (see [`Os::number_by_actors`]).
+    renumbered: bool,
     /// Real processes running the same ops, when a stateless explorer attached them.
     real: Option<RealOs>,
 }
@@ -121,8 +145,53 @@ impl Os {
             waits: vec![None; actors],
             files: BTreeMap::new(),
             flocks: BTreeMap::new(),
+            renumbered: false,
             real: None,
         }
+    }
+
+    /// Declare that the model's actors rename every pid they remember with
+    /// [`crate::symmetry::Renaming::pid`], and that every number in a file equal to a pid names
+    /// that process: a symmetric search may then rename processes, files and flocks, numbering
+    /// processes in the order of the actors they run (see [`crate::symmetry::Symmetry::renumbers`]).
+    pub fn number_by_actors(&mut self) {
+        self.renumbered = true;
+    }
+
+    /// Did the model declare [`Os::number_by_actors`]?
+    pub fn numbered_by_actors(&self) -> bool {
+        self.renumbered
+    }
+
+    /// Old pid → new pid: processes numbered in the order of the (renamed) actor each was
+    /// started for, so that equal states up to renaming get equal pids.
+    pub(crate) fn pid_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
+        let mut order: Vec<(ActorId, usize)> = (0..self.processes.len())
+            .map(|i| (self.processes[i].actors.first().map_or(ActorId::MAX, |&a| r.actor(a)), i))
+            .collect();
+        order.sort_unstable();
+        order.iter().enumerate().map(|(new, &(_, old))| (pid_at(old), pid_at(new))).collect()
+    }
+
+    /// What the OS keeps about `actor`, with other members and every pid abstracted, for
+    /// sorting a group of identical actors.
+    pub(crate) fn signature(&self, actor: ActorId, r: &Renaming) -> u128 {
+        let alive = self.process_of[actor].map(|p| self.is_alive(p));
+        let wait = self.waits[actor].as_ref().map(|w| {
+            let on = match w.on {
+                WaitFor::Spawn => None,
+                WaitFor::Flock(path) => Some(rename_path(r, path)),
+            };
+            (on, w.outcome.clone().map(|mut o| rename_outcome(r, &mut o).then_some(o)))
+        });
+        let flocks: Vec<(&'static str, bool, Option<usize>)> = self
+            .flocks
+            .iter()
+            .filter(|(_, f)| f.holder == actor || f.queue.contains(&actor))
+            .map(|(&path, f)| (rename_path(r, path), f.holder == actor, f.queue.iter().position(|&a| a == actor)))
+            .collect();
+        let mates = self.process_of[actor].and_then(|p| self.process(p)).map_or(0, |p| p.actors.len());
+        crate::explore::state::fingerprint_of(&(alive, mates, self.dormant[actor], self.stillborn[actor], wait, flocks))
     }
 
     /// Does this world start or spawn any process?
@@ -312,26 +381,84 @@ impl Os {
 impl Subsystem for Os {
     type Op = OsOp;
 
-    /// Only an operating system no actor has used yet: every actor's entry is the same then,
-    /// so a renaming changes nothing. Pids and files would need renaming of their own.
+    /// An operating system no actor has used yet: every actor's entry is the same then, so a
+    /// renaming changes nothing. Once used, only when the model numbers processes by its actors
+    /// ([`Os::number_by_actors`]): pids are then renumbered to follow them.
     fn renamable(&self) -> Result<(), String> {
-        let untouched = self.real.is_none()
-            && self.processes.is_empty()
+        let untouched = self.processes.is_empty()
             && self.process_of.iter().all(Option::is_none)
             && !self.dormant.iter().any(|&d| d)
             && !self.stillborn.iter().any(|&d| d)
             && self.waits.iter().all(Option::is_none)
             && self.files.is_empty()
             && self.flocks.is_empty();
-        if untouched {
-            Ok(())
-        } else {
-            Err("processes, files and flocks are not renamed".to_string())
+        match (&self.real, untouched || self.renumbered) {
+            (None, true) => Ok(()),
+            (Some(_), _) => Err("real processes cannot be renamed".to_string()),
+            (None, false) => Err("processes, files and flocks are renamed only when the model numbers processes \
+                                  by its actors"
+                .to_string()),
         }
     }
 
-    fn rename(&mut self, _: &Renaming) {
+    /// Processes move to their new pids and run the renamed actors; per-actor entries move with
+    /// their actors; files and flocks keep their (renamed) paths, and a number in a file that is
+    /// a pid becomes the new pid.
+    fn rename(&mut self, r: &Renaming) {
         debug_assert!(self.renamable().is_ok());
+        if !self.renumbered {
+            return;
+        }
+        let pids = self.processes.len();
+        let is_pid = |v: i64| (pid_at(0)..pid_at(pids)).contains(&v);
+        let mut processes = self.processes.clone();
+        for (i, process) in self.processes.iter().enumerate() {
+            let at = r.pid(pid_at(i) as Pid) - FIRST_PID;
+            processes[at as usize] =
+                Process { alive: process.alive, actors: process.actors.iter().map(|&a| r.actor(a)).collect() };
+        }
+        self.processes = processes;
+        self.process_of.iter_mut().flatten().for_each(|p| *p = r.pid(*p));
+        r.permute(&mut self.process_of);
+        r.permute(&mut self.dormant);
+        r.permute(&mut self.stillborn);
+        for wait in self.waits.iter_mut().flatten() {
+            if let WaitFor::Flock(path) = &mut wait.on {
+                *path = rename_path(r, path);
+            }
+            if let Some(o) = &mut wait.outcome {
+                rename_outcome(r, o);
+            }
+        }
+        r.permute(&mut self.waits);
+        let files = std::mem::take(&mut self.files);
+        self.files = files
+            .into_iter()
+            .map(|(path, content)| {
+                let content = match content {
+                    Value::Int(v) if is_pid(v) => Value::Int(i64::from(r.pid(v as Pid))),
+                    other => r.value(other),
+                };
+                (rename_path(r, path), content)
+            })
+            .collect();
+        let flocks = std::mem::take(&mut self.flocks);
+        self.flocks = flocks
+            .into_iter()
+            .map(|(path, f)| {
+                let renamed =
+                    FlockState { holder: r.actor(f.holder), queue: f.queue.iter().map(|&a| r.actor(a)).collect() };
+                (rename_path(r, path), renamed)
+            })
+            .collect();
+    }
+
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
+        if self.renumbered {
+            self.signature(actor, abstracting)
+        } else {
+            0
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -517,6 +644,50 @@ mod tests {
         let dead = os.process_mates(actor);
         os.on_crash(&dead, &mut Footprint::default());
         dead
+    }
+
+    /// Hooks 0 and 1 each spawn their daemon (2 and 3), `first` first; the daemon of `first`
+    /// takes the lock and names itself in the PID file.
+    fn spawned_in_turn(first: ActorId) -> crate::sim::World {
+        use crate::op::Op;
+        let mut world = crate::sim::World::new(crate::sim::Schema::default(), 4);
+        world.os.number_by_actors();
+        world.os.start_process(&[0]);
+        world.os.start_process(&[1]);
+        world.os.add_dormant(2);
+        world.os.add_dormant(3);
+        for hook in [first, 1 - first] {
+            world.apply(hook, &Op::os("spawn", OsOp::SpawnProcess { actor: hook + 2 }));
+        }
+        let daemon = first + 2;
+        world.apply(daemon, &Op::os("lock", OsOp::Flock { path: LOCK, nonblocking: true }));
+        let pid = world.os.pid_of(daemon).expect("spawned");
+        world.apply(daemon, &Op::os("name", OsOp::WriteFile { path: "pid", content: Value::Int(pid.into()) }));
+        world
+    }
+
+    #[test]
+    fn a_renamed_os_equals_the_os_built_with_the_renamed_actors() {
+        use crate::symmetry::{Renaming, Symmetry};
+        let units = Symmetry::units(&[vec![0, 2], vec![1, 3]], Vec::new()).renumbering();
+        let mut world = spawned_in_turn(1);
+        assert_eq!(world.os.pid_of(3), Some(102));
+        let numbered = world.rename(&Renaming::new(vec![1, 0, 3, 2], &[], &units)).expect("pids renumbered");
+        // Hook 1's daemon, spawned first as pid 102, is now hook 0's daemon, still pid 102;
+        // the hooks' own processes swap pids with them.
+        assert_eq!(world, spawned_in_turn(0));
+        assert_eq!((numbered.pid(100), numbered.pid(101), numbered.pid(102)), (101, 100, 102));
+        assert_eq!(world.os.file("pid"), Some(Value::Int(102)));
+        assert_eq!(world.os.flock_holder(LOCK), Some(102));
+    }
+
+    #[test]
+    fn an_os_in_use_is_renamed_only_when_the_model_numbers_processes_by_actors() {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        assert!(os.renamable().is_err());
+        os.number_by_actors();
+        assert!(os.renamable().is_ok());
     }
 
     fn flock(nonblocking: bool) -> OsOp {

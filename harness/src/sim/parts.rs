@@ -117,6 +117,18 @@ impl Subsystem for Mutex {
         self.granted.iter_mut().for_each(|a| *a = r.actor(*a));
     }
 
+    /// The locks `actor` holds or waits for (keys as `abstracting` names them), and where in
+    /// each queue.
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
+        let mine: Vec<(i64, bool, Option<usize>)> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.holder == Some(actor) || l.waiters.contains(&actor))
+            .map(|(&k, l)| (abstracting.int(k), l.holder == Some(actor), l.waiters.iter().position(|&a| a == actor)))
+            .collect();
+        crate::explore::state::fingerprint_of(&(mine, self.granted.contains(&actor)))
+    }
+
     fn apply(&mut self, actor: ActorId, op: &MutexOp, fp: &mut Footprint) -> Applied {
         match *op {
             MutexOp::Lock(key) => {
@@ -509,6 +521,24 @@ impl ConnectionPool {
         &self.waiters
     }
 
+    /// Old slot → new slot: the slots every checkout treats alike, numbered in the order of
+    /// their renamed holders (a slot handed over but not collected after one held, then free
+    /// slots), ties in their old order. An actor's two slots thus keep their relative order.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn slot_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
+        let mut order: Vec<(ActorId, bool, usize)> = (0..self.slots.len())
+            .map(|s| {
+                let granted = self.granted.iter().any(|&(_, g)| usize::from(g) == s);
+                (self.slots[s].map_or(ActorId::MAX, |a| r.actor(a)), granted, s)
+            })
+            .collect();
+        order.sort_unstable();
+        order.iter().enumerate().map(|(new, &(_, _, old))| (old as i64, new as i64)).collect()
+    }
+
     fn hand_over(&mut self, slot: usize) {
         if self.waiters.is_empty() {
             self.slots[slot] = None;
@@ -531,11 +561,27 @@ impl Subsystem for ConnectionPool {
         Ok(())
     }
 
-    /// Slots keep their numbers; who holds or waits for them is renamed.
+    /// Who holds or waits for a slot is renamed; the slots themselves move to the numbers
+    /// `r` gives them ([`ConnectionPool::slot_renumbering`], or kept).
     fn rename(&mut self, r: &Renaming) {
-        self.slots.iter_mut().flatten().for_each(|a| *a = r.actor(*a));
+        let mut slots = vec![None; self.slots.len()];
+        for (s, holder) in self.slots.iter().enumerate() {
+            slots[r.slot(s as i64) as usize] = holder.map(|a| r.actor(a));
+        }
+        self.slots = slots;
         self.waiters.iter_mut().for_each(|a| *a = r.actor(*a));
-        self.granted.iter_mut().for_each(|(a, _)| *a = r.actor(*a));
+        for (a, slot) in &mut self.granted {
+            *a = r.actor(*a);
+            *slot = r.slot(i64::from(*slot)) as u8;
+        }
+    }
+
+    /// How many slots `actor` holds, whether one was handed to it, where it waits.
+    fn actor_signature(&self, actor: ActorId, _: &Renaming) -> u128 {
+        let held = self.slots.iter().filter(|&&h| h == Some(actor)).count();
+        let granted = self.granted.iter().any(|&(a, _)| a == actor);
+        let queued = self.waiters.iter().position(|&a| a == actor);
+        crate::explore::state::fingerprint_of(&(held, granted, queued))
     }
 
     fn apply(&mut self, actor: ActorId, op: &PoolOp, fp: &mut Footprint) -> Applied {
@@ -685,6 +731,12 @@ impl Subsystem for Timer {
     fn rename(&mut self, r: &Renaming) {
         self.sleepers.iter_mut().for_each(|(a, _)| *a = r.actor(*a));
         self.idle_clocks.iter_mut().for_each(|a| *a = r.actor(*a));
+    }
+
+    /// Where `actor` sleeps and how long it has left, or where it waits as a clock.
+    fn actor_signature(&self, actor: ActorId, _: &Renaming) -> u128 {
+        let asleep = self.sleepers.iter().position(|&(a, _)| a == actor).map(|k| (k, self.sleepers[k].1));
+        crate::explore::state::fingerprint_of(&(asleep, self.idle_clocks.iter().position(|&a| a == actor)))
     }
 
     fn apply(&mut self, actor: ActorId, op: &TimerOp, fp: &mut Footprint) -> Applied {
@@ -840,6 +892,37 @@ mod tests {
         assert_eq!(p.take_ready(3, &mut fp()), Some(Outcome::Value(Value::Int(1))));
         assert_eq!(p.apply(0, &PoolOp::Checkin(1), &mut fp()), Applied::Done(Outcome::Err(EPERM)));
         assert_eq!(p.in_use(), 2);
+    }
+
+    #[test]
+    fn a_renamed_pool_equals_the_pool_built_with_the_renamed_holders() {
+        use crate::symmetry::{Renaming, Symmetry};
+        // Hooks 0 and 1 check out in turn; hook 2 waits.
+        let build = |first: ActorId, second: ActorId| {
+            let mut world = World::new(Schema::default(), 3);
+            let pool = world.add_part(ConnectionPool::new(1, 1, false));
+            for actor in [first, second, 2] {
+                world.apply(actor, &pool.op("checkout", PoolOp::Checkout));
+            }
+            world
+        };
+        let symmetry = Symmetry::group(0..3, Vec::new()).renumbering();
+        let swap = Renaming::new(vec![1, 0, 2], &[], &symmetry);
+        let mut swapped = build(0, 1);
+        let numbered = swapped.rename(&swap).expect("slots renumbered");
+        // Hook 1 (was 0) holds slot 1 (was 0): slots follow their holders, so hook 0 (was 1)
+        // holds slot 0, as when hook 0 checked out first.
+        assert_eq!(swapped, build(0, 1));
+        assert_eq!((numbered.slot(0), numbered.slot(1)), (1, 0));
+        // The state built with the renamed holders (hook 1 first), numbered the same way.
+        let mut renamed_ids = build(1, 0);
+        assert_ne!(renamed_ids, build(0, 1));
+        renamed_ids.rename(&Renaming::new(vec![0, 1, 2], &[], &symmetry));
+        assert_eq!(renamed_ids, swapped);
+        // Without the model's word, slots keep their numbers: who holds them is renamed only.
+        let mut kept = build(0, 1);
+        assert!(kept.rename(&Renaming::new(vec![1, 0, 2], &[], &Symmetry::group(0..3, Vec::new()))).is_none());
+        assert_eq!(kept, build(1, 0));
     }
 
     #[test]

@@ -106,6 +106,16 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
         Err(format!("the {} part does not rename actors", self.name()))
     }
 
+    /// What this state keeps about `actor` (where it waits in a queue, what it holds), for
+    /// sorting a group of identical actors: `abstracting` ([`Renaming::abstracting`]) names
+    /// the other members, their values and every slot and pid alike, so the result must not
+    /// depend on which member `actor` is. States that differ only in such a queue order then
+    /// sort alike. Nothing by default.
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
+        let _ = (actor, abstracting);
+        0
+    }
+
     /// Rename the actors, connections and values this state keeps, as `renaming` says. Called
     /// only when [`Subsystem::renamable`] is `Ok`.
     fn rename(&mut self, renaming: &Renaming) {
@@ -186,6 +196,7 @@ pub trait Part: Any + Debug + Send + Sync {
     fn describe_dyn(&self) -> Vec<String>;
     fn renamable_dyn(&self) -> Result<(), String>;
     fn rename_dyn(&mut self, renaming: &Renaming);
+    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming) -> u128;
 }
 
 fn downcast<S: Subsystem>(s: &S, op: &dyn AnyOp) -> S::Op {
@@ -254,6 +265,9 @@ impl<S: Subsystem> Part for S {
     }
     fn rename_dyn(&mut self, renaming: &Renaming) {
         self.rename(renaming)
+    }
+    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
+        self.actor_signature(actor, abstracting)
     }
 }
 
