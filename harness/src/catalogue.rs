@@ -136,6 +136,14 @@ pub trait DynModel: Send + Sync {
     /// The exhaustive search with symmetry reduction on or off, with the class of every final
     /// state it reached: for checking the reduction against the plain search.
     fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>);
+    /// The DPOR search, with its final states and traces; see [`crate::explore::dpor`].
+    fn explore_dpor(
+        &self,
+        bounds: &Bounds,
+        dpor: &crate::explore::dpor::Dpor,
+    ) -> (Exploration, crate::explore::dpor::DporReport);
+    /// Every execution up to `cap`, grouped into traces; see [`crate::explore::dpor::count_traces`].
+    fn count_traces(&self, bounds: &Bounds, cap: u64) -> crate::explore::dpor::TraceCount;
 }
 
 impl<M: Model> DynModel for M {
@@ -208,6 +216,16 @@ impl<M: Model> DynModel for M {
     fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>) {
         let search = crate::explore::exhaustive::Exhaustive { symmetry, sleep_sets, ..Default::default() };
         search.final_classes(self, bounds)
+    }
+    fn explore_dpor(
+        &self,
+        bounds: &Bounds,
+        dpor: &crate::explore::dpor::Dpor,
+    ) -> (Exploration, crate::explore::dpor::DporReport) {
+        dpor.run(self, bounds)
+    }
+    fn count_traces(&self, bounds: &Bounds, cap: u64) -> crate::explore::dpor::TraceCount {
+        crate::explore::dpor::count_traces(self, bounds, cap)
     }
 }
 
