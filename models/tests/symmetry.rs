@@ -337,3 +337,42 @@ fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
         assert!(!start.complete, "{race}/{variant}: one state is not the whole space");
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// DPOR on the same random database programs (locks that wait and are granted, inserts that
+    /// wait on uncommitted keys, timeouts and crashes that cancel or grant waits): it reaches the
+    /// final states of an enumeration without reduction and runs every one of its traces (or,
+    /// where the enumeration is too long, the final states of the plain exhaustive search).
+    /// Programs with more than 5,000 traces are left out.
+    #[test]
+    fn dpor_runs_every_trace_of_random_programs(
+        steps in prop::collection::vec(step(), 1..5),
+        actors in 2usize..4,
+        unique_tag in any::<bool>(),
+        crashes in 0u8..2,
+        timeouts in 0u8..2,
+    ) {
+        use racelab_harness::explore::dpor::{count_traces, Dpor};
+        use racelab_harness::explore::exhaustive::Exhaustive;
+        let model = Programs { actors, steps: Arc::new(steps), unique_tag };
+        let bounds = Bounds { crashes, timeouts, ..Bounds::default() };
+        let dpor = Dpor { check_properties: false, max_executions: 5_000, ..Dpor::default() };
+        let (dpor, report) = dpor.run(&model, &bounds);
+        if !dpor.complete {
+            // Too many traces for a debug build (global commits order nearly everything).
+            return Ok(());
+        }
+        let count = count_traces(&model, &bounds, 2_000);
+        if count.complete {
+            prop_assert_eq!(&report.finals, &count.finals);
+            prop_assert_eq!(&report.traces, &count.traces);
+        } else {
+            let (plain, finals) = Exhaustive { symmetry: false, ..Exhaustive::default() }.final_states(&model, &bounds);
+            if plain.complete {
+                prop_assert_eq!(&report.finals, &finals);
+            }
+        }
+    }
+}

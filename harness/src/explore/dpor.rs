@@ -89,8 +89,8 @@ struct Event {
     /// Its number among its process's events on this path, from 0.
     nth: u16,
     footprint: Footprint,
-    /// Processes (bits) whose enabled choices this event changed.
-    changed: u64,
+    /// Per process, the choice kinds this event enabled or disabled.
+    changed: Signature,
     /// Events before it that it happens after, transitively (bits by index).
     before: Vec<u64>,
 }
@@ -127,22 +127,38 @@ fn insert(set: &mut Vec<u64>, index: usize) {
     set[index / 64] |= 1u64 << (index % 64);
 }
 
-/// Which choice kinds each process has enabled: an actor's bits by kind, the world's a count.
-fn signature(enabled: &[Choice]) -> [u8; MAX_ACTORS + 1] {
+/// Per process, a set of choice kinds (bits): for an actor, which it has enabled; for the
+/// world, how many power-loss choices there are.
+type Signature = [u8; MAX_ACTORS + 1];
+
+fn kind_bit(kind: ChoiceKind) -> u8 {
+    1 << (kind as u8)
+}
+
+fn signature(enabled: &[Choice]) -> Signature {
     let mut sig = [0u8; MAX_ACTORS + 1];
     for c in enabled {
         match c.kind {
             ChoiceKind::PowerLoss => sig[MAX_ACTORS] = sig[MAX_ACTORS].saturating_add(1),
-            kind => sig[usize::from(c.actor)] |= 1 << (kind as u8),
+            kind => sig[usize::from(c.actor)] |= kind_bit(kind),
         }
     }
     sig
 }
 
-/// Processes other than `mover` whose enabled choices differ between `before` and `after`.
-fn changed(before: &[Choice], after: &[Choice], mover: u8) -> u64 {
-    let (a, b) = (signature(before), signature(after));
-    (0..=MAX_ACTORS).filter(|&p| p != usize::from(mover) && a[p] != b[p]).fold(0, |m, p| m | (1u64 << p))
+/// Per process other than `mover`, the choice kinds (bits) enabled in one of `before` and
+/// `after` only.
+fn changed(before: &[Choice], after: &[Choice], mover: u8) -> Signature {
+    let (mut a, b) = (signature(before), signature(after));
+    for p in 0..=MAX_ACTORS {
+        a[p] = match p {
+            _ if p == usize::from(mover) => 0,
+            MAX_ACTORS if a[p] != b[p] => kind_bit(ChoiceKind::PowerLoss),
+            MAX_ACTORS => 0,
+            _ => a[p] ^ b[p],
+        };
+    }
+    a
 }
 
 /// Processes other than `mover` that lost a choice between `before` and `after`.
@@ -157,11 +173,11 @@ fn dependent(earlier: &Event, later: &Event, total: bool) -> bool {
     total
         || earlier.process == later.process
         || earlier.footprint.conflicts(&later.footprint)
-        || earlier.changed & bit(later.process) != 0
+        || earlier.changed[usize::from(later.process)] & kind_bit(later.choice.kind) != 0
 }
 
 /// Append `choice` (just applied) to `events`, with what it happens after.
-fn push_event(events: &mut Vec<Event>, choice: Choice, footprint: Footprint, changed: u64, total: bool) {
+fn push_event(events: &mut Vec<Event>, choice: Choice, footprint: Footprint, changed: Signature, total: bool) {
     let process = process_of(&choice);
     let nth = events.iter().filter(|e| e.process == process).count() as u16;
     let mut event = Event { choice, process, nth, footprint, changed, before: Vec::new() };
@@ -333,7 +349,7 @@ impl<M: Model> Search<'_, M> {
                     p != mover
                         && !self.total
                         && !f.conflicts(&footprint)
-                        && changed & bit(p) == 0
+                        && changed[usize::from(p)] & kind_bit(s.kind) == 0
                         && child_enabled.contains(s)
                 })
                 .copied()
