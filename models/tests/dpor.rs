@@ -1,17 +1,21 @@
 //! DPOR against the exhaustive search on every catalogue scenario it completes under a modest
 //! execution cap: the same verdict (the same invariant when violated) and, where the scenario
-//! holds, the same final states.
+//! holds, the same final states; and, where an enumeration of every execution is short, its
+//! final states and every one of its traces, violated or not.
 
 use std::path::Path;
 
 use racelab_harness::explore::dpor::Dpor;
 use racelab_harness::explore::Exploration;
 use racelab_harness::run::{Backend, Mode, Verdict};
-use racelab_harness::token;
 use racelab_harness::scenario;
+use racelab_harness::token;
 
 /// Executions per scenario: enough for most scenarios, few enough for a debug build.
 const CAP: u64 = 1_000;
+
+/// Executions an enumeration without reduction may take.
+const ENUMERATED: u64 = 3_000;
 
 fn verdict(e: &Exploration) -> Option<String> {
     e.violation.as_ref().map(|(v, _)| v.invariant.clone())
@@ -23,6 +27,7 @@ fn dpor_agrees_with_the_exhaustive_search_on_the_catalogue() {
     let scenarios = scenario::load_dir(&dir, &racelab_models::catalogue()).expect("scenario files load");
     let mut compared = Vec::new();
     let mut skipped = Vec::new();
+    let mut enumerated = Vec::new();
     for s in &scenarios {
         if s.mode != Mode::Exhaustive {
             // Sampled scenarios are too large to enumerate (that is why they sample).
@@ -39,9 +44,20 @@ fn dpor_agrees_with_the_exhaustive_search_on_the_catalogue() {
             assert!(exhaustive.complete, "{}: {:?}", s.id, exhaustive.incomplete_reason);
             assert_eq!(report.finals, finals, "{}: final states", s.id);
         }
+        // Violated or not: every trace of an enumeration without reduction, where it is short.
+        let count = s.model.count_traces(&s.bounds, ENUMERATED);
+        if count.complete {
+            let unchecked = Dpor { check_properties: false, max_executions: CAP, ..Dpor::default() };
+            let (all, report) = s.model.explore_dpor(&s.bounds, &unchecked);
+            assert!(all.complete, "{}: {:?}", s.id, all.incomplete_reason);
+            assert_eq!(report.finals, count.finals, "{}: final states against the enumeration", s.id);
+            assert_eq!(report.traces, count.traces, "{}: traces against the enumeration", s.id);
+            enumerated.push(s.id.clone());
+        }
         compared.push(s.id.clone());
     }
     assert!(compared.len() >= scenarios.len() / 2, "compared only {compared:?}; skipped {skipped:?}");
+    assert!(enumerated.len() >= compared.len() / 2, "enumerated only {enumerated:?}");
 }
 
 #[test]

@@ -11,12 +11,19 @@
 //! independent steps) is explored at least once; [`count_traces`] counts them for a ratio.
 //!
 //! Dependence. Two events depend on each other when they belong to one process, when their
-//! footprints conflict ([`Footprint::conflicts`]), or when the earlier one changed which choices
-//! the later one's process had (it granted a wait, started a race of woken statements, spent a
-//! fault budget): a step that enables or disables another process's step is never independent of
-//! it, whatever the footprints say. The change is observed, not declared, so no subsystem has to
-//! record a footprint for a granted wait. Faults touch everything ([`Footprint::GLOBAL`]). Under
-//! a preemption bound every pair of events depends (the bound is not a property of traces).
+//! footprints conflict ([`Footprint::conflicts`]), when one is a crash or a power loss (it kills
+//! every actor of a process, so it changes what another actor's step is even where their
+//! footprints are apart: a local step has none), or when the earlier one enabled the kind of
+//! choice the later one is (it granted a wait, ended a race of woken statements): a step that
+//! enables another's is never independent of it, whatever the footprints say. The change is
+//! observed, not declared, so no subsystem has to record a footprint for a granted wait. Faults
+//! touch everything ([`Footprint::GLOBAL`]). Under a preemption bound every pair of events
+//! depends (the bound is not a property of traces).
+//!
+//! Disabling. A step that takes a choice away from another process (a grant ends the chance of
+//! a timeout, a spent budget ends everyone's crash) is in no race with the choice it took away,
+//! which never ran; the process is added to the backtrack set of the state before the step, so
+//! that its choices there are run first.
 //!
 //! An actor may have several choices at once (its step and its faults). A process in a backtrack
 //! set has every one of its enabled choices explored there; sleep sets hold choices.
@@ -32,7 +39,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasherDefault;
 
-use crate::model::Model;
+use crate::model::{Actor, Model};
 use crate::op::{Footprint, MAX_ACTORS};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
@@ -146,13 +153,23 @@ fn signature(enabled: &[Choice]) -> Signature {
     sig
 }
 
+/// Actors other than `mover` that a step from `parent` to `child` moved: a crash that killed
+/// their process, a power loss. Their next step is not the one they had.
+fn moved<A: Actor>(parent: &State<A>, child: &State<A>, mover: u8) -> u64 {
+    (0..parent.actors.len())
+        .filter(|&q| q != usize::from(mover))
+        .filter(|&q| parent.status[q] != child.status[q] || parent.actors[q] != child.actors[q])
+        .fold(0, |m, q| m | (1u64 << q))
+}
+
 /// Per process other than `mover`, the choice kinds (bits) enabled in one of `before` and
-/// `after` only.
-fn changed(before: &[Choice], after: &[Choice], mover: u8) -> Signature {
+/// `after` only; every kind for an actor in `moved`.
+fn changed(before: &[Choice], after: &[Choice], mover: u8, moved: u64) -> Signature {
     let (mut a, b) = (signature(before), signature(after));
     for p in 0..=MAX_ACTORS {
         a[p] = match p {
             _ if p == usize::from(mover) => 0,
+            _ if moved & (1u64 << p) != 0 => u8::MAX,
             MAX_ACTORS if a[p] != b[p] => kind_bit(ChoiceKind::PowerLoss),
             MAX_ACTORS => 0,
             _ => a[p] ^ b[p],
@@ -161,17 +178,32 @@ fn changed(before: &[Choice], after: &[Choice], mover: u8) -> Signature {
     a
 }
 
-/// Processes other than `mover` that lost a choice between `before` and `after`.
-fn disabled(before: &[Choice], after: &[Choice], mover: u8) -> u64 {
+/// Processes other than `mover` that lost a choice between `before` and `after`, or whose
+/// actor another process moved.
+fn disabled(before: &[Choice], after: &[Choice], mover: u8, moved: u64) -> u64 {
     let (a, b) = (signature(before), signature(after));
-    let lost = |p: usize| if p == MAX_ACTORS { b[p] < a[p] } else { a[p] & !b[p] != 0 };
+    let lost = |p: usize| {
+        if p == MAX_ACTORS {
+            b[p] < a[p]
+        } else {
+            a[p] & !b[p] != 0 || a[p] != 0 && moved & (1u64 << p) != 0
+        }
+    };
     (0..=MAX_ACTORS).filter(|&p| p != usize::from(mover) && lost(p)).fold(0, |m, p| m | (1u64 << p))
+}
+
+/// A crash or a power loss kills every actor of the processes it strikes, so whether it comes
+/// before or after another actor's step changes what that step is, whatever it touched.
+fn kills(kind: ChoiceKind) -> bool {
+    matches!(kind, ChoiceKind::Crash | ChoiceKind::PowerLoss)
 }
 
 /// Does `later` depend on `earlier` (which came first on the path)?
 fn dependent(earlier: &Event, later: &Event, total: bool) -> bool {
     total
         || earlier.process == later.process
+        || kills(earlier.choice.kind)
+        || kills(later.choice.kind)
         || earlier.footprint.conflicts(&later.footprint)
         || earlier.changed[usize::from(later.process)] & kind_bit(later.choice.kind) != 0
 }
@@ -181,14 +213,13 @@ fn push_event(events: &mut Vec<Event>, choice: Choice, footprint: Footprint, cha
     let process = process_of(&choice);
     let nth = events.iter().filter(|e| e.process == process).count() as u16;
     let mut event = Event { choice, process, nth, footprint, changed, before: Vec::new() };
-    for i in 0..events.len() {
-        if dependent(&events[i], &event, total) {
+    for (i, earlier) in events.iter().enumerate() {
+        if dependent(earlier, &event, total) {
             insert(&mut event.before, i);
-            let earlier = events[i].before.clone();
-            if event.before.len() < earlier.len() {
-                event.before.resize(earlier.len(), 0);
+            if event.before.len() < earlier.before.len() {
+                event.before.resize(earlier.before.len(), 0);
             }
-            for (w, e) in event.before.iter_mut().zip(&earlier) {
+            for (w, e) in event.before.iter_mut().zip(&earlier.before) {
                 *w |= e;
             }
         }
@@ -338,8 +369,9 @@ impl<M: Model> Search<'_, M> {
             let mut child = frame.state.clone();
             let footprint = child.apply(choice, self.bounds);
             let child_enabled = child.choices(self.bounds);
-            let changed = changed(&frame.enabled, &child_enabled, process_of(&choice));
             let mover = process_of(&choice);
+            let moved = moved(&frame.state, &child, mover);
+            let changed = changed(&frame.enabled, &child_enabled, mover, moved);
             let child_sleep: Vec<(Choice, Footprint)> = frame
                 .sleep
                 .iter()
@@ -348,6 +380,8 @@ impl<M: Model> Search<'_, M> {
                     let p = process_of(s);
                     p != mover
                         && !self.total
+                        && !kills(s.kind)
+                        && !kills(choice.kind)
                         && !f.conflicts(&footprint)
                         && changed[usize::from(p)] & kind_bit(s.kind) == 0
                         && child_enabled.contains(s)
@@ -356,7 +390,7 @@ impl<M: Model> Search<'_, M> {
                 .collect();
             // A choice this step disables is in no race with it on this path, yet running it
             // first is another trace: explore its process here too.
-            let disabled = disabled(&frame.enabled, &child_enabled, mover);
+            let disabled = disabled(&frame.enabled, &child_enabled, mover, moved);
             self.stats.transitions += 1;
             if self.stats.transitions.is_multiple_of(CHECK_EVERY) {
                 self.look_up();
@@ -454,7 +488,7 @@ pub fn count_traces<M: Model>(model: &M, bounds: &Bounds, cap: u64) -> TraceCoun
         cut: bool,
     }
     impl Walk<'_> {
-        fn walk<A: crate::model::Actor>(&mut self, state: State<A>, enabled: Vec<Choice>) {
+        fn walk<A: Actor>(&mut self, state: State<A>, enabled: Vec<Choice>) {
             if self.cut {
                 return;
             }
@@ -475,7 +509,8 @@ pub fn count_traces<M: Model>(model: &M, bounds: &Bounds, cap: u64) -> TraceCoun
                 let mut child = state.clone();
                 let footprint = child.apply(choice, self.bounds);
                 let child_enabled = child.choices(self.bounds);
-                let changed = changed(&enabled, &child_enabled, process_of(&choice));
+                let mover = process_of(&choice);
+                let changed = changed(&enabled, &child_enabled, mover, moved(&state, &child, mover));
                 push_event(&mut self.events, choice, footprint, changed, self.total);
                 self.walk(child, child_enabled);
                 self.events.pop();
