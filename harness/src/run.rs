@@ -17,13 +17,13 @@ use crate::sim::{Attached, SharedDb, SharedFiles, SharedProcesses};
 use crate::timeline::Timeline;
 use crate::token;
 
-/// How to explore.
+/// How to explore. `Dpor` is source-DPOR with sleep sets on the simulator, up to `executions`
+/// executions ([`crate::explore::dpor`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     Exhaustive,
     Random { seed: u64, schedules: u64 },
     Pct { seed: u64, schedules: u64, depth: u32 },
-    /// Source-DPOR with sleep sets on the simulator, up to `executions` executions.
     Dpor { executions: u64 },
 }
 
@@ -196,7 +196,9 @@ fn explore_sampled_on<M: Model>(
 ) -> (Exploration, Option<f64>) {
     match *mode {
         Mode::Exhaustive => (Exhaustive::default().explore(model, bounds), None),
-        Mode::Dpor { executions } => (Dpor { max_executions: executions, ..Dpor::default() }.explore(model, bounds), None),
+        Mode::Dpor { executions } => {
+            (Dpor { max_executions: executions, ..Dpor::default() }.explore(model, bounds), None)
+        }
         Mode::Random { seed, schedules } => {
             let mut random = Stateless { scheduler: Random::new(seed), schedules, real: real.clone(), os: os.clone() };
             (random.explore(model, bounds), None)
