@@ -368,6 +368,12 @@ proptest! {
         if count.complete {
             prop_assert_eq!(&report.finals, &count.finals);
             prop_assert_eq!(&report.traces, &count.traces);
+            // The exhaustive search's sleep sets rest on the same footprints.
+            let sleep_sets = Exhaustive { symmetry: false, ..Exhaustive::default() };
+            let (plain, finals) = sleep_sets.final_states(&model, &bounds);
+            if plain.violation.is_none() {
+                prop_assert_eq!(&finals, &count.finals);
+            }
         } else {
             let (plain, finals) = Exhaustive { symmetry: false, ..Exhaustive::default() }.final_states(&model, &bounds);
             if plain.complete {
