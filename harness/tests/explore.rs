@@ -452,6 +452,12 @@ fn dpor_finds_the_lost_update_with_a_schedule_that_replays_and_stops_at_its_boun
     assert_eq!(bounded.incomplete_reason.as_deref(), Some("depth bound reached: 2 steps"));
     let capped = Dpor { max_executions: 1, check_properties: false, ..Dpor::default() }.run(&model, &Bounds::default());
     assert_eq!(capped.0.incomplete_reason.as_deref(), Some("execution bound reached: 1 executions"));
+    // Under a preemption bound every pair of steps depends: the bound is not a property of
+    // traces. Without preemptions the increments run serially; with one the update is lost.
+    let serial = Dpor::default().run(&model, &Bounds { preemptions: Some(0), ..Bounds::default() }).0;
+    assert!(serial.complete && serial.violation.is_none());
+    let one = Dpor::default().run(&model, &Bounds { preemptions: Some(1), ..Bounds::default() }).0;
+    assert!(one.violation.is_some());
 }
 
 proptest! {
@@ -479,4 +485,14 @@ proptest! {
         let sleep_only = Dpor { source_sets: false, ..Dpor::default() }.run(&model, &bounds).0;
         prop_assert!(sleep_only.stats.executions >= dpor.stats.executions);
     }
+}
+
+#[test]
+fn a_spent_time_limit_makes_dpor_inconclusive_with_partial_counts() {
+    let model = Programs { programs: vec![increment(false); 5], check_counter: false };
+    let dpor = Dpor { budget: Budget::time_limit(0), ..Dpor::default() };
+    let e = dpor.run(&model, &Bounds::default()).0;
+    assert!(!e.complete);
+    assert_eq!(e.incomplete_reason.as_deref(), Some("time limit reached: 0 s"));
+    assert!(e.stats.transitions >= CHECK_EVERY, "partial counts: {:?}", e.stats);
 }
