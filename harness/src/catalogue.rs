@@ -144,6 +144,9 @@ pub trait DynModel: Send + Sync {
     ) -> (Exploration, crate::explore::dpor::DporReport);
     /// Every execution up to `cap`, grouped into traces; see [`crate::explore::dpor::count_traces`].
     fn count_traces(&self, bounds: &Bounds, cap: u64) -> crate::explore::dpor::TraceCount;
+    /// Do choices whose footprints do not conflict commute, within `max_states` states? See
+    /// [`crate::explore::dpor::check_independence`].
+    fn check_independence(&self, bounds: &Bounds, max_states: usize) -> Result<u64, String>;
 }
 
 impl<M: Model> DynModel for M {
@@ -226,6 +229,9 @@ impl<M: Model> DynModel for M {
     }
     fn count_traces(&self, bounds: &Bounds, cap: u64) -> crate::explore::dpor::TraceCount {
         crate::explore::dpor::count_traces(self, bounds, cap)
+    }
+    fn check_independence(&self, bounds: &Bounds, max_states: usize) -> Result<u64, String> {
+        crate::explore::dpor::check_independence(self, bounds, max_states)
     }
 }
 

@@ -80,3 +80,19 @@ fn check_in_dpor_mode_replays_violations_and_leaves_step_invariants_to_the_exhau
     assert_eq!(checked.verdict, Verdict::Inconclusive);
     assert!(checked.reason.expect("a reason").contains("the exhaustive mode decides"));
 }
+
+#[test]
+fn choices_whose_footprints_do_not_conflict_commute_in_every_catalogue_scenario() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let scenarios = scenario::load_dir(&dir, &racelab_models::catalogue()).expect("scenario files load");
+    let mut tried = 0;
+    let mut failed = Vec::new();
+    for s in scenarios.iter().filter(|s| s.mode == Mode::Exhaustive) {
+        match s.model.check_independence(&s.bounds, 1000) {
+            Ok(n) => tried += n,
+            Err(why) => failed.push(format!("{}: {why}", s.id)),
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(tried > 1000, "only {tried} pairs tried");
+}

@@ -383,55 +383,12 @@ proptest! {
     }
 }
 
-/// Two choices of different actors whose footprints do not conflict commute: each stays enabled
-/// after the other, both orders end in one state, and each touches the same in either order.
-/// Sleep sets and DPOR both rest on this (DPOR also orders crashes, power losses and enabling
-/// steps before everything, so those are left out). Returns how many pairs were tried.
-fn independent_choices_commute(model: &Programs, bounds: &Bounds) -> Result<u64, String> {
-    use racelab_harness::explore::{ChoiceKind, State};
-    let mut stack = vec![(State::initial(model), 0u32)];
-    let mut seen = std::collections::HashSet::new();
-    let mut tried = 0;
-    for _ in 0..20_000 {
-        let Some((state, depth)) = stack.pop() else { return Ok(tried) };
-        if !seen.insert(state.fingerprint()) || depth > 40 {
-            continue;
-        }
-        let enabled = state.choices(bounds);
-        for (k, &a) in enabled.iter().enumerate() {
-            for &b in &enabled[k + 1..] {
-                let kills =
-                    |c: racelab_harness::explore::Choice| matches!(c.kind, ChoiceKind::Crash | ChoiceKind::PowerLoss);
-                if a.actor == b.actor || kills(a) || kills(b) {
-                    continue;
-                }
-                let (mut sa, mut sb) = (state.clone(), state.clone());
-                let (fa, fb) = (sa.apply(a, bounds), sb.apply(b, bounds));
-                if fa.conflicts(&fb) || !sa.choices(bounds).contains(&b) || !sb.choices(bounds).contains(&a) {
-                    // Dependent, or one enables or disables the other (DPOR sees that).
-                    continue;
-                }
-                tried += 1;
-                let (fb2, fa2) = (sa.apply(b, bounds), sb.apply(a, bounds));
-                if sa.fingerprint() != sb.fingerprint() || fa != fa2 || fb != fb2 {
-                    return Err(format!("{a:?} and {b:?} do not commute at depth {depth}"));
-                }
-            }
-        }
-        stack.extend(enabled.into_iter().map(|c| {
-            let mut next = state.clone();
-            next.apply(c, bounds);
-            (next, depth + 1)
-        }));
-    }
-    Ok(tried)
-}
-
 #[test]
 fn the_commutation_check_tries_pairs() {
     let steps = vec![Step::Begin, Step::Insert { tag: "a", on_conflict_do_nothing: false }, Step::Commit];
     let model = Programs { actors: 2, steps: Arc::new(steps), unique_tag: false };
-    let tried = independent_choices_commute(&model, &Bounds::default()).expect("they commute");
+    let tried =
+        racelab_harness::explore::dpor::check_independence(&model, &Bounds::default(), 20_000).expect("they commute");
     assert!(tried > 0);
 }
 
@@ -448,7 +405,7 @@ proptest! {
     ) {
         let model = Programs { actors, steps: Arc::new(steps), unique_tag };
         let bounds = Bounds { crashes, timeouts, errors: 1, ..Bounds::default() };
-        let tried = independent_choices_commute(&model, &bounds);
+        let tried = racelab_harness::explore::dpor::check_independence(&model, &bounds, 20_000);
         prop_assert!(tried.is_ok(), "{:?}", tried);
     }
 }

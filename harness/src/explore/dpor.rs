@@ -11,14 +11,15 @@
 //! independent steps) is explored at least once; [`count_traces`] counts them for a ratio.
 //!
 //! Dependence. Two events depend on each other when they belong to one process, when their
-//! footprints conflict ([`Footprint::conflicts`]), when one is a crash or a power loss (it kills
-//! every actor of a process, so it changes what another actor's step is even where their
-//! footprints are apart: a local step has none), or when the earlier one enabled the kind of
-//! choice the later one is (it granted a wait, ended a race of woken statements): a step that
-//! enables another's is never independent of it, whatever the footprints say. The change is
-//! observed, not declared, so no subsystem has to record a footprint for a granted wait. Faults
-//! touch everything ([`Footprint::GLOBAL`]). Under a preemption bound every pair of events
-//! depends (the bound is not a property of traces).
+//! footprints conflict ([`Footprint::conflicts`]), when one is a fault (a crash or power loss
+//! kills every actor of a process, so it changes what another actor's step is even where their
+//! footprints are apart, a local step having none; and a fault ordered after everything before
+//! it keeps the state where it strikes on every equivalent execution), or when the earlier one
+//! enabled the kind of choice the later one is (it granted a wait, ended a race of woken
+//! statements): a step that enables another's is never independent of it, whatever the
+//! footprints say. The change is
+//! observed, not declared, so no subsystem has to record a footprint for a granted wait. Under a
+//! preemption bound every pair of events depends (the bound is not a property of traces).
 //!
 //! Disabling. A step that takes a choice away from another process (a grant ends the chance of
 //! a timeout, a spent budget ends everyone's crash) is in no race with the choice it took away,
@@ -28,9 +29,9 @@
 //! An actor may have several choices at once (its step and its faults). A process in a backtrack
 //! set has every one of its enabled choices explored there; sleep sets hold choices.
 //!
-//! What it preserves: every final state, every deadlock, every state where a fault strikes (a
-//! fault depends on every event, so every equivalent execution passes through that state), and
-//! the truth of every invariant *in final states*. An invariant checked at every step is checked
+//! What it preserves: every final state, every state where a fault strikes (a fault depends on
+//! every event, so every equivalent execution passes through that state), hence every deadlock
+//! (final, or left only by a fault), and the truth of every invariant *in final states*. An invariant checked at every step is checked
 //! on the states of the executions run, and an intermediate state of an equivalent execution
 //! that was not run is not checked: `run::check` therefore never calls such a model's invariants
 //! `holds` on DPOR alone.
@@ -192,18 +193,21 @@ fn disabled(before: &[Choice], after: &[Choice], mover: u8, moved: u64) -> u64 {
     (0..=MAX_ACTORS).filter(|&p| p != usize::from(mover) && lost(p)).fold(0, |m, p| m | (1u64 << p))
 }
 
-/// A crash or a power loss kills every actor of the processes it strikes, so whether it comes
-/// before or after another actor's step changes what that step is, whatever it touched.
-fn kills(kind: ChoiceKind) -> bool {
-    matches!(kind, ChoiceKind::Crash | ChoiceKind::PowerLoss)
+/// A fault depends on every event. A crash or a power loss kills every actor of the processes it
+/// strikes, so whether it comes before or after another actor's step changes what that step is,
+/// whatever it touched. And with every fault ordered after all that came before it, the state
+/// where it strikes is on every equivalent execution: a deadlock that only a timeout can leave
+/// is checked, though another actor's last step touched nothing.
+fn orders_everything(kind: ChoiceKind) -> bool {
+    kind.is_fault()
 }
 
 /// Does `later` depend on `earlier` (which came first on the path)?
 fn dependent(earlier: &Event, later: &Event, total: bool) -> bool {
     total
         || earlier.process == later.process
-        || kills(earlier.choice.kind)
-        || kills(later.choice.kind)
+        || orders_everything(earlier.choice.kind)
+        || orders_everything(later.choice.kind)
         || earlier.footprint.conflicts(&later.footprint)
         || earlier.changed[usize::from(later.process)] & kind_bit(later.choice.kind) != 0
 }
@@ -380,8 +384,8 @@ impl<M: Model> Search<'_, M> {
                     let p = process_of(s);
                     p != mover
                         && !self.total
-                        && !kills(s.kind)
-                        && !kills(choice.kind)
+                        && !orders_everything(s.kind)
+                        && !orders_everything(choice.kind)
                         && !f.conflicts(&footprint)
                         && changed[usize::from(p)] & kind_bit(s.kind) == 0
                         && child_enabled.contains(s)
@@ -533,4 +537,49 @@ pub fn count_traces<M: Model>(model: &M, bounds: &Bounds, cap: u64) -> TraceCoun
     walk.walk(init, enabled);
     walk.count.complete = !walk.cut;
     walk.count
+}
+
+/// Check the independence that sleep sets and DPOR rest on, at every state reachable within
+/// `max_states` states: two enabled choices of different actors whose footprints do not conflict
+/// must each stay enabled after the other, end in one state in either order, and touch the same
+/// in either order. Returns how many such pairs were tried, or the first that failed.
+pub fn check_independence<M: Model>(model: &M, bounds: &Bounds, max_states: usize) -> Result<u64, String> {
+    let mut stack = vec![State::initial(model)];
+    let mut seen: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+    let mut tried = 0;
+    while let Some(state) = stack.pop() {
+        if seen.len() >= max_states {
+            break;
+        }
+        if !seen.insert(state.fingerprint()) {
+            continue;
+        }
+        let enabled = state.choices(bounds);
+        for (k, &a) in enabled.iter().enumerate() {
+            for &b in &enabled[k + 1..] {
+                if process_of(&a) == process_of(&b) {
+                    continue;
+                }
+                let (mut after_a, mut after_b) = (state.clone(), state.clone());
+                let (fa, fb) = (after_a.apply(a, bounds), after_b.apply(b, bounds));
+                if fa.conflicts(&fb) {
+                    continue;
+                }
+                tried += 1;
+                if !after_a.choices(bounds).contains(&b) || !after_b.choices(bounds).contains(&a) {
+                    return Err(format!("{a:?} and {b:?} touch nothing in common, yet one disables the other"));
+                }
+                let (fb_late, fa_late) = (after_a.apply(b, bounds), after_b.apply(a, bounds));
+                if after_a.fingerprint() != after_b.fingerprint() || fa != fa_late || fb != fb_late {
+                    return Err(format!("{a:?} and {b:?} touch nothing in common, yet do not commute"));
+                }
+            }
+        }
+        for c in enabled {
+            let mut next = state.clone();
+            next.apply(c, bounds);
+            stack.push(next);
+        }
+    }
+    Ok(tried)
 }

@@ -4,7 +4,7 @@
 use std::hash::Hash;
 
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
-use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
+use crate::op::{Applied, Footprint, Outcome, Resource, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
 use crate::symmetry::{sorting_permutation, Renaming, Symmetry};
@@ -460,6 +460,10 @@ impl<A: Actor> State<A> {
         let mut footprint = self.world.take_footprint();
         if choice.kind != ChoiceKind::Step {
             footprint = Footprint::GLOBAL;
+        } else {
+            // A step runs in its actor's process: a crash or power loss that kills the process
+            // changes what the step is, even when the step itself touches nothing shared.
+            footprint.read(Resource::Processes);
         }
         (text.map(|text| Event { choice, text, also_crashed, outcome: delivered }), footprint)
     }
