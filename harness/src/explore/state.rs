@@ -4,7 +4,7 @@
 use std::hash::Hash;
 
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
-use crate::op::{Applied, Footprint, Outcome, Resource, MAX_ACTORS};
+use crate::op::{Applied, Footprint, Outcome, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
 use crate::symmetry::{sorting_permutation, Renaming, Symmetry};
@@ -463,7 +463,7 @@ impl<A: Actor> State<A> {
         } else {
             // A step runs in its actor's process: a crash or power loss that kills the process
             // changes what the step is, even when the step itself touches nothing shared.
-            footprint.read(Resource::Processes);
+            footprint.read(crate::op::Resource::Processes);
         }
         (text.map(|text| Event { choice, text, also_crashed, outcome: delivered }), footprint)
     }
