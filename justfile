@@ -25,6 +25,10 @@ explain id:
 bench:
     cargo bench -p racelab-models --bench explore
 
+# DPOR per scenario: executions, Mazurkiewicz traces, DPOR executions per trace (cap=N executions)
+bench-dpor cap="200000":
+    RACELAB_DPOR_CAP={{cap}} cargo bench -p racelab-models --bench dpor
+
 # Benchmarks of the PostgreSQL backend: schedules/s per database scenario, step overhead
 bench-pg:
     cargo bench -p racelab-pg --bench pg

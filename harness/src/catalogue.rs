@@ -142,6 +142,17 @@ pub trait DynModel: Send + Sync {
     /// The exhaustive search with symmetry reduction on or off, with the class of every final
     /// state it reached: for checking the reduction against the plain search.
     fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>);
+    /// The DPOR search, with its final states and traces; see [`crate::explore::dpor`].
+    fn explore_dpor(
+        &self,
+        bounds: &Bounds,
+        dpor: &crate::explore::dpor::Dpor,
+    ) -> (Exploration, crate::explore::dpor::DporReport);
+    /// Every execution up to `cap`, grouped into traces; see [`crate::explore::dpor::count_traces`].
+    fn count_traces(&self, bounds: &Bounds, cap: u64) -> crate::explore::dpor::TraceCount;
+    /// Do choices whose footprints do not conflict commute, within `max_states` states? See
+    /// [`crate::explore::dpor::check_independence`].
+    fn check_independence(&self, bounds: &Bounds, max_states: usize) -> Result<u64, String>;
 }
 
 impl<M: Model> DynModel for M {
@@ -220,6 +231,19 @@ impl<M: Model> DynModel for M {
     fn final_classes(&self, bounds: &Bounds, symmetry: bool, sleep_sets: bool) -> (Exploration, BTreeSet<u128>) {
         let search = crate::explore::exhaustive::Exhaustive { symmetry, sleep_sets, ..Default::default() };
         search.final_classes(self, bounds)
+    }
+    fn explore_dpor(
+        &self,
+        bounds: &Bounds,
+        dpor: &crate::explore::dpor::Dpor,
+    ) -> (Exploration, crate::explore::dpor::DporReport) {
+        dpor.run(self, bounds)
+    }
+    fn count_traces(&self, bounds: &Bounds, cap: u64) -> crate::explore::dpor::TraceCount {
+        crate::explore::dpor::count_traces(self, bounds, cap)
+    }
+    fn check_independence(&self, bounds: &Bounds, max_states: usize) -> Result<u64, String> {
+        crate::explore::dpor::check_independence(self, bounds, max_states)
     }
 }
 

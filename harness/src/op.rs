@@ -414,6 +414,8 @@ pub enum Resource {
     Flock(&'static str),
     Processes,
     Http,
+    /// Who waits for whom in the database (deadlock detection and the grant order read it).
+    Waits,
     /// Anything of a model-defined part, by a key the part chooses (a lock id, a cache key).
     Custom(u64),
 }
@@ -430,6 +432,8 @@ impl Resource {
             Resource::Flock(p) => 45 + fnv(p) % 12,
             Resource::Processes => 57,
             Resource::Http => 58,
+            // Shares the HTTP bit (every bit is taken); few models wait on both.
+            Resource::Waits => 58,
             Resource::Custom(k) => 59 + k % 5,
         };
         1u64 << slot

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use racelab_harness::explore::budget::{Budget, CHECK_EVERY};
+use racelab_harness::explore::dpor::{count_traces, Dpor};
 use racelab_harness::explore::exhaustive::Exhaustive;
 use racelab_harness::explore::shortest;
 use racelab_harness::explore::stateless::{Dfs, Pct, Random, Stateless};
@@ -387,4 +388,111 @@ proptest! {
             prop_assert_eq!(sequential.reached, parallel.reached);
         }
     }
+}
+
+/// DPOR on `model`: complete, its executions, and how many traces exist (by enumeration).
+fn dpor_and_traces(model: &Programs, bounds: &Bounds) -> (u64, usize) {
+    let (e, report) = Dpor::default().run(model, bounds);
+    assert!(e.complete, "{:?}", e.incomplete_reason);
+    let count = count_traces(model, bounds, 100_000);
+    assert!(count.complete);
+    assert_eq!(report.traces, count.traces, "DPOR runs every trace");
+    (e.stats.executions, count.traces.len())
+}
+
+#[test]
+fn the_trace_counter_and_dpor_on_programs_whose_traces_are_known() {
+    let bounds = Bounds::default();
+    // Two actors of two steps on different files: 6 interleavings, one trace.
+    let apart = Programs {
+        programs: vec![
+            vec![Instr::Read("counter"), Instr::Write("counter", 1)],
+            vec![Instr::Read("other"), Instr::Write("other", 1)],
+        ],
+        check_counter: false,
+    };
+    assert_eq!(count_traces(&apart, &bounds, 100).executions, 6);
+    assert_eq!(dpor_and_traces(&apart, &bounds), (1, 1));
+    // Two actors writing one file: two traces, whichever writes last.
+    let same = Programs {
+        programs: vec![vec![Instr::Write("counter", 1)], vec![Instr::Write("counter", 1)]],
+        check_counter: false,
+    };
+    assert_eq!(dpor_and_traces(&same, &bounds), (2, 2));
+    // Two unlocked increments: the reads commute, every other pair conflicts. Of the 6
+    // interleavings, {rA rB wA wB, rB rA wA wB} and {rA rB wB wA, rB rA wB wA} are one trace
+    // each, and rA wA rB wB and rB wB rA wA one each: 4.
+    let increments = Programs { programs: vec![increment(false), increment(false)], check_counter: false };
+    assert_eq!(count_traces(&increments, &bounds, 100).executions, 6);
+    assert_eq!(dpor_and_traces(&increments, &bounds), (4, 4));
+    // Locked increments: lock, read, write, unlock each. Whoever locks first runs first, and
+    // the other's lock either comes while it is held (it waits, then the unlock grants it: one
+    // trace, wherever in the critical section it came) or after the unlock (it takes the lock
+    // at once): 2 × 2 traces.
+    let locked = Programs { programs: vec![increment(true), increment(true)], check_counter: false };
+    let (dpor, traces) = dpor_and_traces(&locked, &bounds);
+    assert_eq!(traces, 4);
+    assert!(dpor >= 4, "{dpor}");
+}
+
+#[test]
+fn dpor_finds_the_lost_update_with_a_schedule_that_replays_and_stops_at_its_bounds() {
+    let model = Programs { programs: vec![increment(false), increment(false)], check_counter: true };
+    let (e, _) = Dpor::default().run(&model, &Bounds::default());
+    let (violation, schedule) = e.violation.expect("the lost update");
+    assert_eq!(violation.invariant, "no-lost-update");
+    // The schedule replays to the violation.
+    let mut state = State::initial(&model);
+    for &c in &schedule {
+        assert!(state.choices(&Bounds::default()).contains(&c));
+        state.apply(c, &Bounds::default());
+    }
+    assert!(!state.any_step());
+    let bounded = Dpor::default().run(&model, &Bounds { max_depth: 2, ..Bounds::default() }).0;
+    assert_eq!(bounded.incomplete_reason.as_deref(), Some("depth bound reached: 2 steps"));
+    let capped = Dpor { max_executions: 1, check_properties: false, ..Dpor::default() }.run(&model, &Bounds::default());
+    assert_eq!(capped.0.incomplete_reason.as_deref(), Some("execution bound reached: 1 executions"));
+    // Under a preemption bound every pair of steps depends: the bound is not a property of
+    // traces. Without preemptions the increments run serially; with one the update is lost.
+    let serial = Dpor::default().run(&model, &Bounds { preemptions: Some(0), ..Bounds::default() }).0;
+    assert!(serial.complete && serial.violation.is_none());
+    let one = Dpor::default().run(&model, &Bounds { preemptions: Some(1), ..Bounds::default() }).0;
+    assert!(one.violation.is_some());
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// DPOR runs at least one execution of every Mazurkiewicz trace (the trace keys of its
+    /// executions are exactly those of every execution) and reaches every final state of the
+    /// naive enumeration; sleep sets alone run no fewer executions.
+    #[test]
+    fn dpor_runs_every_trace_of_random_programs(
+        programs in prop::collection::vec(prop::collection::vec(instr(), 1..4), 2..4),
+        crash in any::<bool>(),
+    ) {
+        let model = Programs { programs, check_counter: false };
+        let bounds = Bounds { crashes: u8::from(crash), ..Bounds::default() };
+        let naive = naive_finals(&model, &bounds);
+        let count = count_traces(&model, &bounds, 1_000_000);
+        prop_assert!(count.complete);
+        prop_assert_eq!(&count.finals, &naive);
+        let (dpor, report) = Dpor::default().run(&model, &bounds);
+        prop_assert!(dpor.complete);
+        prop_assert_eq!(&report.finals, &naive);
+        prop_assert_eq!(&report.traces, &count.traces);
+        prop_assert!(dpor.stats.executions >= count.traces.len() as u64);
+        let sleep_only = Dpor { source_sets: false, ..Dpor::default() }.run(&model, &bounds).0;
+        prop_assert!(sleep_only.stats.executions >= dpor.stats.executions);
+    }
+}
+
+#[test]
+fn a_spent_time_limit_makes_dpor_inconclusive_with_partial_counts() {
+    let model = Programs { programs: vec![increment(false); 5], check_counter: false };
+    let dpor = Dpor { budget: Budget::time_limit(0), ..Dpor::default() };
+    let e = dpor.run(&model, &Bounds::default()).0;
+    assert!(!e.complete);
+    assert_eq!(e.incomplete_reason.as_deref(), Some("time limit reached: 0 s"));
+    assert!(e.stats.transitions >= CHECK_EVERY, "partial counts: {:?}", e.stats);
 }

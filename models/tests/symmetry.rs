@@ -455,3 +455,75 @@ fn the_canonical_key_is_one_key_per_class_where_the_tables_grow_most() {
     let (keys, classes) = canonical_keys_and_classes(&pool, &crash);
     assert!(keys >= classes && keys * 100 <= classes * 105, "pool: {keys} keys for {classes} classes");
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// DPOR on the same random database programs (locks that wait and are granted, inserts that
+    /// wait on uncommitted keys, timeouts and crashes that cancel or grant waits): it reaches the
+    /// final states of an enumeration without reduction and runs every one of its traces (or,
+    /// where the enumeration is too long, the final states of the plain exhaustive search).
+    /// Programs with more than 5,000 traces are left out.
+    #[test]
+    fn dpor_runs_every_trace_of_random_programs(
+        steps in prop::collection::vec(step(), 1..5),
+        actors in 2usize..4,
+        unique_tag in any::<bool>(),
+        crashes in 0u8..2,
+        timeouts in 0u8..2,
+    ) {
+        use racelab_harness::explore::dpor::{count_traces, Dpor};
+        use racelab_harness::explore::exhaustive::Exhaustive;
+        let model = Programs { actors, steps: Arc::new(steps), unique_tag };
+        let bounds = Bounds { crashes, timeouts, ..Bounds::default() };
+        let dpor = Dpor { check_properties: false, max_executions: 5_000, ..Dpor::default() };
+        let (dpor, report) = dpor.run(&model, &bounds);
+        if !dpor.complete {
+            // Too many traces for a debug build (global commits order nearly everything).
+            return Ok(());
+        }
+        let count = count_traces(&model, &bounds, 2_000);
+        if count.complete {
+            prop_assert_eq!(&report.finals, &count.finals);
+            prop_assert_eq!(&report.traces, &count.traces);
+            // The exhaustive search's sleep sets rest on the same footprints.
+            let sleep_sets = Exhaustive { symmetry: false, ..Exhaustive::default() };
+            let (plain, finals) = sleep_sets.final_states(&model, &bounds);
+            if plain.violation.is_none() {
+                prop_assert_eq!(&finals, &count.finals);
+            }
+        } else {
+            let (plain, finals) = Exhaustive { symmetry: false, ..Exhaustive::default() }.final_states(&model, &bounds);
+            if plain.complete {
+                prop_assert_eq!(&report.finals, &finals);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_commutation_check_tries_pairs() {
+    let steps = vec![Step::Begin, Step::Insert { tag: "a", on_conflict_do_nothing: false }, Step::Commit];
+    let model = Programs { actors: 2, steps: Arc::new(steps), unique_tag: false };
+    let tried =
+        racelab_harness::explore::dpor::check_independence(&model, &Bounds::default(), 20_000).expect("they commute");
+    assert!(tried > 0);
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn choices_whose_footprints_do_not_conflict_commute(
+        steps in prop::collection::vec(step(), 1..5),
+        actors in 2usize..4,
+        unique_tag in any::<bool>(),
+        crashes in 0u8..2,
+        timeouts in 0u8..2,
+    ) {
+        let model = Programs { actors, steps: Arc::new(steps), unique_tag };
+        let bounds = Bounds { crashes, timeouts, errors: 1, ..Bounds::default() };
+        let tried = racelab_harness::explore::dpor::check_independence(&model, &bounds, 20_000);
+        prop_assert!(tried.is_ok(), "{:?}", tried);
+    }
+}

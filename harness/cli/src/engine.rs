@@ -57,6 +57,7 @@ impl Engine {
             (Engine::Shuttle, &Mode::Pct { seed, depth, .. }) => {
                 Ok(Some(racelab_engines::Engine::Shuttle(ShuttleMode::Pct { seed, depth })))
             }
+            (Engine::Shuttle, Mode::Dpor { .. }) => Err("--mode dpor is racelab's own explorer".to_string()),
         }
     }
 }
@@ -77,6 +78,7 @@ pub(crate) fn check_with_engine(s: &Scenario, engine: racelab_engines::Engine, m
     let schedules = match mode {
         Mode::Exhaustive => budget,
         Mode::Random { schedules, .. } | Mode::Pct { schedules, .. } => *schedules,
+        Mode::Dpor { executions } => *executions,
     };
     racelab_engines::check(&s.id, &*s.model, &s.bounds, engine, &Limits::schedules(schedules))
 }

@@ -64,7 +64,8 @@ enum Command {
         /// Seed for random and PCT schedules; with turmoil, the first seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Schedules per scenario: for random and PCT (default 1000); for loom and shuttle's DFS,
+        /// Schedules per scenario: for random and PCT (default 1000); for dpor, the executions
+        /// it may run before the verdict is `inconclusive` (default 1000000); for loom and shuttle's DFS,
         /// the executions they may run before the verdict is `inconclusive` (default 100000);
         /// with turmoil, seeds per scenario (default: the scenario file's `[turmoil] seeds`).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -281,7 +282,12 @@ enum ModeArg {
     Exhaustive,
     Random,
     Pct,
+    /// Source-DPOR with sleep sets (simulator): one execution per trace or a few more.
+    Dpor,
 }
+
+/// Executions `--mode dpor` may run per scenario unless `--schedules` says otherwise.
+const DEFAULT_DPOR_EXECUTIONS: u64 = 1_000_000;
 
 /// A failure to report: exit 2 for bad input.
 pub(crate) struct BadInput(String);
@@ -428,17 +434,22 @@ fn run_command(cli: Cli, app: &App, w: &mut dyn Write) -> Result<ExitCode, BadIn
                 return engine::check_turmoil(w, &selected, seed, schedules, json);
             }
             let engine_budget = schedules.unwrap_or(engine::DEFAULT_ENGINE_BUDGET);
+            let dpor_executions = schedules.unwrap_or(DEFAULT_DPOR_EXECUTIONS);
             let schedules = schedules.unwrap_or(1000);
             let mode = mode.map(|mode| match mode {
                 ModeArg::Exhaustive => Mode::Exhaustive,
                 ModeArg::Random => Mode::Random { seed, schedules },
                 ModeArg::Pct => Mode::Pct { seed, schedules, depth },
+                ModeArg::Dpor => Mode::Dpor { executions: dpor_executions },
             });
             let junit = junit.as_deref().map(junit::JunitFile::create).transpose()?;
             if (scale.shard.is_some() || scale.threads.is_some())
                 && (backend != Backend::Sim || mode.as_ref().is_some_and(|m| *m != Mode::Exhaustive))
             {
                 return Err(BadInput("--shard and --threads need the exhaustive mode on the simulator".into()));
+            }
+            if backend != Backend::Sim && mode.as_ref().is_some_and(|m| matches!(m, Mode::Dpor { .. })) {
+                return Err(BadInput("--mode dpor forks simulated states: it needs --backend sim".into()));
             }
             let backends = Backends::new(backend, &db)?;
             let backend_name = match backend {

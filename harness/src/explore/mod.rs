@@ -3,10 +3,12 @@
 //! Every strategy sits behind [`Explorer`]. Stateless strategies (random, PCT, replay) plug a
 //! [`Scheduler`] into [`stateless::Stateless`], which runs whole schedules from the initial state
 //! and so works on any backend. [`exhaustive::Exhaustive`] is a stateful depth-first search over
-//! the simulated world with state caching and sleep sets. When anything finds a violation,
+//! the simulated world with state caching and sleep sets; [`dpor::Dpor`] is a stateless search
+//! with source sets and sleep sets. When anything finds a violation,
 //! [`shortest`] turns it into a minimal schedule.
 
 pub mod budget;
+pub mod dpor;
 pub mod exhaustive;
 pub mod machine;
 pub mod parallel;

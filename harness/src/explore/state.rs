@@ -461,6 +461,10 @@ impl<A: Actor> State<A> {
         let mut footprint = self.world.take_footprint();
         if choice.kind != ChoiceKind::Step {
             footprint = Footprint::GLOBAL;
+        } else {
+            // A step runs in its actor's process: a crash or power loss that kills the process
+            // changes what the step is, even when the step itself touches nothing shared.
+            footprint.read(crate::op::Resource::Processes);
         }
         (text.map(|text| Event { choice, text, also_crashed, outcome: delivered }), footprint)
     }

@@ -520,9 +520,10 @@ impl Db {
                 Some(Outcome::Err(code))
             }
             Err(Stop::Wait(wait)) => {
-                // Who waits for whom is shared state: deadlock detection reads it. A wait that
-                // closes a cycle waits too; the explorer picks the victim among the cycle.
-                fp.global();
+                // Who waits for whom is shared state: deadlock detection and the grant order
+                // read it. A wait that closes a cycle waits too; the explorer picks the victim
+                // among the cycle. What it waits on, `run` recorded.
+                fp.write(Resource::Waits);
                 self.sessions[c].pending = Some(Pending { stmt: stmt.clone(), snapshot, wait });
                 self.wait_queue.push(conn);
                 None
@@ -895,7 +896,26 @@ impl Db {
     /// Commit or roll back `conn`'s transaction. The caller sets the session's block state.
     fn end_tx(&mut self, conn: ConnId, commit: bool, fp: &mut Footprint) {
         if self.has_effects(conn) {
-            fp.global();
+            // What others can see change: the commit order, the rows it wrote or locked, its
+            // transaction-scope advisory locks. Waiters it frees re-run in `wake`, which
+            // touches everything.
+            fp.write(Resource::Commits);
+            for (t, rows) in self.tables.iter().enumerate() {
+                let mine = |r: &LogicalRow| {
+                    r.locker == Some(conn)
+                        || r.versions
+                            .iter()
+                            .any(|v| v.xmin.is_active(conn) || v.xmax.is_some_and(|x| x.is_active(conn)))
+                };
+                if rows.iter().any(mine) {
+                    fp.write(Resource::Table(self.schema().tables[t].name));
+                }
+            }
+            for (key, h) in &self.advisory {
+                if h.conn == conn && h.xact > 0 {
+                    fp.write(Resource::Advisory(*key));
+                }
+            }
         }
         let wrote = self
             .tables
@@ -1868,8 +1888,12 @@ mod tests {
         assert_eq!(fp, want);
         d.execute(0, &add(vec![], 1), &mut fp);
         assert_ne!(fp.writes & want.reads, 0, "an update writes the table");
-        d.execute(0, &Sql::Commit, &mut fp);
-        assert_eq!(fp, Footprint::GLOBAL);
+        let mut commit = Footprint::default();
+        d.execute(0, &Sql::Commit, &mut commit);
+        let mut want = Footprint::default();
+        want.write(Resource::Commits);
+        want.write(Resource::Table("t"));
+        assert_eq!(commit, want, "a commit that frees nobody writes what it changed");
         let mut fp = Footprint::default();
         d.execute(1, &adv(3, LockScope::Session), &mut fp);
         let mut want = Footprint::default();
@@ -1903,13 +1927,19 @@ mod tests {
     }
 
     #[test]
-    fn blocking_and_waking_touch_everything() {
+    fn blocking_touches_the_waits_and_waking_touches_everything() {
         let mut d = db(2);
         run(&mut d, 0, Sql::Begin);
         run(&mut d, 0, add(vec![], 1));
         let mut fp = Footprint::default();
         assert_eq!(d.execute(1, &add(vec![], 1), &mut fp), Applied::Blocked);
-        assert_eq!(fp, Footprint::GLOBAL, "waits feed deadlock detection");
+        let mut waits = Footprint::default();
+        waits.write(Resource::Waits);
+        assert!(fp.conflicts(&waits), "waits feed deadlock detection");
+        let mut table = Footprint::default();
+        table.read(Resource::Table("t"));
+        assert!(fp.conflicts(&table), "what it waits on");
+        assert_ne!(fp, Footprint::GLOBAL);
         let mut fp = Footprint::default();
         d.execute(0, &Sql::Rollback, &mut fp);
         assert_eq!(fp, Footprint::GLOBAL);

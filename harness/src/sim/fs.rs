@@ -49,7 +49,7 @@ const MAX_PENDING: usize = 16;
 /// Most files (names plus unnamed open files) in the directory.
 const MAX_INODES: usize = 32;
 
-/// Who allocates inode numbers and temporary names.
+/// Who allocates inode numbers and temporary names, and the queue of unsynced directory changes.
 const ALLOCATION: Resource = Resource::Custom(u64::MAX);
 
 /// A descriptor slot of one actor.
@@ -410,7 +410,11 @@ impl Fs {
         inode.pending.push(op);
     }
 
-    fn dir_op(&mut self, op: DirOp) {
+    /// Every directory change joins one queue of unsynced changes, whose order decides what a
+    /// power loss keeps: two changes of different names do not commute either, so each writes
+    /// the directory (`ALLOCATION`).
+    fn dir_op(&mut self, op: DirOp, fp: &mut Footprint) {
+        fp.write(ALLOCATION);
         op.apply(&mut self.names);
         assert!(self.dir_pending.len() < MAX_PENDING, "more than {MAX_PENDING} unsynced directory changes");
         self.dir_pending.push(op);
@@ -444,7 +448,7 @@ impl Fs {
                     None => {
                         fp.write(ALLOCATION);
                         let ino = self.new_inode(Inode { cache: Vec::new(), disk: Vec::new(), pending: Vec::new() });
-                        self.dir_op(DirOp::Link { name: path, ino });
+                        self.dir_op(DirOp::Link { name: path, ino }, fp);
                         self.open.insert(me(fd), ino);
                         Outcome::Ok
                     }
@@ -463,7 +467,7 @@ impl Fs {
                 fp.write(Resource::File(name));
                 fp.write(ALLOCATION);
                 let ino = self.new_inode(Inode { cache: Vec::new(), disk: Vec::new(), pending: Vec::new() });
-                self.dir_op(DirOp::Link { name, ino });
+                self.dir_op(DirOp::Link { name, ino }, fp);
                 self.open.insert(me(fd), ino);
                 Outcome::Value(Value::Str(name))
             }
@@ -529,7 +533,7 @@ impl Fs {
                 fp.write(Resource::File(from));
                 fp.write(Resource::File(to));
                 if self.names.contains_key(from) {
-                    self.dir_op(DirOp::Rename { from, to });
+                    self.dir_op(DirOp::Rename { from, to }, fp);
                     self.collect_garbage();
                     Outcome::Ok
                 } else {
@@ -539,7 +543,7 @@ impl Fs {
             FsOp::Unlink { path } => {
                 fp.write(Resource::File(path));
                 if self.names.contains_key(path) {
-                    self.dir_op(DirOp::Unlink { name: path });
+                    self.dir_op(DirOp::Unlink { name: path }, fp);
                     self.collect_garbage();
                     Outcome::Ok
                 } else {
