@@ -2,12 +2,12 @@
 //! counts on one thread and on two, and as the sequential reduced search, the verdict and targets
 //! of the plain search, and counterexamples that replay concretely to their invariant.
 
-use std::collections::BTreeMap;
-
-use racelab_harness::catalogue::{DynModel, Param, Params};
+use racelab_harness::catalogue::DynModel;
 use racelab_harness::explore::budget::Budget;
 use racelab_harness::explore::{Bounds, Exploration};
 use racelab_harness::run::Backend;
+
+mod common;
 
 fn counts(e: &Exploration) -> (u64, u64, u64, bool, u64) {
     (e.stats.states, e.stats.final_states, e.stats.transitions, e.complete, e.reached)
@@ -48,20 +48,12 @@ fn check(id: &str, model: &dyn DynModel, bounds: &Bounds) -> bool {
 #[test]
 fn the_reduced_parallel_search_agrees_with_the_plain_one_on_every_symmetric_model() {
     let mut compared = Vec::new();
-    for race in racelab_models::catalogue() {
-        for variant in &race.variants {
-            let Ok(model) = (variant.build)(&Params::new(BTreeMap::new())) else { continue };
-            // Sixteen identical hooks (small-pool-at-peak) are sampled by PCT, not searched.
-            match model.symmetry() {
-                Some(symmetry) if symmetry.groups.iter().all(|g| g.len() <= 6) => {}
-                _ => continue,
-            }
-            for crashes in [0, 1] {
-                let bounds = Bounds { crashes, ..Bounds::default() };
-                let id = format!("{}/{} with {crashes} crashes", race.id, variant.id);
-                if check(&id, &*model, &bounds) {
-                    compared.push(id);
-                }
+    for (id, model) in common::symmetric_models() {
+        for crashes in [0, 1] {
+            let bounds = Bounds { crashes, ..Bounds::default() };
+            let id = format!("{id} with {crashes} crashes");
+            if check(&id, &*model, &bounds) {
+                compared.push(id);
             }
         }
     }
@@ -80,10 +72,7 @@ fn the_reduced_parallel_search_agrees_with_more_workers() {
         ("reaper-commit", "commit-inside-lock", "hooks"),
     ];
     for (race, variant, param) in cells {
-        let catalogue = racelab_models::catalogue();
-        let def = catalogue.iter().find(|r| r.id == race).expect("race");
-        let build = def.variants.iter().find(|v| v.id == variant).expect("variant").build;
-        let model = build(&Params::new(BTreeMap::from([(param.to_string(), Param::Int(4))]))).expect("builds");
+        let model = common::with_workers(race, variant, param, 4);
         let bounds = Bounds { crashes: 1, ..Bounds::default() };
         assert!(check(&format!("{race}/{variant} with 4 workers and a crash"), &*model, &bounds));
     }

@@ -16,6 +16,9 @@ use racelab_harness::run::Backend;
 use racelab_harness::sim::{Schema, TableDef, UniqueIndex, World};
 use racelab_harness::symmetry::{Renaming, Symmetry};
 
+mod common;
+use common::with_workers;
+
 /// Compares the two searches; false when the plain one stopped at a bound first, so that there
 /// was nothing to compare.
 fn assert_same(id: &str, model: &dyn DynModel, bounds: &Bounds) -> bool {
@@ -54,31 +57,15 @@ fn assert_same(id: &str, model: &dyn DynModel, bounds: &Bounds) -> bool {
     true
 }
 
-fn with_workers(race: &str, variant: &str, param: &str, n: usize) -> Box<dyn DynModel> {
-    let catalogue = racelab_models::catalogue();
-    let def = catalogue.iter().find(|r| r.id == race).expect("race");
-    let build = def.variants.iter().find(|v| v.id == variant).expect("variant").build;
-    build(&Params::new(BTreeMap::from([(param.to_string(), Param::Int(n as i64))]))).expect("builds")
-}
-
 #[test]
 fn reduced_and_plain_searches_agree_on_every_symmetric_catalogue_model() {
     let mut compared = Vec::new();
-    for race in racelab_models::catalogue() {
-        for variant in &race.variants {
-            let Ok(model) = (variant.build)(&Params::new(BTreeMap::new())) else { continue };
-            // The exact class key tries every renaming: groups of at most 6 (small-pool-at-peak's
-            // 16 hooks are sampled by PCT, not searched).
-            match model.symmetry() {
-                Some(symmetry) if symmetry.groups.iter().all(|g| g.len() <= 6) => {}
-                _ => continue,
-            }
-            for crashes in [0, 1] {
-                let bounds = Bounds { crashes, ..Bounds::default() };
-                assert_same(&format!("{}/{} with {crashes} crashes", race.id, variant.id), &*model, &bounds);
-            }
-            compared.push(format!("{}/{}", race.id, variant.id));
+    for (id, model) in common::symmetric_models() {
+        for crashes in [0, 1] {
+            let bounds = Bounds { crashes, ..Bounds::default() };
+            assert_same(&format!("{id} with {crashes} crashes"), &*model, &bounds);
         }
+        compared.push(id);
     }
     assert!(compared.len() >= 4, "only {compared:?} declare a symmetry");
 }

@@ -45,7 +45,7 @@ use crate::op::{Footprint, MAX_ACTORS};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
 use super::state::{fingerprint_of, Properties, State};
-use super::{unreached_targets, Bounds, Choice, ChoiceKind, Exploration, Explorer, Stats, Violation};
+use super::{Bounds, Choice, ChoiceKind, Exploration, Explorer, Stats, Violation};
 
 /// The process of power-loss choices, after the actors' (at most [`MAX_ACTORS`]).
 const WORLD: u8 = MAX_ACTORS as u8;
@@ -289,16 +289,8 @@ impl Dpor {
         };
         let enabled = init.choices(bounds);
         search.visit(init, enabled, Vec::new());
-        let complete = search.violation.is_none() && search.incomplete.is_none();
-        let exploration = Exploration {
-            unreached: if complete { unreached_targets(model, search.reached) } else { Vec::new() },
-            stats: search.stats,
-            violation: search.violation,
-            complete,
-            incomplete_reason: search.incomplete,
-            reached: search.reached,
-            cache_bytes: 0,
-        };
+        let exploration =
+            Exploration::ended(model, search.stats, search.violation, search.incomplete, search.reached, 0);
         (exploration, search.report)
     }
 }

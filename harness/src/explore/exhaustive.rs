@@ -21,7 +21,7 @@ use crate::symmetry::{Canonicaliser, Symmetry};
 use super::budget::{Budget, Progress, Shard, CHECK_EVERY};
 use super::state::{concrete_schedule, Properties, State};
 use super::visited::{in_mask, sleep_mask, VisitedTable, ON_PATH};
-use super::{unreached_targets, Bounds, Choice, Exploration, Explorer, Stats};
+use super::{Bounds, Choice, Exploration, Explorer, Stats};
 
 /// Depth-first over every interleaving and fault choice within the bounds.
 #[derive(Clone, Debug)]
@@ -144,16 +144,9 @@ impl Exhaustive {
 
     fn run<M: Model>(&self, model: &M, bounds: &Bounds, collect: Collect) -> (Exploration, Option<BTreeSet<u128>>) {
         let search = self.search(model, bounds, collect);
-        let complete = search.violation.is_none() && search.incomplete.is_none();
-        let exploration = Exploration {
-            unreached: if complete { unreached_targets(model, search.reached) } else { Vec::new() },
-            stats: search.stats,
-            violation: search.violation,
-            complete,
-            incomplete_reason: search.incomplete,
-            reached: search.reached,
-            cache_bytes: search.visited.bytes() + search.top.bytes(),
-        };
+        let bytes = search.visited.bytes() + search.top.bytes();
+        let exploration =
+            Exploration::ended(model, search.stats, search.violation, search.incomplete, search.reached, bytes);
         (exploration, search.finals)
     }
 

@@ -152,6 +152,30 @@ pub struct Exploration {
     pub cache_bytes: u64,
 }
 
+impl Exploration {
+    /// The result of a search that stopped at `violation`, at `incomplete` (why it could not
+    /// finish), or complete when neither: unreached targets are named only when complete.
+    pub fn ended<M: Model>(
+        model: &M,
+        stats: Stats,
+        violation: Option<(Violation, Vec<Choice>)>,
+        incomplete: Option<String>,
+        reached: u64,
+        cache_bytes: u64,
+    ) -> Exploration {
+        let complete = violation.is_none() && incomplete.is_none();
+        Exploration {
+            unreached: if complete { unreached_targets(model, reached) } else { Vec::new() },
+            stats,
+            violation,
+            complete,
+            incomplete_reason: incomplete,
+            reached,
+            cache_bytes,
+        }
+    }
+}
+
 /// An exploration strategy.
 pub trait Explorer {
     fn explore<M: Model>(&mut self, model: &M, bounds: &Bounds) -> Exploration;

@@ -38,7 +38,7 @@ use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
 use super::state::{concrete_schedule, Properties, State};
-use super::{unreached_targets, Bounds, Choice, Exploration, Stats, Violation};
+use super::{Bounds, Choice, Exploration, Stats, Violation};
 
 /// Lock stripes of the visited set: enough that two to a few dozen threads rarely meet.
 const STRIPES: usize = 256;
@@ -126,7 +126,6 @@ pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Bu
         *walk = concrete_schedule(model, bounds, symmetry, walk);
     }
     let incomplete = shared.incomplete.into_inner().expect("no search thread panicked");
-    let complete = violation.is_none() && incomplete.is_none();
     let reached = shared.reached.load(Ordering::SeqCst);
     let cache_bytes = shared
         .visited
@@ -136,22 +135,15 @@ pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Bu
             (s.capacity() as u64 * 8).div_ceil(7) * (std::mem::size_of::<u128>() as u64 + 1)
         })
         .sum();
-    Exploration {
-        unreached: if complete { unreached_targets(model, reached) } else { Vec::new() },
-        stats: Stats {
-            executions: 0,
-            final_states: shared.final_states.load(Ordering::SeqCst),
-            states: shared.states.load(Ordering::SeqCst),
-            transitions: shared.transitions.load(Ordering::SeqCst),
-            pruned: 0,
-            depth: 0,
-        },
-        violation,
-        complete,
-        incomplete_reason: incomplete,
-        reached,
-        cache_bytes,
-    }
+    let stats = Stats {
+        executions: 0,
+        final_states: shared.final_states.load(Ordering::SeqCst),
+        states: shared.states.load(Ordering::SeqCst),
+        transitions: shared.transitions.load(Ordering::SeqCst),
+        pruned: 0,
+        depth: 0,
+    };
+    Exploration::ended(model, stats, violation, incomplete, reached, cache_bytes)
 }
 
 /// A claimed state waiting to be expanded, the depth it was reached at, and the choice that
