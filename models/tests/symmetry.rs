@@ -178,6 +178,7 @@ impl Actor for Program {
     }
 }
 
+#[derive(Debug)]
 struct Programs {
     actors: usize,
     steps: Arc<Vec<Step>>,
@@ -241,6 +242,16 @@ impl Model for Programs {
         let owned = (0..self.actors).map(|i| vec![Value::Int(Self::id(i))]).collect();
         Some(Symmetry::group(0..self.actors, owned))
     }
+}
+
+/// A random program of 2 or 3 identical actors, with up to one crash and one timeout.
+fn program_with_faults() -> impl Strategy<Value = (Programs, Bounds)> {
+    (prop::collection::vec(step(), 1..5), 2usize..4, any::<bool>(), 0u8..2, 0u8..2).prop_map(
+        |(steps, actors, unique_tag, crashes, timeouts)| {
+            let model = Programs { actors, steps: Arc::new(steps), unique_tag };
+            (model, Bounds { crashes, timeouts, ..Bounds::default() })
+        },
+    )
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -452,17 +463,9 @@ proptest! {
     /// where the enumeration is too long, the final states of the plain exhaustive search).
     /// Programs with more than 5,000 traces are left out.
     #[test]
-    fn dpor_runs_every_trace_of_random_programs(
-        steps in prop::collection::vec(step(), 1..5),
-        actors in 2usize..4,
-        unique_tag in any::<bool>(),
-        crashes in 0u8..2,
-        timeouts in 0u8..2,
-    ) {
+    fn dpor_runs_every_trace_of_random_programs((model, bounds) in program_with_faults()) {
         use racelab_harness::explore::dpor::{count_traces, Dpor};
         use racelab_harness::explore::exhaustive::Exhaustive;
-        let model = Programs { actors, steps: Arc::new(steps), unique_tag };
-        let bounds = Bounds { crashes, timeouts, ..Bounds::default() };
         let dpor = Dpor { check_properties: false, max_executions: 5_000, ..Dpor::default() };
         let (dpor, report) = dpor.run(&model, &bounds);
         if !dpor.complete {
@@ -501,15 +504,8 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn choices_whose_footprints_do_not_conflict_commute(
-        steps in prop::collection::vec(step(), 1..5),
-        actors in 2usize..4,
-        unique_tag in any::<bool>(),
-        crashes in 0u8..2,
-        timeouts in 0u8..2,
-    ) {
-        let model = Programs { actors, steps: Arc::new(steps), unique_tag };
-        let bounds = Bounds { crashes, timeouts, errors: 1, ..Bounds::default() };
+    fn choices_whose_footprints_do_not_conflict_commute((model, bounds) in program_with_faults()) {
+        let bounds = Bounds { errors: 1, ..bounds };
         let tried = racelab_harness::explore::dpor::check_independence(&model, &bounds, 20_000);
         prop_assert!(tried.is_ok(), "{:?}", tried);
     }
