@@ -84,9 +84,17 @@ impl Symmetry {
         let mut perm: Vec<ActorId> = (0..actors).collect();
         for g in self.leaders() {
             let lanes = self.parallel(g);
-            let key = |j: usize| lanes.iter().map(|&h| &sort_keys[self.groups[h][j]]).collect::<Vec<_>>();
             let mut order: Vec<usize> = (0..self.groups[g].len()).collect();
-            order.sort_by(|&i, &j| key(i).cmp(&key(j)).then(i.cmp(&j)));
+            if lanes.len() == 1 {
+                let group = &self.groups[g];
+                order.sort_by(|&i, &j| sort_keys[group[i]].cmp(&sort_keys[group[j]]).then(i.cmp(&j)));
+            } else {
+                // Each unit's key once, not once a comparison.
+                let keys: Vec<Vec<&K>> = (0..self.groups[g].len())
+                    .map(|j| lanes.iter().map(|&h| &sort_keys[self.groups[h][j]]).collect())
+                    .collect();
+                order.sort_by(|&i, &j| keys[i].cmp(&keys[j]).then(i.cmp(&j)));
+            }
             for &h in &lanes {
                 let group = &self.groups[h];
                 for (k, &old) in order.iter().enumerate() {
