@@ -9,6 +9,10 @@
 //! `RACELAB_SCALE_SEQUENTIAL=1` skips the thread columns.
 //! Times are wall clock on whatever the machine is doing; take the best of several runs.
 
+// The allocator the `racelab` binary uses, so that the table times what `check` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
