@@ -516,15 +516,16 @@ impl Canonicaliser {
             owned.extend(values.iter().enumerate().map(|(k, &v)| (v, a, k)));
         }
         owned.sort_unstable();
-        Canonicaliser {
+        let mut canon = Canonicaliser {
             symmetry: symmetry.clone(),
             owners: Vec::new(),
             conns_of: Vec::new(),
             owned,
             abstracting: Vec::new(),
             with_abstractions,
-        }
-        .for_owners_forced(&[])
+        };
+        canon.refit(&[]);
+        canon
     }
 
     pub fn symmetry(&self) -> &Symmetry {
@@ -534,22 +535,11 @@ impl Canonicaliser {
     /// Make it fit a world whose connection `c` belongs to actor `conn_owner[c]`.
     pub fn for_owners(&mut self, conn_owner: &[ActorId]) {
         if self.owners != conn_owner {
-            *self = std::mem::replace(self, Canonicaliser::empty()).for_owners_forced(conn_owner);
+            self.refit(conn_owner);
         }
     }
 
-    fn empty() -> Canonicaliser {
-        Canonicaliser {
-            symmetry: Symmetry::default(),
-            owners: Vec::new(),
-            conns_of: Vec::new(),
-            owned: Vec::new(),
-            abstracting: Vec::new(),
-            with_abstractions: false,
-        }
-    }
-
-    fn for_owners_forced(mut self, conn_owner: &[ActorId]) -> Canonicaliser {
+    fn refit(&mut self, conn_owner: &[ActorId]) {
         let actors = self.symmetry.groups.iter().flatten().copied().max().map_or(0, |m| m + 1);
         let actors = actors.max(conn_owner.iter().copied().max().map_or(0, |m| m + 1));
         self.owners = conn_owner.to_vec();
@@ -558,13 +548,13 @@ impl Canonicaliser {
             self.conns_of[a].push(c as ConnId);
         }
         self.abstracting = vec![None; actors];
-        let groups = if self.with_abstractions { &self.symmetry.groups[..] } else { &[] };
-        for g in groups {
-            for &a in g {
-                self.abstracting[a] = Some(Renaming::abstracting(a, g, conn_owner, &self.symmetry));
+        if self.with_abstractions {
+            for g in &self.symmetry.groups {
+                for &a in g {
+                    self.abstracting[a] = Some(Renaming::abstracting(a, g, conn_owner, &self.symmetry));
+                }
             }
         }
-        self
     }
 
     /// [`Renaming::abstracting`] for group member `a`.
@@ -597,14 +587,14 @@ impl Canonicaliser {
     }
 }
 
-/// Uncoupled groups as one permutation (see [`Symmetry::sorting_permutation`]).
-pub fn sorting_permutation<K: Ord>(groups: &[Vec<ActorId>], actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
-    Symmetry { groups: groups.to_vec(), ..Symmetry::default() }.sorting_permutation(actors, sort_keys)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uncoupled groups sorted as one permutation.
+    fn sorting_permutation(groups: &[Vec<ActorId>], actors: usize, keys: &[i32]) -> Vec<ActorId> {
+        Symmetry { groups: groups.to_vec(), ..Symmetry::default() }.sorting_permutation(actors, keys)
+    }
 
     fn two_requests() -> Symmetry {
         Symmetry::group(0..2, vec![vec![Value::Int(1)], vec![Value::Int(2)]])

@@ -151,7 +151,7 @@ impl Exhaustive {
     }
 
     fn search<'m, M: Model>(&'m self, model: &'m M, bounds: &'m Bounds, collect: Collect) -> Search<'m, M> {
-        let init = State::initial(model);
+        let mut init = State::initial(model);
         assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
         let declared = Symmetry::declared_by(model, &init.world);
         let symmetry = declared.as_ref().filter(|_| self.symmetry).map(Canonicaliser::new);
@@ -177,7 +177,6 @@ impl Exhaustive {
             finals: (collect != Collect::Nothing).then(BTreeSet::new),
             finals_by_class: collect == Collect::Classes,
         };
-        let mut init = init;
         search.settle(&mut init);
         search.stats.executions = search.visit(init, Vec::new());
         if let (Some((_, walk)), Some(canon)) = (&mut search.violation, &search.symmetry) {
@@ -347,9 +346,7 @@ impl<M: Model> Search<'_, M> {
     }
 
     fn record(&mut self, key: u128, top: bool, executions: u64) {
-        if let Some((sleep, _)) = self.cache(top).get(key) {
-            self.cache(top).set(key, sleep, executions);
-        }
+        self.cache(top).set_executions(key, executions);
     }
 
     /// Every [`CHECK_EVERY`] transitions: report progress, and stop on a limit or an interrupt.

@@ -17,14 +17,12 @@
 //!
 //! With the model's symmetry, the threads walk canonical states only: every state is renamed
 //! into its canonical form ([`State::canonicalise`]) as soon as it is made, and keyed by its
-//! own fingerprint. The sequential search instead walks concrete states keyed by their
-//! canonical fingerprint; there, which concrete state of a class is met first decides what is
-//! explored from it, which here would depend on thread timing. Canonical forms are a function
-//! of the state, so the states walked are the closure of the canonical initial state under
-//! "step, then canonicalise", the same set for any number of threads. A schedule of that walk
-//! names actors as each canonical state numbers them; a violation's is translated back into a
-//! concrete schedule, checking at every step that the concrete state is a renaming of the
-//! walked one.
+//! own fingerprint, as in the sequential search. Keying concrete states by a canonical
+//! fingerprint instead would let thread timing decide which concrete state of a class is
+//! explored. Canonical forms are a function of the state, so the states walked are the closure
+//! of the canonical initial state under "step, then canonicalise", the same set for any number
+//! of threads. A violation's schedule is translated back into a concrete one
+//! ([`super::state::concrete_schedule`]).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;

@@ -127,6 +127,20 @@ impl VisitedTable {
         self.slots[at] = [key[0], key[1], key[2], sleep, executions as u32, (executions >> 32) as u32];
     }
 
+    /// Overwrite the executions of `fingerprint`, if visited, keeping its sleep set.
+    pub fn set_executions(&mut self, fingerprint: u128, executions: u64) {
+        if self.len == 0 {
+            return;
+        }
+        let key = key_words(fingerprint);
+        let at = self.find(key);
+        let slot = &mut self.slots[at];
+        if slot[..3] == key {
+            slot[4] = executions as u32;
+            slot[5] = (executions >> 32) as u32;
+        }
+    }
+
     fn grow(&mut self) {
         let size = self.slots.len() + self.slots.len() / 2;
         let old = std::mem::take(&mut self.slots);
@@ -165,6 +179,17 @@ mod tests {
         }
         let per_state = table.bytes() as f64 / table.states() as f64;
         assert!(per_state <= 48.0, "{per_state} bytes a state");
+    }
+
+    #[test]
+    fn setting_executions_keeps_the_sleep_set_and_adds_no_key() {
+        let mut table = VisitedTable::default();
+        table.set_executions(9, 1);
+        assert_eq!(table.get(9), None, "nothing stored for an unvisited state");
+        table.set(9, 0b101, ON_PATH);
+        table.set_executions(9, 1 << 40);
+        assert_eq!(table.get(9), Some((0b101, 1 << 40)));
+        assert_eq!(table.states(), 1);
     }
 
     #[test]
