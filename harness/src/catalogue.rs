@@ -110,8 +110,8 @@ pub trait DynModel: Send + Sync {
     fn explore_exhaustive(&self, bounds: &Bounds, sleep_sets: bool) -> Exploration;
     /// The raw random or PCT exploration on the simulator, without minimising: for benchmarks.
     fn explore_sampled(&self, bounds: &Bounds, mode: &Mode) -> Exploration;
-    /// The raw exhaustive search within a budget (sleep sets on): for the scale benchmark.
-    fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration;
+    /// The raw exhaustive search as `search` configures it: for benchmarks.
+    fn explore_exhaustive_with(&self, bounds: &Bounds, search: &crate::explore::exhaustive::Exhaustive) -> Exploration;
     /// The parallel search on `threads` threads within a budget: for the scale benchmark.
     fn explore_parallel(
         &self,
@@ -191,9 +191,8 @@ impl<M: Model> DynModel for M {
     fn explore_sampled(&self, bounds: &Bounds, mode: &Mode) -> Exploration {
         crate::run::explore_sampled(self, bounds, mode)
     }
-    fn explore_exhaustive_with(&self, bounds: &Bounds, budget: &crate::explore::Budget) -> Exploration {
-        let mut search = crate::explore::exhaustive::Exhaustive { budget: budget.clone(), ..Default::default() };
-        crate::explore::Explorer::explore(&mut search, self, bounds)
+    fn explore_exhaustive_with(&self, bounds: &Bounds, search: &crate::explore::exhaustive::Exhaustive) -> Exploration {
+        crate::explore::Explorer::explore(&mut search.clone(), self, bounds)
     }
     fn explore_parallel(
         &self,

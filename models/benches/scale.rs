@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use racelab_harness::catalogue::{Param, Params};
 use racelab_harness::explore::budget::Budget;
+use racelab_harness::explore::exhaustive::Exhaustive;
 use racelab_harness::explore::Bounds;
 
 /// The fault one row allows.
@@ -91,7 +92,10 @@ fn main() {
             };
             let bounds = Bounds { crashes, max_depth: 400, max_states: 100_000_000, ..Bounds::default() };
             let start = Instant::now();
-            let sequential = model.explore_exhaustive_with(&bounds, &Budget::time_limit(limit));
+            let sequential = model.explore_exhaustive_with(
+                &bounds,
+                &Exhaustive { budget: Budget::time_limit(limit), ..Exhaustive::default() },
+            );
             let secs = start.elapsed().as_secs_f64();
             let parallel = |threads: usize| {
                 let start = Instant::now();

@@ -4,6 +4,7 @@
 
 use racelab_harness::catalogue::DynModel;
 use racelab_harness::explore::budget::Budget;
+use racelab_harness::explore::exhaustive::Exhaustive;
 use racelab_harness::explore::{Bounds, Exploration};
 use racelab_harness::run::Backend;
 
@@ -36,7 +37,7 @@ fn check(id: &str, model: &dyn DynModel, bounds: &Bounds) -> bool {
     }
     if plain.complete {
         assert_eq!(counts(&one), counts(&two), "{id}: counts on one and two threads");
-        let sequential = model.explore_exhaustive_with(bounds, &Budget::default());
+        let sequential = model.explore_exhaustive_with(bounds, &Exhaustive::default());
         assert_eq!(counts(&one), counts(&sequential), "{id}: counts of the parallel and the sequential search");
         assert_eq!(one.reached, plain.reached, "{id}: targets reached");
         let unreduced = model.explore_parallel(bounds, 1, &Budget::default(), false);

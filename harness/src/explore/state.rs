@@ -137,22 +137,26 @@ impl<A: Actor> State<A> {
             return None;
         }
         let n = self.actors.len();
-        canon.for_owners(self.world.db.conn_owners());
-        let symmetry = canon.symmetry();
-        let mut keys = vec![0u128; n];
-        for g in &symmetry.groups {
-            for &a in g {
-                let abstracting = canon.abstracting(a);
-                let mut seen = self.actors[a].clone();
-                seen.rename(abstracting);
-                keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, abstracting)));
-            }
-        }
-        let perm = symmetry.sorting_permutation(n, &keys);
+        let keys = self.member_keys(canon);
+        let perm = canon.symmetry().sorting_permutation(n, &keys);
         // A world that renumbers slots and pids to follow their holders may change even when
         // every actor keeps its place.
         let identity = perm.iter().enumerate().all(|(i, &p)| i == p);
-        (!identity || symmetry.renumbers).then_some(perm)
+        (!identity || canon.symmetry().renumbers).then_some(perm)
+    }
+
+    /// Each group member's sort key: its own state and what it holds in the world, both seen
+    /// through its abstracting renaming (0 for actors outside every group).
+    fn member_keys(&self, canon: &mut Canonicaliser) -> Vec<u128> {
+        canon.for_owners(self.world.db.conn_owners());
+        let mut keys = vec![0u128; self.actors.len()];
+        for &a in canon.symmetry().groups.iter().flatten() {
+            let abstracting = canon.abstracting(a);
+            let mut seen = self.actors[a].clone();
+            seen.rename(abstracting);
+            keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, abstracting)));
+        }
+        keys
     }
 
     /// The least fingerprint over every renaming of the symmetry's groups: one key per class,
