@@ -25,6 +25,10 @@ explain id:
 bench:
     cargo bench -p racelab-models --bench explore
 
+# States/s of the plain and the reduced search on one core, per headline race
+bench-throughput:
+    cargo bench -p racelab-models --bench throughput
+
 # DPOR per scenario: executions, Mazurkiewicz traces, DPOR executions per trace (cap=N executions)
 bench-dpor cap="200000":
     RACELAB_DPOR_CAP={{cap}} cargo bench -p racelab-models --bench dpor
