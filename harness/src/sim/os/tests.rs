@@ -1,0 +1,324 @@
+//! The operating system's rules: processes, spawns, files, flock, crashes and renaming.
+
+use super::*;
+
+const LOCK: &str = "spawn.lock";
+
+fn os(actors: usize) -> Os {
+    Os::new(actors)
+}
+
+fn apply(os: &mut Os, actor: ActorId, op: OsOp) -> Applied {
+    os.apply(actor, &op, &mut Footprint::default())
+}
+
+fn done(os: &mut Os, actor: ActorId, op: OsOp) -> Outcome {
+    match apply(os, actor, op) {
+        Applied::Done(o) => o,
+        Applied::Blocked => panic!("actor {actor} blocked"),
+    }
+}
+
+fn take(os: &mut Os, actor: ActorId) -> Option<Outcome> {
+    os.take_ready(actor, &mut Footprint::default())
+}
+
+fn crash(os: &mut Os, actor: ActorId) -> Vec<ActorId> {
+    let dead = os.process_mates(actor);
+    os.on_crash(&dead, &mut Footprint::default());
+    dead
+}
+
+/// Hooks 0 and 1 each spawn their daemon (2 and 3), `first` first; the daemon of `first`
+/// takes the lock and names itself in the PID file.
+fn spawned_in_turn(first: ActorId) -> crate::sim::World {
+    use crate::op::Op;
+    let mut world = crate::sim::World::new(crate::sim::Schema::default(), 4);
+    world.os.number_by_actors();
+    world.os.start_process(&[0]);
+    world.os.start_process(&[1]);
+    world.os.add_dormant(2);
+    world.os.add_dormant(3);
+    for hook in [first, 1 - first] {
+        world.apply(hook, &Op::os("spawn", OsOp::SpawnProcess { actor: hook + 2 }));
+    }
+    let daemon = first + 2;
+    world.apply(daemon, &Op::os("lock", OsOp::Flock { path: LOCK, nonblocking: true }));
+    let pid = world.os.pid_of(daemon).expect("spawned");
+    world.apply(daemon, &Op::os("name", OsOp::WriteFile { path: "pid", content: Value::Int(pid.into()) }));
+    world
+}
+
+#[test]
+fn a_renamed_os_equals_the_os_built_with_the_renamed_actors() {
+    use crate::symmetry::{Renaming, Symmetry};
+    let units = Symmetry::units(&[vec![0, 2], vec![1, 3]], Vec::new()).renumbering();
+    let mut world = spawned_in_turn(1);
+    assert_eq!(world.os.pid_of(3), Some(102));
+    let numbered = world.rename(&Renaming::new(vec![1, 0, 3, 2], &[], &units)).expect("pids renumbered");
+    // Hook 1's daemon, spawned first as pid 102, is now hook 0's daemon, still pid 102;
+    // the hooks' own processes swap pids with them.
+    assert_eq!(world, spawned_in_turn(0));
+    assert_eq!((numbered.pid(100), numbered.pid(101), numbered.pid(102)), (101, 100, 102));
+    assert_eq!(world.os.file("pid"), Some(Value::Int(102)));
+    assert_eq!(world.os.flock_holder(LOCK), Some(102));
+}
+
+#[test]
+fn an_os_in_use_is_renamed_only_when_the_model_numbers_processes_by_actors() {
+    let mut os = os(2);
+    os.start_process(&[0]);
+    assert!(os.renamable().is_err());
+    os.number_by_actors();
+    assert!(os.renamable().is_ok());
+}
+
+fn flock(nonblocking: bool) -> OsOp {
+    OsOp::Flock { path: LOCK, nonblocking }
+}
+
+#[test]
+fn spawn_process_wakes_the_dormant_actor_with_its_pid() {
+    let mut os = os(2);
+    let parent = os.start_process(&[0]);
+    os.add_dormant(1);
+    assert_eq!(apply(&mut os, 1, OsOp::AwaitSpawn), Applied::Blocked);
+    assert!(os.is_dormant(1) && !os.is_ready(1));
+    let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
+    assert_ne!(child, parent);
+    assert!(!os.is_dormant(1) && os.is_ready(1));
+    assert_eq!(take(&mut os, 1), Some(Outcome::Pid(child)));
+    assert!(os.is_alive(child) && os.is_alive(parent));
+    assert_eq!(os.pid_of(1), Some(child));
+}
+
+#[test]
+fn spawn_before_await_returns_at_once() {
+    let mut os = os(2);
+    os.start_process(&[0]);
+    os.add_dormant(1);
+    let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
+    assert_eq!(done(&mut os, 1, OsOp::AwaitSpawn), Outcome::Pid(child));
+}
+
+#[test]
+fn spawn_task_joins_the_callers_process_and_dies_with_it() {
+    let mut os = os(2);
+    let server = os.start_process(&[0]);
+    os.add_dormant(1);
+    apply(&mut os, 1, OsOp::AwaitSpawn);
+    assert_eq!(done(&mut os, 0, OsOp::SpawnTask { actor: 1 }), Outcome::Ok);
+    assert_eq!(take(&mut os, 1), Some(Outcome::Pid(server)));
+    assert_eq!(crash(&mut os, 0), vec![0, 1]);
+    assert!(!os.is_alive(server));
+}
+
+#[test]
+#[should_panic(expected = "not dormant")]
+fn spawning_an_actor_twice_is_a_model_bug() {
+    let mut os = os(2);
+    os.start_process(&[0]);
+    os.add_dormant(1);
+    done(&mut os, 0, OsOp::SpawnProcess { actor: 1 });
+    done(&mut os, 0, OsOp::SpawnProcess { actor: 1 });
+}
+
+#[test]
+fn files_read_write_remove() {
+    let mut os = os(1);
+    os.start_process(&[0]);
+    let read = OsOp::ReadFile { path: "observer.pid" };
+    assert_eq!(done(&mut os, 0, read.clone()), Outcome::Err(ErrorCode::ENOENT));
+    done(&mut os, 0, OsOp::WriteFile { path: "observer.pid", content: Value::Int(7) });
+    done(&mut os, 0, OsOp::WriteFile { path: "observer.pid", content: Value::Int(8) });
+    assert_eq!(done(&mut os, 0, read.clone()), Outcome::Value(Value::Int(8)));
+    assert_eq!(done(&mut os, 0, OsOp::RemoveFile { path: "observer.pid" }), Outcome::Ok);
+    assert_eq!(done(&mut os, 0, OsOp::RemoveFile { path: "observer.pid" }), Outcome::Err(ErrorCode::ENOENT));
+    assert_eq!(done(&mut os, 0, read), Outcome::Err(ErrorCode::ENOENT));
+}
+
+#[test]
+fn is_alive_follows_exit_and_crash() {
+    let mut os = os(2);
+    let a = os.start_process(&[0]);
+    let b = os.start_process(&[1]);
+    assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: b }), Outcome::Bool(true));
+    assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: 4242 }), Outcome::Bool(false));
+    assert_eq!(done(&mut os, 1, OsOp::Exit), Outcome::Ok);
+    assert_eq!(done(&mut os, 0, OsOp::IsAlive { pid: b }), Outcome::Bool(false));
+    crash(&mut os, 0);
+    assert!(!os.is_alive(a));
+}
+
+#[test]
+fn nonblocking_flock_fails_while_held_elsewhere() {
+    let mut os = os(2);
+    let a = os.start_process(&[0]);
+    os.start_process(&[1]);
+    assert_eq!(done(&mut os, 0, flock(true)), Outcome::Ok);
+    assert_eq!(done(&mut os, 0, flock(true)), Outcome::Ok, "re-flock by the holder is a no-op");
+    assert_eq!(done(&mut os, 1, flock(true)), Outcome::Err(ErrorCode::EWOULDBLOCK));
+    assert_eq!(os.flock_holder(LOCK), Some(a));
+}
+
+#[test]
+fn blocking_flock_is_granted_fifo_on_unlock() {
+    let mut os = os(3);
+    os.start_process(&[0]);
+    let b = os.start_process(&[1]);
+    let c = os.start_process(&[2]);
+    done(&mut os, 0, flock(false));
+    assert_eq!(apply(&mut os, 2, flock(false)), Applied::Blocked);
+    assert_eq!(apply(&mut os, 1, flock(false)), Applied::Blocked);
+    assert!(!os.is_ready(1) && !os.is_ready(2) && !os.is_dormant(1));
+    done(&mut os, 0, OsOp::Funlock { path: LOCK });
+    assert_eq!(os.flock_holder(LOCK), Some(c));
+    assert!(os.is_ready(2) && !os.is_ready(1));
+    assert_eq!(take(&mut os, 2), Some(Outcome::Ok));
+    assert_eq!(take(&mut os, 1), None);
+    done(&mut os, 2, OsOp::Funlock { path: LOCK });
+    assert_eq!(os.flock_holder(LOCK), Some(b));
+    assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+    done(&mut os, 1, OsOp::Funlock { path: LOCK });
+    assert_eq!(os.flock_holder(LOCK), None);
+}
+
+#[test]
+fn two_tasks_of_one_process_exclude_each_other() {
+    let mut os = os(2);
+    let server = os.start_process(&[0]);
+    os.add_dormant(1);
+    apply(&mut os, 1, OsOp::AwaitSpawn);
+    done(&mut os, 0, OsOp::SpawnTask { actor: 1 });
+    take(&mut os, 1);
+    assert_eq!(done(&mut os, 0, flock(false)), Outcome::Ok);
+    assert_eq!(done(&mut os, 1, flock(true)), Outcome::Err(ErrorCode::EWOULDBLOCK));
+    assert_eq!(apply(&mut os, 1, flock(false)), Applied::Blocked, "each task opened its own description");
+    done(&mut os, 0, OsOp::Funlock { path: LOCK });
+    assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+    assert_eq!(os.flock_holder(LOCK), Some(server));
+}
+
+#[test]
+fn funlock_by_a_non_holder_changes_nothing() {
+    let mut os = os(2);
+    let a = os.start_process(&[0]);
+    os.start_process(&[1]);
+    done(&mut os, 0, flock(false));
+    assert_eq!(done(&mut os, 1, OsOp::Funlock { path: LOCK }), Outcome::Ok);
+    assert_eq!(os.flock_holder(LOCK), Some(a));
+}
+
+#[test]
+fn exit_releases_flocks_to_the_next_waiter() {
+    let mut os = os(2);
+    os.start_process(&[0]);
+    let b = os.start_process(&[1]);
+    done(&mut os, 0, flock(false));
+    apply(&mut os, 1, flock(false));
+    done(&mut os, 0, OsOp::Exit);
+    assert_eq!(os.flock_holder(LOCK), Some(b));
+    assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
+}
+
+#[test]
+fn crash_releases_flocks_and_drops_the_dead_waits() {
+    let mut os = os(3);
+    let a = os.start_process(&[0]);
+    os.start_process(&[1]);
+    let c = os.start_process(&[2]);
+    done(&mut os, 0, flock(false));
+    apply(&mut os, 1, flock(false));
+    apply(&mut os, 2, flock(false));
+    // The waiter dies first: it leaves the queue.
+    assert_eq!(crash(&mut os, 1), vec![1]);
+    assert_eq!(os.flock_holder(LOCK), Some(a));
+    // The holder dies: the lock passes over the dead waiter to the live one.
+    assert_eq!(crash(&mut os, 0), vec![0]);
+    assert_eq!(os.flock_holder(LOCK), Some(c));
+    assert_eq!(take(&mut os, 2), Some(Outcome::Ok));
+    assert!(!os.is_alive(a));
+}
+
+#[test]
+fn cancel_wait_dequeues_a_blocked_flock() {
+    let mut os = os(3);
+    let a = os.start_process(&[0]);
+    os.start_process(&[1]);
+    let c = os.start_process(&[2]);
+    done(&mut os, 0, flock(false));
+    apply(&mut os, 1, flock(false));
+    apply(&mut os, 2, flock(false));
+    assert_eq!(os.cancel_wait(1, &mut Footprint::default()), Outcome::Err(ErrorCode::ETIMEDOUT));
+    assert_eq!(os.flock_holder(LOCK), Some(a));
+    done(&mut os, 0, OsOp::Funlock { path: LOCK });
+    assert_eq!(os.flock_holder(LOCK), Some(c));
+}
+
+#[test]
+fn a_dormant_actor_that_crashes_before_its_spawn_starts_a_dead_process() {
+    let mut os = os(2);
+    os.start_process(&[0]);
+    os.add_dormant(1);
+    apply(&mut os, 1, OsOp::AwaitSpawn);
+    assert_eq!(crash(&mut os, 1), vec![1]);
+    assert!(!os.is_dormant(1));
+    let Outcome::Pid(child) = done(&mut os, 0, OsOp::SpawnProcess { actor: 1 }) else { panic!() };
+    assert!(!os.is_alive(child));
+}
+
+#[test]
+fn footprints_name_the_resources() {
+    let mut os = os(2);
+    os.start_process(&[0]);
+    os.add_dormant(1);
+    let mut fp = Footprint::default();
+    os.apply(0, &OsOp::ReadFile { path: "a" }, &mut fp);
+    let mut write_a = Footprint::default();
+    write_a.write(Resource::File("a"));
+    assert!(fp.conflicts(&write_a));
+    let mut spawn = Footprint::default();
+    os.apply(0, &OsOp::SpawnProcess { actor: 1 }, &mut spawn);
+    let mut alive = Footprint::default();
+    os.apply(0, &OsOp::IsAlive { pid: 101 }, &mut alive);
+    assert!(spawn.conflicts(&alive));
+    assert!(!fp.conflicts(&alive));
+}
+
+#[test]
+fn through_the_world_a_spawn_wakes_and_a_crash_hands_over_the_flock() {
+    use crate::op::Op;
+    use crate::sim::{Schema, World};
+    let mut world = World::new(Schema::default(), 3);
+    world.os.start_process(&[0]);
+    world.os.start_process(&[1]);
+    world.os.add_dormant(2);
+    let flock = Op::os("lock", flock(false));
+    assert_eq!(world.apply(2, &Op::os("await_spawn", OsOp::AwaitSpawn)), Applied::Blocked);
+    assert!(world.is_dormant(2));
+    assert_eq!(world.apply(0, &flock), Applied::Done(Outcome::Ok));
+    assert_eq!(world.apply(1, &flock), Applied::Blocked);
+    assert!(world.is_waiting(1) && !world.is_ready(1) && !world.is_dormant(1));
+    let Applied::Done(Outcome::Pid(child)) = world.apply(0, &Op::os("spawn", OsOp::SpawnProcess { actor: 2 })) else {
+        panic!()
+    };
+    assert_eq!(world.take_ready(2), Some(Outcome::Pid(child)));
+    assert_eq!(world.crash(0), vec![0]);
+    assert!(world.is_ready(1));
+    assert_eq!(world.take_ready(1), Some(Outcome::Ok));
+    assert!(world.os.is_alive(child));
+}
+
+#[test]
+fn equal_histories_give_equal_states() {
+    let run = || {
+        let mut os = os(2);
+        os.start_process(&[0]);
+        os.add_dormant(1);
+        done(&mut os, 0, OsOp::WriteFile { path: "b", content: Value::Int(1) });
+        done(&mut os, 0, OsOp::WriteFile { path: "a", content: Value::Int(2) });
+        done(&mut os, 0, OsOp::SpawnProcess { actor: 1 });
+        os
+    };
+    assert_eq!(run(), run());
+}
