@@ -215,7 +215,7 @@ fn explore_sampled_on<M: Model>(
     }
 }
 
-/// [`explore_sampled_on`] the simulator: for benchmarks beside other engines' samplers.
+/// `explore_sampled_on` the simulator: for benchmarks beside other engines' samplers.
 pub fn explore_sampled<M: Model>(model: &M, bounds: &Bounds, mode: &Mode) -> Exploration {
     explore_sampled_on(model, bounds, mode, &None, &Attached::default()).0
 }

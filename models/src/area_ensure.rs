@@ -23,10 +23,10 @@
 //! - `swallow-error` (as found) is violated with one worker and one failed lookup, when `HOME`
 //!   already exists:
 //!
-//!   | Time | worker A                                            |
-//!   |------|-----------------------------------------------------|
-//!   | T0   | find_area_by_name(HOME) → AttributeError [injected] |
-//!   | T1   | create_area_page(HOME) → 2                          |
+//!   | Time | worker A                                              |
+//!   |------|-------------------------------------------------------|
+//!   | T0   | find_area_by_name(HOME) → AttributeError \[injected\] |
+//!   | T1   | create_area_page(HOME) → 2                            |
 //!
 //! - `check-then-create` (errors propagate, Option 1A) is violated by the seed's own table,
 //!   with no fault at all: two workers of one instance both find nothing, both create.

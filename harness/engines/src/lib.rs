@@ -4,7 +4,7 @@
 //!
 //! Every catalogue model runs unchanged: each actor is an engine thread that takes the engine's
 //! lock, runs its next op on the shared world, and waits on an engine condition variable while
-//! its op is blocked; fault injectors are threads too (see [`execution`]). Whatever schedule the
+//! its op is blocked; fault injectors are threads too (see the `execution` module). Whatever schedule the
 //! engine picks is recorded as racelab [`Choice`]s, so a violation it finds replays through
 //! `racelab replay` and prints as racelab's timeline. Verdicts follow racelab's rules: `holds`
 //! only when loom, or shuttle's depth-first search, explored every schedule within the bounds.

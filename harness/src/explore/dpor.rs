@@ -76,7 +76,7 @@ impl Default for Dpor {
 pub struct DporReport {
     /// Fingerprints of every final state (no actor can step) reached.
     pub finals: BTreeSet<u128>,
-    /// Keys ([`trace_key`]) of the traces of the maximal executions run.
+    /// Keys (`trace_key`) of the traces of the maximal executions run.
     pub traces: BTreeSet<u128>,
     /// Executions cut short because every enabled choice was asleep (not counted as executions).
     pub sleep_blocked: u64,

@@ -22,7 +22,7 @@
 //! explored. Canonical forms are a function of the state, so the states walked are the closure
 //! of the canonical initial state under "step, then canonicalise", the same set for any number
 //! of threads. A violation's schedule is translated back into a concrete one
-//! ([`super::state::concrete_schedule`]).
+//! (`state::concrete_schedule`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;

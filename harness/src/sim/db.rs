@@ -18,7 +18,7 @@
 //!   and is re-run from the start when its blocker goes away. Versions written by the running
 //!   statement are invisible to it, as PostgreSQL's command ids make them, so the re-run skips
 //!   the rows it has already handled.
-//! - After every transition [`Db::settle`] drops versions that no snapshot can see and renumbers
+//! - After every transition `Db::settle` drops versions that no snapshot can see and renumbers
 //!   commit sequence numbers by rank, so equivalent states compare equal.
 //!
 //! Waiting and deadlocks: a blocked statement waits for one session (the transaction that holds

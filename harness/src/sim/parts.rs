@@ -1,7 +1,7 @@
 //! Reusable parts a model can add to its world with [`super::World::add_part`]: an in-process
 //! mutex, atomic cells, a TTL cache with explored time, a bounded connection pool, and a timer
 //! whose sleeps end when a clock actor's ticks say so. Each is a
-//! [`Subsystem`] like the built-in database, OS and HTTP boundary.
+//! [`Subsystem`](super::Subsystem) like the built-in database, OS and HTTP boundary.
 //!
 //! Keys are small integers chosen by the model (a lock per area name, a cell per counter), so
 //! that states stay small and hash fast.

@@ -15,7 +15,7 @@
 //! * [`parse`] — the grammar, including unquoted and `"quoted"` names,
 //!   several `setup` blocks and the blocking markers of permutation steps
 //!   (`step(*)`, `step(other)`, `step(other notices N)`);
-//! * [`format`] — the transcript's pieces (result sets as libpq's `PQprint`
+//! * [`format`](mod@format) — the transcript's pieces (result sets as libpq's `PQprint`
 //!   lays them out, notices, error lines, step lines);
 //! * [`run_spec_file`] / [`run_spec`] — one connection per session plus a
 //!   control connection that polls `pg_isolation_test_session_is_blocked` to

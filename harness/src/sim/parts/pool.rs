@@ -119,7 +119,7 @@ impl Subsystem for ConnectionPool {
     }
 
     /// Who holds or waits for a slot is renamed; the slots themselves move to the numbers
-    /// `r` gives them ([`ConnectionPool::slot_renumbering`], or kept).
+    /// `r` gives them (`ConnectionPool::slot_renumbering`, or kept).
     fn rename(&mut self, r: &Renaming) {
         let mut slots = vec![None; self.slots.len()];
         for (s, holder) in self.slots.iter().enumerate() {
