@@ -139,10 +139,13 @@ impl<A: Actor> State<A> {
         let n = self.actors.len();
         let keys = self.member_keys(canon);
         let perm = canon.symmetry().sorting_permutation(n, &keys);
+        if perm.iter().enumerate().any(|(i, &p)| i != p) {
+            return Some(perm);
+        }
         // A world that renumbers slots and pids to follow their holders may change even when
         // every actor keeps its place.
-        let identity = perm.iter().enumerate().all(|(i, &p)| i == p);
-        (!identity || canon.symmetry().renumbers).then_some(perm)
+        let renumbered = canon.symmetry().renumbers && !self.world.keeps_numbers(&canon.renaming(perm.clone()));
+        renumbered.then_some(perm)
     }
 
     /// Each group member's sort key: its own state and what it holds in the world, both seen

@@ -374,6 +374,15 @@ impl World {
         numbered
     }
 
+    /// Would [`World::rename`] by `renaming` keep every pool slot's and pid's number? Renaming
+    /// by an identity permutation changes nothing else.
+    pub(crate) fn keeps_numbers(&self, renaming: &Renaming) -> bool {
+        let kept = |numbers: Vec<(i64, i64)>| numbers.iter().all(|&(old, new)| old == new);
+        let pids_follow = self.os.has_processes() && self.os.numbered_by_actors();
+        self.pool().is_none_or(|pool| kept(pool.slot_renumbering(renaming)))
+            && (!pids_follow || kept(self.os.pid_renumbering(renaming)))
+    }
+
     /// `renaming` once for every numbering of the pool's slots (pids as [`World::rename`]
     /// numbers them, which is exact: each process follows the actor it was started for). For
     /// the exact class key, which tries every renaming.
