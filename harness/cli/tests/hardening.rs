@@ -23,6 +23,27 @@ fn assert_nothing_left(tmp: &Path) {
     assert!(out.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// The POSIX shared-memory segments in racelab's `/dev/shm`.
+fn shm_segments() -> Vec<String> {
+    let names = std::fs::read_dir("/dev/shm").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.starts_with("PostgreSQL.")).collect()
+}
+
+/// No segment appeared in racelab's `/dev/shm` since `before`: as root, servers and `initdb`
+/// keep theirs on a `/dev/shm` of their own, which dies with them however they end. (Not
+/// root, or where the kernel refuses namespaces, a killed server's segments stay behind, as
+/// any killed PostgreSQL's do.)
+fn assert_no_shared_memory_left(before: &[String]) {
+    let server = racelab_pg::Cluster::embedded().unwrap_or_else(|e| panic!("{e}"));
+    let private = racelab_pg::sandbox::is_private(server.server_pid().unwrap()) == Some(true);
+    drop(server);
+    if !private {
+        return;
+    }
+    let new: Vec<String> = shm_segments().into_iter().filter(|s| !before.contains(s)).collect();
+    assert!(new.is_empty(), "shared memory left in /dev/shm: {new:?}");
+}
+
 /// Defect 1: a scenario file may allow timeouts for `judge-persist`, whose server idles in
 /// `accept`; a timed-out accept is retried, and the verdicts stay those of the shipped files.
 #[test]
@@ -88,6 +109,7 @@ fn unwritable_stdout_exits_2() {
 /// nothing left.
 #[test]
 fn interrupts_at_any_moment_leave_nothing_and_exit_130() {
+    let before = shm_segments();
     for (signal, delay_ms) in
         [(libc::SIGINT, 30), (libc::SIGTERM, 150), (libc::SIGINT, 400), (libc::SIGTERM, 900), (libc::SIGINT, 1800)]
     {
@@ -108,12 +130,14 @@ fn interrupts_at_any_moment_leave_nothing_and_exit_130() {
         assert_no_panic(&out);
         assert_nothing_left(tmp.path());
     }
+    assert_no_shared_memory_left(&before);
 }
 
 /// `SIGKILL` cannot be caught: the server dies with racelab, and the next run removes the
 /// directory left behind, and only directories of racelab processes that are gone.
 #[test]
 fn the_next_run_removes_what_a_killed_run_left() {
+    let before = shm_segments();
     let tmp = open_tmp();
     let foreign = tmp.path().join("racelab-pg-not-ours");
     std::fs::create_dir(&foreign).unwrap();
@@ -138,6 +162,7 @@ fn the_next_run_removes_what_a_killed_run_left() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     std::fs::remove_dir(&foreign).expect("the foreign directory is untouched");
     assert_nothing_left(tmp.path());
+    assert_no_shared_memory_left(&before);
 }
 
 /// A server for the `--database-url` tests: an embedded cluster of the test process.

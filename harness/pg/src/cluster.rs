@@ -7,7 +7,8 @@
 //! its pid) listening only on a Unix socket inside that directory, with durability switched
 //! off (`fsync`, `synchronous_commit`, `full_page_writes`) and a short `deadlock_timeout`.
 //! PostgreSQL refuses to run as root, so as root both programs run as the `postgres` system
-//! user if there is one, else as `nobody`.
+//! user if there is one, else as `nobody`, each with shared memory of its own that dies with it
+//! (see [`crate::sandbox`]).
 //!
 //! Cleanup, from the gentlest case to the hardest:
 //! - Dropping the [`Cluster`] stops the server (immediate shutdown, `SIGQUIT`; `SIGKILL` if it
@@ -42,6 +43,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{error_text, PgError};
 use crate::owner::{self, Owner};
+use crate::sandbox;
 
 /// The port number only names the socket file (`.s.PGSQL.<port>`); nothing listens on TCP.
 const SOCKET_PORT: u16 = 5432;
@@ -125,7 +127,7 @@ impl Cluster {
             .env_remove("PGDATA")
             .stdin(Stdio::null());
         if let Some(u) = &run_as {
-            cmd.uid(u.uid).gid(u.gid);
+            sandbox::privately_as(&mut cmd, u.credentials());
         }
         let shown = format!("{:?}", cmd);
         // Its own process group, so that an interrupt ends it and the backend it runs alike;
@@ -168,7 +170,7 @@ impl Cluster {
         }
         cmd.current_dir(&root).env_remove("PGDATA").stdin(Stdio::null()).stdout(logfile).stderr(logfile2);
         if let Some(u) = &run_as {
-            cmd.uid(u.uid).gid(u.gid);
+            sandbox::privately_as(&mut cmd, u.credentials());
         }
         die_with_parent(&mut cmd, libc::SIGQUIT);
         let child = spawn_registered(cmd, id, false)
@@ -645,6 +647,12 @@ struct User {
     name: String,
     uid: u32,
     gid: u32,
+}
+
+impl User {
+    fn credentials(&self) -> sandbox::Credentials {
+        sandbox::Credentials { uid: self.uid, gid: self.gid }
+    }
 }
 
 fn unprivileged_user() -> Result<User, PgError> {

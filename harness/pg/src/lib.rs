@@ -2,6 +2,7 @@
 //!
 //! - [`cluster`]: a server with no setup, a throwaway cluster or a scratch database on
 //!   `DATABASE_URL`, cleaned up on drop, on SIGINT/SIGTERM, and (the server) on SIGKILL.
+//! - [`sandbox`]: the server's shared memory in namespaces of its own, so that none outlives it.
 //! - [`sql`]: [`racelab_harness::op::Sql`] as SQL text, the schema as DDL, results as values.
 //! - [`session`]: the step-by-step controller, with the simulator's API.
 //! - [`backend`]: the controller as the world's database, so the explorers drive it.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod export;
 pub mod free;
 mod owner;
+pub mod sandbox;
 pub mod session;
 pub mod spec;
 pub mod sql;

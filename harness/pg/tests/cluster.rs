@@ -146,6 +146,50 @@ fn sigkill_of_racelab_still_stops_the_server() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!alive(pid), "server {pid} survived SIGKILL of its parent");
-    // SIGKILL leaves the directory; remove it here.
-    std::fs::remove_dir_all(&dir).unwrap();
+    // SIGKILL leaves the directory; remove it here, unless another test's cluster start has
+    // already removed it as stale.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "removing {}: {e}", dir.display());
+    }
+}
+
+/// Can this process give a child namespaces of its own? Root in a container without
+/// `CAP_SYS_ADMIN` cannot.
+fn namespaces_allowed() -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut probe = std::process::Command::new("true");
+    // SAFETY: one system call between fork and exec.
+    unsafe {
+        probe.pre_exec(|| match libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    probe.status().is_ok_and(|s| s.success())
+}
+
+/// `PostgreSQL.*` segment names under `shm`.
+fn segments(shm: &std::path::Path) -> Vec<String> {
+    let names = std::fs::read_dir(shm).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.starts_with("PostgreSQL.")).collect()
+}
+
+/// A killed PostgreSQL process leaves its POSIX shared memory behind, named by a random
+/// number that no later run could attribute. As root, the server's segments live on a
+/// `/dev/shm` of its own, which dies with it.
+#[test]
+fn the_servers_shared_memory_is_its_own() {
+    let cluster = embedded();
+    let pid = cluster.server_pid().unwrap();
+    let private = racelab_pg::sandbox::is_private(pid).expect("the server runs");
+    if unsafe { libc::geteuid() } != 0 || !namespaces_allowed() {
+        assert!(!private, "namespaces were not allowed, yet the server has its own");
+        eprintln!("not root, or no CAP_SYS_ADMIN: the server shares racelab's shared memory");
+        return;
+    }
+    assert!(private, "the server {pid} shares racelab's /dev/shm or IPC namespace");
+    let theirs = segments(&std::path::Path::new(&format!("/proc/{pid}/root")).join("dev/shm"));
+    assert!(!theirs.is_empty(), "the server keeps its dynamic shared memory control segment in /dev/shm");
+    let ours = segments(std::path::Path::new("/dev/shm"));
+    assert!(theirs.iter().all(|s| !ours.contains(s)), "{theirs:?} visible in racelab's /dev/shm: {ours:?}");
 }
