@@ -38,7 +38,8 @@
 //! with 40P01. PostgreSQL aborts whichever waiter checks first; when the reconciler's wait closes
 //! the cycle within `deadlock_timeout` of the hook's, that is the hook, as in the shortest
 //! counterexample, and otherwise the reconciler. The explorer tries both.
-//! `single-namespace` holds, explored completely for 2 tasks with 1 crash per execution.
+//! `single-namespace` holds, explored completely for a hook and a reconciler with 1 crash per
+//! execution, and (in the scale table) for 16 hooks and a reconciler.
 //!
 //! ## Invariant
 //!
@@ -103,12 +104,6 @@ pub enum Path {
 }
 
 impl Path {
-    fn of(index: usize) -> Path {
-        match index % 2 {
-            0 => Path::StopHook,
-            _ => Path::Reconciler,
-        }
-    }
     fn namespaces(self, variant: Variant) -> Vec<Namespace> {
         match (variant, self) {
             (Variant::SingleNamespace, _) => vec![Namespace::Agent],
@@ -211,20 +206,35 @@ impl Actor for LockingTask {
     }
 }
 
-/// `hooks` tasks of one agent on one turn, alternating between the two code paths.
+/// `hooks` stop hooks and `reconcilers` reconcilers of one agent on one turn, in that order.
 pub struct NestedLocks {
     pub variant: Variant,
     pub hooks: usize,
+    pub reconcilers: usize,
+}
+
+impl NestedLocks {
+    fn tasks(&self) -> usize {
+        self.hooks + self.reconcilers
+    }
+
+    fn path(&self, task: usize) -> Path {
+        if task < self.hooks {
+            Path::StopHook
+        } else {
+            Path::Reconciler
+        }
+    }
 }
 
 impl Model for NestedLocks {
     type Actor = LockingTask;
 
     fn init(&self) -> (World, Vec<LockingTask>) {
-        let mut world = World::new(Schema::default(), self.hooks);
-        let actors = (0..self.hooks)
+        let mut world = World::new(Schema::default(), self.tasks());
+        let actors = (0..self.tasks())
             .map(|i| {
-                let path = Path::of(i);
+                let path = self.path(i);
                 let namespaces = path.namespaces(self.variant);
                 let shared = (self.variant == Variant::FineGrainedOneConnection).then(|| world.connect(i));
                 // Otherwise each `advisory_lock()` checks out a dedicated connection of its own.
@@ -239,10 +249,10 @@ impl Model for NestedLocks {
     }
 
     fn actor_names(&self) -> Vec<String> {
-        (0..self.hooks)
+        (0..self.tasks())
             .map(|i| {
-                let path = Path::of(i);
-                match i / 2 {
+                let path = self.path(i);
+                match if i < self.hooks { i } else { i - self.hooks } {
                     0 => path.name().to_string(),
                     n => format!("{} {}", path.name(), n + 1),
                 }
@@ -250,10 +260,12 @@ impl Model for NestedLocks {
             .collect()
     }
 
-    /// The stop hooks (even indices) are interchangeable, and so are the reconcilers (odd).
+    /// The stop hooks are interchangeable, and so are the reconcilers.
     fn symmetry(&self) -> Option<Symmetry> {
-        let on_path = |path: usize| (path..self.hooks).step_by(2).collect::<Vec<_>>();
-        let groups: Vec<Vec<usize>> = [on_path(0), on_path(1)].into_iter().filter(|g| g.len() >= 2).collect();
+        let groups: Vec<Vec<usize>> = [(0..self.hooks).collect::<Vec<_>>(), (self.hooks..self.tasks()).collect()]
+            .into_iter()
+            .filter(|g| g.len() >= 2)
+            .collect();
         (!groups.is_empty()).then(|| Symmetry { groups, ..Symmetry::default() })
     }
 
@@ -294,8 +306,9 @@ fn every_hook_completes(view: &View<'_, LockingTask>) -> Result<(), String> {
 }
 
 fn build(params: &Params, variant: Variant) -> Result<Box<dyn DynModel>, String> {
-    let hooks = params.workers("hooks", 2, 2, racelab_harness::op::MAX_ACTORS)?;
-    Ok(Box::new(NestedLocks { variant, hooks }))
+    let reconcilers = params.count("reconcilers", 1, 1, racelab_harness::op::MAX_ACTORS / 2)?;
+    let hooks = params.workers("hooks", 1, 1, racelab_harness::op::MAX_ACTORS - reconcilers)?;
+    Ok(Box::new(NestedLocks { variant, hooks, reconcilers }))
 }
 
 pub fn race() -> RaceDef {
@@ -333,13 +346,13 @@ mod tests {
     use racelab_harness::model::DEADLOCK;
     use racelab_harness::testing::{steps, texts, violated};
 
-    fn two_hooks(variant: Variant) -> NestedLocks {
-        NestedLocks { variant, hooks: 2 }
+    fn hook_and_reconciler(variant: Variant) -> NestedLocks {
+        NestedLocks { variant, hooks: 1, reconcilers: 1 }
     }
 
     #[test]
     fn fine_grained_opposite_nesting_hangs_both_tasks() {
-        let model = two_hooks(Variant::FineGrained);
+        let model = hook_and_reconciler(Variant::FineGrained);
         let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 1])).unwrap();
         assert_eq!(
             texts(&r.events),
@@ -361,7 +374,7 @@ mod tests {
 
     #[test]
     fn fine_grained_on_one_connection_gets_deadlock_detected_in_either_hook() {
-        let model = two_hooks(Variant::FineGrainedOneConnection);
+        let model = hook_and_reconciler(Variant::FineGrainedOneConnection);
         let bounds = Bounds::default();
         let cycle = [
             "advisory_lock_agent(4294967297) → ok",
@@ -414,7 +427,7 @@ mod tests {
 
     #[test]
     fn single_namespace_serialises_the_tasks() {
-        let model = two_hooks(Variant::SingleNamespace);
+        let model = hook_and_reconciler(Variant::SingleNamespace);
         let r = replay(&model, &Bounds::default(), &steps(&[0, 1, 0, 0, 1, 1, 1])).unwrap();
         assert_eq!(
             texts(&r.events),

@@ -297,9 +297,11 @@ proptest! {
 
 #[test]
 fn reduced_and_plain_searches_agree_on_the_lock_and_session_races_with_more_workers() {
-    for variant in ["single-namespace", "fine-grained", "fine-grained-one-connection"] {
-        let model = with_workers("nested-locks", variant, "hooks", 4);
-        assert_same(&format!("nested-locks/{variant} × 4"), &*model, &Bounds { crashes: 1, ..Bounds::default() });
+    use racelab_models::nested_locks::{NestedLocks, Variant};
+    // Two groups: two stop hooks and two reconcilers.
+    for variant in [Variant::SingleNamespace, Variant::FineGrained, Variant::FineGrainedOneConnection] {
+        let model = NestedLocks { variant, hooks: 2, reconcilers: 2 };
+        assert_same(&format!("nested-locks/{variant:?} × 2 + 2"), &model, &Bounds { crashes: 1, ..Bounds::default() });
     }
     for (race, variant) in [
         ("agent-lock-commit", "xact-lock"),
@@ -389,8 +391,8 @@ fn no_catalogue_model_seeds_an_owned_value_at_32_workers() {
     ] {
         let workers = match race {
             "pool-exhaustion" => 24,
-            // The reaper is an actor too.
-            "reaper-commit" => racelab_harness::op::MAX_ACTORS - 1,
+            // The reaper is an actor too, and so is nested-locks' reconciler.
+            "reaper-commit" | "nested-locks" => racelab_harness::op::MAX_ACTORS - 1,
             // A hook and its daemon are two actors.
             "daemon-spawn" => racelab_harness::op::MAX_ACTORS / 2,
             _ => racelab_harness::op::MAX_ACTORS,
@@ -432,7 +434,8 @@ fn the_canonical_key_is_one_key_per_class_where_the_tables_grow_most() {
     // twice), but the classes themselves.
     use racelab_models::{daemon_spawn, nested_locks, pool_exhaustion, skill_inject};
     let crash = Bounds { crashes: 1, ..Bounds::default() };
-    let nested = nested_locks::NestedLocks { variant: nested_locks::Variant::SingleNamespace, hooks: 4 };
+    let nested =
+        nested_locks::NestedLocks { variant: nested_locks::Variant::SingleNamespace, hooks: 4, reconcilers: 1 };
     let (keys, classes) = canonical_keys_and_classes(&nested, &crash);
     assert_eq!(keys, classes, "nested-locks/single-namespace × 4");
     let daemons = daemon_spawn::DaemonSpawn { variant: daemon_spawn::Variant::DaemonWritesPid, hooks: 4 };
