@@ -25,7 +25,8 @@
 //! Which variant does not hold: `stale-read`. Both hooks load the agent; hook 1 locks, injects,
 //! persists and unlocks; hook 2 locks and its cached copy still says "never injected" (`racelab
 //! explain skill-inject/stale-read`, 8 steps). `refresh` holds, explored completely for two hooks
-//! with no faults (26 states: the hooks are symmetric). It does not survive a crash between
+//! with no faults (21 states: the hooks are symmetric, and with `refresh` the loaded copy is
+//! never read, so a hook does not keep it), and for 16 hooks (2,737 states). It does not survive a crash between
 //! sending the prompt and persisting the time: with `crashes = 1` the explorer finds hook 1
 //! loading, locking, refreshing (null) and sending, then crashing; hook 2 refreshes, still reads
 //! null, and sends again (9 steps). That is at-least-once delivery, which no fresher read
@@ -140,6 +141,10 @@ impl Actor for SkillInjector {
         }
         self.pc = match self.pc {
             Pc::Done => Pc::Done,
+            // With `refresh`, the loaded copy is never read: the refresh under the lock
+            // replaces it first. Keeping it would only tell apart states that differ in a dead
+            // value (and, in the lock's FIFO queue, in the order of such states).
+            Pc::Load if self.variant == Variant::Refresh => Pc::Lock,
             Pc::Load | Pc::Refresh => {
                 self.cached = outcome.rows().first().cloned();
                 match self.pc {
