@@ -57,9 +57,11 @@ pub enum Variant {
 enum HookPc {
     LockSpawn,
     ReadPid,
-    IsRunning,
+    /// Is the process the PID file named alive?
+    IsRunning(Pid),
     Spawn,
-    WritePid,
+    /// Write the spawned daemon's pid.
+    WritePid(Pid),
     UnlockSpawn,
     Returned,
 }
@@ -70,13 +72,12 @@ pub struct Hook {
     variant: Variant,
     /// The dormant daemon actor this hook starts if it spawns.
     daemon: ActorId,
+    /// A pid the hook read or spawned lives in `pc` only until the step that uses it: a hook
+    /// that remembered it afterwards would tell apart states that differ in a dead value.
     pc: HookPc,
-    /// The pid read from the PID file.
-    pid_file: Option<Pid>,
-    /// Whether that pid was a live process.
-    pid_alive: Option<bool>,
-    /// The daemon this hook spawned.
-    spawned: Option<Pid>,
+    /// It found the daemon the PID file named running (and so spawned none). Only that, not
+    /// whether it found no PID file or a dead pid: the two lead to the same steps.
+    found_running: bool,
 }
 
 impl Hook {
@@ -85,7 +86,7 @@ impl Hook {
             Variant::Unlocked | Variant::DaemonWritesPid => HookPc::ReadPid,
             Variant::FlockSpawn => HookPc::LockSpawn,
         };
-        Hook { variant, daemon, pc, pid_file: None, pid_alive: None, spawned: None }
+        Hook { variant, daemon, pc, found_running: false }
     }
 
     /// Where the hook goes once it is done: release the spawn lock if it took one.
@@ -106,10 +107,10 @@ impl Actor for Hook {
         Some(match self.pc {
             HookPc::LockSpawn => Op::os("flock", OsOp::Flock { path: SPAWN_LOCK, nonblocking: false }),
             HookPc::ReadPid => Op::os("read_pid", OsOp::ReadFile { path: PID_FILE }),
-            HookPc::IsRunning => Op::os("is_running", OsOp::IsAlive { pid: self.pid_file? }),
+            HookPc::IsRunning(pid) => Op::os("is_running", OsOp::IsAlive { pid }),
             HookPc::Spawn => Op::os("Popen", OsOp::SpawnProcess { actor: self.daemon }),
-            HookPc::WritePid => {
-                Op::os("write_pid", OsOp::WriteFile { path: PID_FILE, content: Value::Int(self.spawned?.into()) })
+            HookPc::WritePid(pid) => {
+                Op::os("write_pid", OsOp::WriteFile { path: PID_FILE, content: Value::Int(pid.into()) })
             }
             HookPc::UnlockSpawn => Op::os("unlock", OsOp::Funlock { path: SPAWN_LOCK }),
             HookPc::Returned => return None,
@@ -122,32 +123,26 @@ impl Actor for Hook {
             // The lock wait timed out: the hook raises without spawning.
             (HookPc::LockSpawn, _) => HookPc::Returned,
             (HookPc::ReadPid, Outcome::Value(Value::Int(pid))) => match Pid::try_from(*pid) {
-                Ok(pid) => {
-                    self.pid_file = Some(pid);
-                    HookPc::IsRunning
-                }
+                Ok(pid) => HookPc::IsRunning(pid),
                 Err(_) => HookPc::Spawn,
             },
             // No PID file, or an unreadable one: no daemon known.
             (HookPc::ReadPid, _) => HookPc::Spawn,
-            (HookPc::IsRunning, Outcome::Bool(alive)) => {
-                self.pid_alive = Some(*alive);
+            (HookPc::IsRunning(_), Outcome::Bool(alive)) => {
+                self.found_running = *alive;
                 if *alive {
                     self.finish()
                 } else {
                     HookPc::Spawn
                 }
             }
-            (HookPc::Spawn, Outcome::Pid(pid)) => {
-                self.spawned = Some(*pid);
-                match self.variant {
-                    Variant::DaemonWritesPid => self.finish(),
-                    Variant::Unlocked | Variant::FlockSpawn => HookPc::WritePid,
-                }
-            }
+            (HookPc::Spawn, Outcome::Pid(pid)) => match self.variant {
+                Variant::DaemonWritesPid => self.finish(),
+                Variant::Unlocked | Variant::FlockSpawn => HookPc::WritePid(*pid),
+            },
             // Popen failed: the hook logs it and returns.
             (HookPc::Spawn, _) => self.finish(),
-            (HookPc::WritePid, _) => self.finish(),
+            (HookPc::WritePid(_), _) => self.finish(),
             (HookPc::UnlockSpawn, _) => HookPc::Returned,
             (pc, o) => panic!("hook at {pc:?} got {o:?}"),
         };
@@ -240,8 +235,9 @@ impl Actor for ObserverActor {
         match self {
             ObserverActor::Hook(h) => {
                 h.daemon = r.actor(h.daemon);
-                h.pid_file = h.pid_file.map(|p| r.pid(p));
-                h.spawned = h.spawned.map(|p| r.pid(p));
+                if let HookPc::IsRunning(pid) | HookPc::WritePid(pid) = &mut h.pc {
+                    *pid = r.pid(*pid);
+                }
             }
             ObserverActor::Daemon(d) => d.pid = d.pid.map(|p| r.pid(p)),
         }
@@ -335,7 +331,7 @@ fn daemon_running(v: &View<'_, ObserverActor>) -> bool {
 }
 
 fn hook_found_daemon(v: &View<'_, ObserverActor>) -> bool {
-    v.actors.iter().filter_map(ObserverActor::hook).any(|h| h.pid_alive == Some(true))
+    v.actors.iter().filter_map(ObserverActor::hook).any(|h| h.found_running)
 }
 
 fn hook_waits_for_spawn_lock(v: &View<'_, ObserverActor>) -> bool {
