@@ -114,7 +114,9 @@ fn main() {
             };
             let states = sequential.stats.states;
             let time = |e: &racelab_harness::explore::Exploration, t: f64| {
-                if e.complete || e.violation.is_some() {
+                if skip {
+                    "–".to_string()
+                } else if e.complete || e.violation.is_some() {
                     format!("{t:.2}")
                 } else {
                     format!("> {limit} ({} states)", e.stats.states)
@@ -124,12 +126,16 @@ fn main() {
             let speedup =
                 if one.complete && two.complete && t1 >= 0.1 { format!("{:.2}", t1 / t2) } else { "–".to_string() };
             println!(
-                "| {id} | {n} | {faults} | {result} | {states} | {secs:.2} | {:.0} | {:.0} | {} | {} | {speedup} | {:.0} |",
+                "| {id} | {n} | {faults} | {result} | {states} | {secs:.2} | {:.0} | {:.0} | {} | {} | {speedup} | {} |",
                 states as f64 / secs.max(1e-9),
                 sequential.cache_bytes as f64 / states.max(1) as f64,
                 time(&one, t1),
                 time(&two, t2),
-                two.cache_bytes as f64 / two.stats.states.max(1) as f64,
+                if skip {
+                    "–".to_string()
+                } else {
+                    format!("{:.0}", two.cache_bytes as f64 / two.stats.states.max(1) as f64)
+                },
             );
         }
     }
