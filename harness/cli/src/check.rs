@@ -143,6 +143,8 @@ pub(crate) fn print_text(
     let count = |name: &str, n: u64| {
         if c.uncounted.contains(&name) {
             format!("{} not counted", name.replace('_', " "))
+        } else if name == "executions" {
+            executions_text(n)
         } else {
             format!("{n} {}", name.replace('_', " "))
         }
@@ -189,10 +191,10 @@ pub(crate) fn print_text(
         );
         say!(
             w,
-            "  {} states, {} executions, {} distinct final states, {} transitions ({} skipped by sleep sets), \
+            "  {} states, {}, {} distinct final states, {} transitions ({} skipped by sleep sets), \
              longest {} steps; complete: {}",
             c.stats.states,
-            c.stats.executions,
+            executions_text(c.stats.executions),
             c.stats.final_states,
             c.stats.transitions,
             c.stats.pruned,
@@ -273,4 +275,27 @@ pub(crate) fn merge(
         say!(w, "{merged} scenarios merged, {} as expected, {mismatches} not", merged - mismatches);
     }
     Ok(if mismatches == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `n executions`, or `over 1.8e19 executions` where the count saturated: printing its last
+/// value would claim an exact number.
+fn executions_text(n: u64) -> String {
+    if n >= racelab_harness::explore::Stats::EXECUTIONS_SATURATED {
+        format!("over {:.1e} executions", n as f64)
+    } else {
+        format!("{n} executions")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::executions_text;
+    use racelab_harness::explore::Stats;
+
+    #[test]
+    fn a_saturated_count_of_executions_is_not_printed_as_a_number() {
+        assert_eq!(executions_text(3378), "3378 executions");
+        assert_eq!(executions_text(Stats::EXECUTIONS_SATURATED - 1), "18446744073709551613 executions");
+        assert_eq!(executions_text(Stats::EXECUTIONS_SATURATED), "over 1.8e19 executions");
+    }
 }

@@ -321,7 +321,7 @@ impl<M: Model> Search<'_, M> {
             };
             self.path.push(choice);
             self.stats.depth = self.stats.depth.max(self.path.len() as u32);
-            executions = executions.saturating_add(self.visit(next, child_sleep)).min(ON_PATH - 1);
+            executions = executions.saturating_add(self.visit(next, child_sleep)).min(Stats::EXECUTIONS_SATURATED);
             self.path.pop();
             explored.push((choice, fp));
         }

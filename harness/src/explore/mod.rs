@@ -117,7 +117,7 @@ pub struct Stats {
     /// Complete executions covered: for a stateless strategy, the schedules it ran; for the
     /// exhaustive search, the paths from the initial state to a final state in the explored
     /// graph (counted through the state cache, so one visit of a state stands for every path
-    /// through it; saturates at `u64::MAX - 1`).
+    /// through it; saturates at [`Stats::EXECUTIONS_SATURATED`]).
     pub executions: u64,
     /// Distinct final states (no actor can move) reached.
     pub final_states: u64,
@@ -129,6 +129,11 @@ pub struct Stats {
     pub pruned: u64,
     /// Longest execution, in steps.
     pub depth: u32,
+}
+
+impl Stats {
+    /// Where the exhaustive search's count of executions stops: it means "at least this many".
+    pub const EXECUTIONS_SATURATED: u64 = u64::MAX - 1;
 }
 
 /// The result of exploring one model.
