@@ -78,13 +78,14 @@ impl ConnectionPool {
         &self.waiters
     }
 
-    /// Old slot → new slot: the slots every checkout treats alike, numbered in the order of
-    /// their renamed holders (a slot handed over but not collected after one held, then free
-    /// slots), ties in their old order. An actor's two slots thus keep their relative order.
+    /// Slots in all, out or not.
     pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
     }
 
+    /// Old slot → new slot: the slots every checkout treats alike, numbered in the order of
+    /// their renamed holders (a slot handed over but not collected after one held, then free
+    /// slots), ties in their old order. An actor's two slots thus keep their relative order.
     pub(crate) fn slot_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
         let mut order: Vec<(ActorId, bool, usize)> = (0..self.slots.len())
             .map(|s| {
