@@ -153,16 +153,29 @@ fn sigkill_of_racelab_still_stops_the_server() {
     }
 }
 
-/// Can this process give a child namespaces of its own? Root in a container without
-/// `CAP_SYS_ADMIN` cannot.
+/// Can this process give a child namespaces of its own, with its own `/dev/shm`? Root in a
+/// container without `CAP_SYS_ADMIN` cannot, nor where a security policy forbids mounts.
 fn namespaces_allowed() -> bool {
     use std::os::unix::process::CommandExt;
+    let (none, root, tmpfs, shm) = (c"none", c"/", c"tmpfs", c"/dev/shm");
     let mut probe = std::process::Command::new("true");
-    // SAFETY: one system call between fork and exec.
+    // SAFETY: system calls only, between fork and exec, on static strings.
     unsafe {
-        probe.pre_exec(|| match libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
+        probe.pre_exec(move || {
+            let ok = libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) == 0
+                && libc::mount(
+                    none.as_ptr(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(tmpfs.as_ptr(), shm.as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null()) == 0;
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
         });
     }
     probe.status().is_ok_and(|s| s.success())
