@@ -221,8 +221,9 @@ fn exit_releases_flocks_to_the_next_waiter() {
     assert_eq!(take(&mut os, 1), Some(Outcome::Ok));
 }
 
-#[test]
-fn crash_releases_flocks_and_drops_the_dead_waits() {
+/// Three processes: the first holds the lock, the second and third wait for it, in that order.
+/// Returns the first's and the third's pids.
+fn holder_and_two_waiters() -> (Os, Pid, Pid) {
     let mut os = os(3);
     let a = os.start_process(&[0]);
     os.start_process(&[1]);
@@ -230,6 +231,12 @@ fn crash_releases_flocks_and_drops_the_dead_waits() {
     done(&mut os, 0, flock(false));
     apply(&mut os, 1, flock(false));
     apply(&mut os, 2, flock(false));
+    (os, a, c)
+}
+
+#[test]
+fn crash_releases_flocks_and_drops_the_dead_waits() {
+    let (mut os, a, c) = holder_and_two_waiters();
     // The waiter dies first: it leaves the queue.
     assert_eq!(crash(&mut os, 1), vec![1]);
     assert_eq!(os.flock_holder(LOCK), Some(a));
@@ -242,13 +249,7 @@ fn crash_releases_flocks_and_drops_the_dead_waits() {
 
 #[test]
 fn cancel_wait_dequeues_a_blocked_flock() {
-    let mut os = os(3);
-    let a = os.start_process(&[0]);
-    os.start_process(&[1]);
-    let c = os.start_process(&[2]);
-    done(&mut os, 0, flock(false));
-    apply(&mut os, 1, flock(false));
-    apply(&mut os, 2, flock(false));
+    let (mut os, a, c) = holder_and_two_waiters();
     assert_eq!(os.cancel_wait(1, &mut Footprint::default()), Outcome::Err(ErrorCode::ETIMEDOUT));
     assert_eq!(os.flock_holder(LOCK), Some(a));
     done(&mut os, 0, OsOp::Funlock { path: LOCK });
