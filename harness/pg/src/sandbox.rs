@@ -15,7 +15,6 @@
 //! Where the kernel refuses (a container without `CAP_SYS_ADMIN`), the program runs as before,
 //! in racelab's namespaces; [`is_private`] tells which happened.
 
-use std::ffi::CString;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -34,13 +33,8 @@ pub(crate) struct Credentials {
 /// `pre_exec` hook that must run as `user` (a parent-death signal is cleared when the
 /// credentials change).
 pub(crate) fn privately_as(cmd: &mut Command, user: Credentials) {
-    let none = CString::new("none").expect("no NUL");
-    let root = CString::new("/").expect("no NUL");
-    let tmpfs = CString::new("tmpfs").expect("no NUL");
-    let shm = CString::new("/dev/shm").expect("no NUL");
-    let options = CString::new("mode=1777").expect("no NUL");
-    // SAFETY: only async-signal-safe system calls between fork and exec, on strings made
-    // before the fork.
+    let (none, root, tmpfs, shm, options) = (c"none", c"/", c"tmpfs", c"/dev/shm", c"mode=1777");
+    // SAFETY: only async-signal-safe system calls between fork and exec, on static strings.
     unsafe {
         cmd.pre_exec(move || {
             // Each step may be refused; the program then runs less private, never not at all.
