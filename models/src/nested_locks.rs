@@ -15,8 +15,10 @@
 //! Of the pairs the seed names, the one that best fits is its HIGH race "progress capture vs
 //! reconciler": a stop hook captures a turn's progress under its agent, so it takes AGENT then
 //! TURN; the transcript reconciler works turn by turn and updates the agent, so it takes TURN
-//! then AGENT. Actors alternate between the two code paths (hook, reconciler, hook, …). When
-//! each holds its outer lock, each waits for the other's forever. Because every lock sits on its
+//! then AGENT. Many stop hooks (`hooks`, one per agent session that stops) race the
+//! reconciler (`reconcilers`, one by default: the seed lists it among the background threads,
+//! beside the reaper). When a hook and a reconciler each hold their outer lock, each waits for
+//! the other's forever. Because every lock sits on its
 //! own connection, PostgreSQL sees two waiting sessions whose holders are idle sessions, not a
 //! cycle: its deadlock detector never fires, and both threads hang.
 //!
