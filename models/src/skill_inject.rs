@@ -26,11 +26,11 @@
 //! persists and unlocks; hook 2 locks and its cached copy still says "never injected" (`racelab
 //! explain skill-inject/stale-read`, 8 steps). `refresh` holds, explored completely for two hooks
 //! with no faults (21 states: the hooks are symmetric, and with `refresh` the loaded copy is
-//! never read, so a hook does not keep it), and for 16 hooks (2,737 states). It does not survive a crash between
-//! sending the prompt and persisting the time: with `crashes = 1` the explorer finds hook 1
-//! loading, locking, refreshing (null) and sending, then crashing; hook 2 refreshes, still reads
-//! null, and sends again (9 steps). That is at-least-once delivery, which no fresher read
-//! closes; the scenario therefore explores no faults.
+//! never read, so a hook does not keep it), and for 16 hooks (2,737 states). It does not
+//! survive a crash between sending the prompt and persisting the time: with `crashes = 1` the
+//! explorer finds hook 1 loading, locking, refreshing (null) and sending, then crashing; hook
+//! 2 refreshes, still reads null, and sends again (9 steps). That is at-least-once delivery,
+//! which no fresher read closes; the scenario therefore explores no faults.
 //!
 //! ## Invariant
 //!
