@@ -449,9 +449,9 @@ mod tests {
                 "read_pid(observer.pid) → ENOENT",
                 "Popen → pid 102",
                 "Popen → pid 103",
-                "__main__ → pid 102",
+                "__main__ ⇐ pid 102",
                 "flock_nb(observer.lock) → ok", // daemon A takes the singleton lock
-                "__main__ → pid 103",
+                "__main__ ⇐ pid 103",
                 "flock_nb(observer.lock) → EWOULDBLOCK",
                 "sys.exit → ok",
                 "write_pid(observer.pid=102) → ok",
@@ -471,7 +471,8 @@ mod tests {
             steps(&[HOOK_A, HOOK_B]),                 // hook B waits for the spawn lock
             steps(&[HOOK_A, HOOK_A, HOOK_A, HOOK_A]), // hook A spawns daemon A and names it
             steps(&[HOOK_B, HOOK_B, HOOK_B, HOOK_B]), // hook B finds daemon A running
-            steps(&[DAEMON_A, DAEMON_A, DAEMON_B]),
+            // Daemon B, never spawned, has no step: it waits from the start.
+            steps(&[DAEMON_A, DAEMON_A]),
         ]
         .concat();
         let r = replay(&model, &Bounds::default(), &schedule).unwrap();
@@ -488,9 +489,8 @@ mod tests {
                 "read_pid(observer.pid) → 102",
                 "is_running(102) → true",
                 "unlock(observer.spawn.lock) → ok",
-                "__main__ → pid 102",
+                "__main__ ⇐ pid 102",
                 "flock_nb(observer.lock) → ok",
-                "__main__ (not started)", // daemon B is never spawned
             ]
         );
         assert!(r.state.world.is_dormant(DAEMON_B));
@@ -520,12 +520,12 @@ mod tests {
                 "read_pid(observer.pid) → ENOENT",
                 "Popen → pid 102",
                 "✗ crash",
-                "__main__ → pid 102",
+                "__main__ ⇐ pid 102",
                 "flock_nb(observer.lock) → ok",
                 "flock(observer.spawn.lock) → ok",
                 "read_pid(observer.pid) → ENOENT",
                 "Popen → pid 103",
-                "__main__ → pid 103",
+                "__main__ ⇐ pid 103",
                 "flock_nb(observer.lock) → EWOULDBLOCK",
                 "sys.exit → ok",
                 "write_pid(observer.pid=103) → ok",

@@ -4,7 +4,7 @@
 use std::hash::Hash;
 
 use crate::model::{Actor, Model, Phase, Status, View, DEADLOCK};
-use crate::op::{ActorId, Applied, Footprint, Outcome, MAX_ACTORS};
+use crate::op::{ActorId, Applied, Footprint, OpKind, OsOp, Outcome, MAX_ACTORS};
 use crate::render;
 use crate::sim::{Attached, SharedDb, World};
 use crate::symmetry::{Canonicaliser, Renaming, Symmetry};
@@ -91,7 +91,25 @@ impl<A: Actor> State<A> {
         assert_eq!(world.actor_count(), actors.len(), "World::new must be given the actor count");
         let status =
             actors.iter().map(|a| if a.next_op().is_some() { Status::Running } else { Status::Finished }).collect();
-        State { world, actors, status, faults: FaultsUsed::default(), last: None, preemptions: 0, power_group: None }
+        let mut state = State {
+            world,
+            actors,
+            status,
+            faults: FaultsUsed::default(),
+            last: None,
+            preemptions: 0,
+            power_group: None,
+        };
+        // A dormant actor is not running until someone spawns it, so its first op (waiting for
+        // that) is issued with the initial state rather than as a step: a step that only says
+        // "not yet" would double the states of every worker that has not spawned its child.
+        for i in 0..state.actors.len() {
+            let awaits = state.actors[i].next_op().is_some_and(|op| matches!(op.kind, OpKind::Os(OsOp::AwaitSpawn)));
+            if awaits && state.world.os.is_declared_dormant(i) {
+                state.apply(Choice { actor: i as u8, kind: ChoiceKind::Step }, &Bounds::default());
+            }
+        }
+        state
     }
 
     /// A 128-bit fingerprint of the whole state. Collisions are astronomically unlikely, and
