@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The name of the owner file inside a cluster directory.
 pub(crate) const OWNER_FILE: &str = "racelab.owner";
@@ -79,8 +80,9 @@ fn boot_id() -> Option<String> {
 }
 
 /// Remove the cluster directories under `parent` that a racelab process now gone left behind.
-/// A directory whose server still runs (its `postmaster.pid` names a live process) is left for
-/// that server's own end. Returns the directories removed.
+/// A server (or `initdb`'s backend) still running in such a directory is stopped first: its
+/// racelab is gone, and its `postmaster.pid` and working directory prove whose it is. Returns
+/// the directories removed.
 pub(crate) fn remove_stale_dirs(parent: &Path) -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(parent) else { return removed };
@@ -97,23 +99,57 @@ pub(crate) fn remove_stale_dirs(parent: &Path) -> Vec<std::path::PathBuf> {
         let Some(owner) = fs::read_to_string(dir.join(OWNER_FILE)).ok().and_then(|t| Owner::parse(&t)) else {
             continue;
         };
-        if !owner.is_gone() || server_runs(&dir.join("data")) {
+        if !owner.is_gone() || !stop_server(&dir.join("data")) {
             continue;
         }
-        if fs::remove_dir_all(&dir).is_ok() {
+        if remove_dir(&dir) {
             removed.push(dir);
         }
     }
     removed
 }
 
-/// Does the `postmaster.pid` of a data directory name a live process?
-fn server_runs(data: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(data.join("postmaster.pid")) else { return false };
-    match text.lines().next().and_then(|l| l.trim().parse::<libc::pid_t>().ok()) {
-        Some(pid) if pid > 0 => unsafe { libc::kill(pid, 0) == 0 },
-        _ => false,
+/// How long a stale server gets to end after `SIGQUIT`, and then after `SIGKILL`.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Stop the process that `data`'s `postmaster.pid` names, if it still runs there: a server, or
+/// the single-user backend of an `initdb` that died halfway (which writes its pid negated).
+/// The pid counts only if that process's working directory is `data` (PostgreSQL works in its
+/// data directory), so a reused pid is never signalled. Returns whether nothing runs there now.
+fn stop_server(data: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(data.join("postmaster.pid")) else { return true };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<libc::pid_t>().ok()) else { return true };
+    let pid = pid.abs();
+    let works_in_data = |pid: libc::pid_t| {
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        cwd.is_some_and(|cwd| Some(cwd) == data.canonicalize().ok())
+    };
+    if pid <= 0 || !works_in_data(pid) {
+        return true;
     }
+    for signal in [libc::SIGQUIT, libc::SIGKILL] {
+        // SAFETY: a signal to a process shown above to be this stale cluster's.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + STOP_WAIT;
+        while Instant::now() < deadline {
+            if !works_in_data(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    false
+}
+
+/// Remove a directory that a process ended a moment ago may still have been writing to.
+fn remove_dir(dir: &Path) -> bool {
+    for _ in 0..10 {
+        if fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[cfg(test)]
@@ -162,5 +198,39 @@ mod tests {
         let removed = remove_stale_dirs(parent.path());
         assert_eq!(removed, vec![stale.clone()]);
         assert!(!stale.exists() && live.exists() && untagged.exists() && foreign.exists());
+    }
+
+    /// A stale directory whose `postmaster.pid` names a process working in its data directory
+    /// (a server that outlived its racelab) has that process stopped, then goes; a pid whose
+    /// process works elsewhere (reused since) is never signalled.
+    #[test]
+    fn a_server_left_running_in_a_stale_dir_is_stopped_and_a_reused_pid_is_not() {
+        let parent = tempfile::tempdir().unwrap();
+        let me = Owner::current().unwrap();
+        let gone = Owner { start: me.start + 1, ..me };
+        let stale_dir = |name: &str| {
+            let d = parent.path().join(name);
+            fs::create_dir_all(d.join("data")).unwrap();
+            fs::write(d.join(OWNER_FILE), gone.tag()).unwrap();
+            d
+        };
+        let sleeper = |cwd: &Path| std::process::Command::new("sleep").arg("30").current_dir(cwd).spawn().unwrap();
+        let alive = |child: &mut std::process::Child| child.try_wait().unwrap().is_none();
+
+        let ours = stale_dir("racelab-pg-ours");
+        let mut server = sleeper(&ours.join("data"));
+        fs::write(ours.join("data/postmaster.pid"), format!("{}\n", server.id())).unwrap();
+        let reused = stale_dir("racelab-pg-reused");
+        let mut stranger = sleeper(parent.path());
+        // A single-user backend writes its pid negated.
+        fs::write(reused.join("data/postmaster.pid"), format!("-{}\n", stranger.id())).unwrap();
+
+        let mut removed = remove_stale_dirs(parent.path());
+        removed.sort();
+        assert_eq!(removed, vec![ours, reused]);
+        assert!(!alive(&mut server), "the stale server was stopped");
+        assert!(alive(&mut stranger), "a process working elsewhere was signalled");
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
     }
 }
