@@ -363,8 +363,7 @@ impl<A: Actor> State<A> {
                     }
                     Applied::Blocked => {
                         self.status[i] = Status::Waiting;
-                        let suffix = if self.world.is_dormant(i) { "(not started)" } else { "… waits" };
-                        text(describe, || format!("{} {suffix}", op.label()))
+                        text(describe, || format!("{} … waits", op.label()))
                     }
                 }
             }
