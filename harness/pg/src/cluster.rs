@@ -127,7 +127,7 @@ impl Cluster {
             .env_remove("PGDATA")
             .stdin(Stdio::null());
         if let Some(u) = &run_as {
-            sandbox::privately_as(&mut cmd, u.credentials());
+            sandbox::privately_as(&mut cmd, u.uid, u.gid);
         }
         let shown = format!("{:?}", cmd);
         // Its own process group, so that an interrupt ends it and the backend it runs alike;
@@ -170,7 +170,7 @@ impl Cluster {
         }
         cmd.current_dir(&root).env_remove("PGDATA").stdin(Stdio::null()).stdout(logfile).stderr(logfile2);
         if let Some(u) = &run_as {
-            sandbox::privately_as(&mut cmd, u.credentials());
+            sandbox::privately_as(&mut cmd, u.uid, u.gid);
         }
         die_with_parent(&mut cmd, libc::SIGQUIT);
         let child = spawn_registered(cmd, id, false)
@@ -647,12 +647,6 @@ struct User {
     name: String,
     uid: u32,
     gid: u32,
-}
-
-impl User {
-    fn credentials(&self) -> sandbox::Credentials {
-        sandbox::Credentials { uid: self.uid, gid: self.gid }
-    }
 }
 
 fn unprivileged_user() -> Result<User, PgError> {

@@ -120,10 +120,8 @@ fn stop_server(data: &Path) -> bool {
     let Ok(text) = fs::read_to_string(data.join("postmaster.pid")) else { return true };
     let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<libc::pid_t>().ok()) else { return true };
     let pid = pid.abs();
-    let works_in_data = |pid: libc::pid_t| {
-        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
-        cwd.is_some_and(|cwd| Some(cwd) == data.canonicalize().ok())
-    };
+    let Ok(data) = data.canonicalize() else { return true };
+    let works_in_data = |pid: libc::pid_t| fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data);
     if pid <= 0 || !works_in_data(pid) {
         return true;
     }

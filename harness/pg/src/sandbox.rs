@@ -19,20 +19,14 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Who a program runs as, when racelab runs as root.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Credentials {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Make `cmd` start in private namespaces (if the kernel lets it) and then run as `user`.
+/// Make `cmd` start in private namespaces (if the kernel lets it) and then run as user `uid`,
+/// group `gid`.
 ///
 /// Replaces [`Command::uid`] and [`Command::gid`]: the standard library drops privileges
 /// before it runs `pre_exec` hooks, and the namespaces need them. Call this before any other
-/// `pre_exec` hook that must run as `user` (a parent-death signal is cleared when the
+/// `pre_exec` hook that must run as that user (a parent-death signal is cleared when the
 /// credentials change).
-pub(crate) fn privately_as(cmd: &mut Command, user: Credentials) {
+pub(crate) fn privately_as(cmd: &mut Command, uid: u32, gid: u32) {
     let (none, root, tmpfs, shm, options) = (c"none", c"/", c"tmpfs", c"/dev/shm", c"mode=1777");
     // SAFETY: only async-signal-safe system calls between fork and exec, on static strings.
     unsafe {
@@ -52,7 +46,7 @@ pub(crate) fn privately_as(cmd: &mut Command, user: Credentials) {
                     libc::mount(tmpfs.as_ptr(), shm.as_ptr(), tmpfs.as_ptr(), flags, options.as_ptr().cast());
                 }
             }
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(user.gid) != 0 || libc::setuid(user.uid) != 0 {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

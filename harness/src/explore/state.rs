@@ -105,7 +105,7 @@ impl<A: Actor> State<A> {
         // "not yet" would double the states of every worker that has not spawned its child.
         for i in 0..state.actors.len() {
             let awaits = state.actors[i].next_op().is_some_and(|op| matches!(op.kind, OpKind::Os(OsOp::AwaitSpawn)));
-            if awaits && state.world.os.is_declared_dormant(i) {
+            if awaits {
                 state.apply(Choice { actor: i as u8, kind: ChoiceKind::Step }, &Bounds::default());
             }
         }

@@ -378,9 +378,8 @@ impl World {
     /// by an identity permutation changes nothing else.
     pub(crate) fn keeps_numbers(&self, renaming: &Renaming) -> bool {
         let kept = |numbers: Vec<(i64, i64)>| numbers.iter().all(|&(old, new)| old == new);
-        let pids_follow = self.os.has_processes() && self.os.numbered_by_actors();
         self.pool().is_none_or(|pool| kept(pool.slot_renumbering(renaming)))
-            && (!pids_follow || kept(self.os.pid_renumbering(renaming)))
+            && (!self.pids_follow_actors() || kept(self.os.pid_renumbering(renaming)))
     }
 
     /// `renaming` once for every numbering of the pool's slots (pids as [`World::rename`]
@@ -413,9 +412,13 @@ impl World {
     }
 
     fn with_pids(&self, renaming: &Renaming, slots: Option<Vec<(i64, i64)>>) -> Renaming {
-        // Only an OS whose model numbers processes by its actors renames pids.
-        let pids = (self.os.has_processes() && self.os.numbered_by_actors()).then(|| self.os.pid_renumbering(renaming));
+        let pids = self.pids_follow_actors().then(|| self.os.pid_renumbering(renaming));
         renaming.with_numbers(slots, pids)
+    }
+
+    /// Only an OS whose model numbers processes by its actors renames pids.
+    fn pids_follow_actors(&self) -> bool {
+        self.os.has_processes() && self.os.numbered_by_actors()
     }
 
     /// What the transitions applied since the last call touched.

@@ -533,11 +533,6 @@ impl Subsystem for Os {
 }
 
 impl Os {
-    /// Was `actor` declared dormant ([`Os::add_dormant`]) and not spawned yet?
-    pub fn is_declared_dormant(&self, actor: ActorId) -> bool {
-        self.dormant[actor]
-    }
-
     /// Does `actor` wait for someone to spawn it?
     pub fn is_dormant(&self, actor: ActorId) -> bool {
         self.waits[actor].as_ref().is_some_and(|w| w.on == WaitFor::Spawn && w.outcome.is_none())
