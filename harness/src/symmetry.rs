@@ -63,7 +63,7 @@ impl Symmetry {
 
     /// The groups coupled with group `g` (those that follow it, or that it follows, and their
     /// followers), `g` first.
-    fn parallel(&self, g: usize) -> Vec<usize> {
+    pub(crate) fn parallel(&self, g: usize) -> Vec<usize> {
         let leader = self.coupled.iter().find(|&&(_, f)| f == g).map_or(g, |&(l, _)| l);
         let mut all = vec![leader];
         all.extend(self.coupled.iter().filter(|&&(l, _)| l == leader).map(|&(_, f)| f));
@@ -467,22 +467,37 @@ impl Renaming {
     }
 
     /// Permute a vector indexed by actor.
-    pub fn permute<T: Clone>(&self, by_actor: &mut [T]) {
+    pub fn permute<T>(&self, by_actor: &mut [T]) {
         if self.is_identity() {
             return;
         }
         assert_eq!(by_actor.len(), self.actors.len(), "a vector indexed by actor");
-        let old = by_actor.to_vec();
-        for (a, item) in old.into_iter().enumerate() {
-            by_actor[self.actors[a]] = item;
-        }
+        permute_in_place(by_actor, |a| self.actors[a]);
     }
 
     /// Permute a vector indexed by connection.
-    pub fn permute_conns<T: Clone>(&self, by_conn: &mut [T]) {
-        let old = by_conn.to_vec();
-        for (c, item) in old.into_iter().enumerate() {
-            by_conn[usize::from(self.conn(c as ConnId))] = item;
+    pub fn permute_conns<T>(&self, by_conn: &mut [T]) {
+        permute_in_place(by_conn, |c| usize::from(self.conn(c as ConnId)));
+    }
+}
+
+/// Move `items[i]` to `items[to(i)]` for every `i` (`to` a permutation), by swaps along each
+/// cycle: no item is copied, which matters when items own heap data.
+fn permute_in_place<T>(items: &mut [T], to: impl Fn(usize) -> usize) {
+    assert!(items.len() <= 1 << 16, "a permutation of at most 65,536 items");
+    let mut placed = vec![false; items.len()];
+    for start in 0..items.len() {
+        if placed[start] {
+            continue;
+        }
+        placed[start] = true;
+        // `items[start]` holds the next item to place; each swap puts one where it belongs.
+        let mut target = to(start);
+        while target != start {
+            assert!(!placed[target], "not a permutation");
+            items.swap(start, target);
+            placed[target] = true;
+            target = to(target);
         }
     }
 }
@@ -503,6 +518,8 @@ pub struct Canonicaliser {
     /// renamings are wanted).
     abstracting: Vec<Option<Renaming>>,
     with_abstractions: bool,
+    /// Reused for the bytes of each member's sort key.
+    scratch: Vec<u8>,
 }
 
 impl Canonicaliser {
@@ -523,6 +540,7 @@ impl Canonicaliser {
             owned,
             abstracting: Vec::new(),
             with_abstractions,
+            scratch: Vec::new(),
         };
         canon.refit(&[]);
         canon
@@ -555,6 +573,15 @@ impl Canonicaliser {
                 }
             }
         }
+    }
+
+    /// The buffer sort keys are written into, kept from state to state.
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    pub(crate) fn put_scratch(&mut self, bytes: Vec<u8>) {
+        self.scratch = bytes;
     }
 
     /// [`Renaming::abstracting`] for group member `a`.
@@ -598,6 +625,20 @@ mod tests {
 
     fn two_requests() -> Symmetry {
         Symmetry::group(0..2, vec![vec![Value::Int(1)], vec![Value::Int(2)]])
+    }
+
+    #[test]
+    fn a_permutation_in_place_puts_every_item_where_a_copy_would() {
+        // Every permutation of five items: cycles of every length, fixed points, the identity.
+        for perm in permutations(5) {
+            let mut items: Vec<String> = (0..5).map(|i| format!("item {i}")).collect();
+            let mut expected = items.clone();
+            for (i, item) in items.iter().enumerate() {
+                expected[perm[i]] = item.clone();
+            }
+            permute_in_place(&mut items, |i| perm[i]);
+            assert_eq!(items, expected, "{perm:?}");
+        }
     }
 
     #[test]

@@ -35,11 +35,15 @@ pub struct Exhaustive {
     /// Reduce by the model's declared [`Model::symmetry`], if it has one. Off only to measure
     /// the reduction or to cross-check it.
     pub symmetry: bool,
+    /// Under a symmetry, skip the choices of a member that mirrors an earlier one
+    /// ([`State::mirrors`]); they lead to renamings of where that member's choices lead. Off
+    /// only to measure it or to cross-check it: the parallel search always skips them.
+    pub mirrors: bool,
 }
 
 impl Default for Exhaustive {
     fn default() -> Self {
-        Exhaustive { sleep_sets: true, budget: Budget::default(), shard: None, symmetry: true }
+        Exhaustive { sleep_sets: true, budget: Budget::default(), shard: None, symmetry: true, mirrors: true }
     }
 }
 
@@ -77,6 +81,8 @@ struct Search<'m, M: Model> {
     /// meet in the visited set. Sleep sets are off then: a sibling's footprint names actors as
     /// the parent numbers them, not as the renamed child does.
     symmetry: Option<Canonicaliser>,
+    /// Skip the choices of mirroring members (see [`Exhaustive::mirrors`]).
+    mirrors: bool,
     /// The model's declared symmetry, used or not: final states are collected by class, so
     /// that a reduced and an unreduced search can be compared.
     declared: Option<Symmetry>,
@@ -161,6 +167,7 @@ impl Exhaustive {
             bounds,
             sleep_sets: self.sleep_sets && symmetry.is_none(),
             symmetry,
+            mirrors: self.mirrors,
             declared,
             budget: &self.budget,
             shard: self.shard,
@@ -217,6 +224,8 @@ impl<M: Model> Search<'_, M> {
         // Choices whose subtrees an earlier visit of this state already covered.
         let mut done: Vec<Choice> = Vec::new();
         let mut executions = 0u64;
+        // Members whose choices mirror an earlier member's, on a first visit under a symmetry.
+        let mut mirrors: Option<Vec<usize>> = None;
         let todo: Vec<Choice> = match self.cache(in_top).get(key) {
             Some((stored, known)) => {
                 // A state on the current path (a cycle) contributes no complete execution.
@@ -264,7 +273,12 @@ impl<M: Model> Search<'_, M> {
                         finals.insert(class);
                     }
                 }
-                enabled.iter().copied().filter(|c| !asleep(c)).collect()
+                if self.mirrors {
+                    mirrors = self.symmetry.as_mut().and_then(|canon| state.mirrors(canon, &enabled));
+                }
+                let mirrored =
+                    |c: &Choice| c.actor_index().is_some_and(|a| mirrors.as_ref().is_some_and(|r| r[a] != a));
+                enabled.iter().copied().filter(|c| !asleep(c) && !mirrored(c)).collect()
             }
         };
         if depth >= self.bounds.max_depth {
@@ -275,7 +289,11 @@ impl<M: Model> Search<'_, M> {
             return executions;
         }
         if counts {
-            self.stats.pruned += (enabled.len() - todo.len() - done.len()) as u64;
+            let mirrored = match &mirrors {
+                Some(reps) => enabled.iter().filter(|c| c.actor_index().is_some_and(|a| reps[a] != a)).count(),
+                None => 0,
+            };
+            self.stats.pruned += (enabled.len() - todo.len() - done.len() - mirrored) as u64;
         }
 
         // Footprints of siblings already covered, for the children's sleep sets.
@@ -321,7 +339,13 @@ impl<M: Model> Search<'_, M> {
             };
             self.path.push(choice);
             self.stats.depth = self.stats.depth.max(self.path.len() as u32);
-            executions = executions.saturating_add(self.visit(next, child_sleep)).min(Stats::EXECUTIONS_SATURATED);
+            // The same choice of each member that mirrors this one has as many executions.
+            let copies = match (&mirrors, choice.actor_index()) {
+                (Some(reps), Some(a)) => reps.iter().filter(|&&r| r == a).count() as u64,
+                _ => 1,
+            };
+            let found = self.visit(next, child_sleep).saturating_mul(copies);
+            executions = executions.saturating_add(found).min(Stats::EXECUTIONS_SATURATED);
             self.path.pop();
             explored.push((choice, fp));
         }

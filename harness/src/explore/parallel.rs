@@ -254,7 +254,11 @@ impl<M: Model> Walker<'_, '_, M> {
     /// Expand a claimed state: every enabled choice; claim and check each new child.
     fn expand(&mut self, item: Item<M::Actor>, trail: &[Choice]) {
         let shared = self.shared;
-        let todo = item.state.choices(shared.bounds);
+        let mut todo = item.state.choices(shared.bounds);
+        // As the sequential search: a member whose choices mirror an earlier one's is not expanded.
+        if let Some(reps) = self.canon.as_mut().and_then(|canon| item.state.mirrors(canon, &todo)) {
+            todo.retain(|c| c.actor_index().is_none_or(|a| reps[a] == a));
+        }
         if item.depth >= shared.bounds.max_depth {
             self.stop_with(&shared.incomplete, format!("depth bound reached: {} steps", shared.bounds.max_depth));
             return;

@@ -171,13 +171,102 @@ impl<A: Actor> State<A> {
     fn member_keys(&self, canon: &mut Canonicaliser) -> Vec<u128> {
         canon.for_owners(self.world.db.conn_owners());
         let mut keys = vec![0u128; self.actors.len()];
+        // One buffer for every member, hashed once a member: no copy of what the world keeps
+        // about a member is built on the way.
+        let mut bytes = canon.take_scratch();
         for &a in canon.symmetry().groups.iter().flatten() {
             let abstracting = canon.abstracting(a);
             let mut seen = self.actors[a].clone();
             seen.rename(abstracting);
-            keys[a] = fingerprint_of(&(seen, self.status[a], self.world.actor_signature(a, abstracting)));
+            bytes.clear();
+            let mut sink = ByteSink(&mut bytes);
+            (seen, self.status[a]).hash(&mut sink);
+            self.world.actor_signature(a, abstracting, &mut sink);
+            keys[a] = xxhash_rust::xxh3::xxh3_128(&bytes);
         }
+        canon.put_scratch(bytes);
         keys
+    }
+
+    /// Group members whose choices mirror an earlier member's: `reps[b] = a` when a renaming
+    /// that maps `a` to `b` (whole units, for coupled groups) leaves this state as it is, so
+    /// that each choice of `b` leads where the same choice of `a` leads, up to that renaming.
+    /// Only members with equal sort keys can be so mapped (in a canonical state they are
+    /// neighbours), and every renaming is checked on the whole state: a key that ties members
+    /// it should not costs a check, never a wrong skip. Only runs of tied members with a choice
+    /// in `enabled` are tried. `None` when no member mirrors another.
+    pub fn mirrors(&self, canon: &mut Canonicaliser, enabled: &[Choice]) -> Option<Vec<ActorId>> {
+        let mut movers = [false; MAX_ACTORS];
+        for a in enabled.iter().filter_map(Choice::actor_index) {
+            movers[a] = true;
+        }
+        if movers.iter().filter(|&&m| m).count() < 2 || self.world.renamable().is_err() {
+            return None;
+        }
+        let n = self.actors.len();
+        let keys = self.member_keys(canon);
+        let symmetry = canon.symmetry();
+        // Runs of neighbouring units (lanes of coupled groups together) with equal keys.
+        let mut runs: Vec<(Vec<&[ActorId]>, usize, usize)> = Vec::new();
+        for g in symmetry.leaders() {
+            let lanes: Vec<&[ActorId]> = symmetry.parallel(g).into_iter().map(|h| &symmetry.groups[h][..]).collect();
+            let tied = |k: usize| lanes.iter().all(|lane| keys[lane[k - 1]] == keys[lane[k]]);
+            let mut first = 0;
+            for k in 1..=lanes[0].len() {
+                if k < lanes[0].len() && tied(k) {
+                    continue;
+                }
+                let moves = (first..k).any(|j| lanes.iter().any(|lane| movers[lane[j]]));
+                if k - first >= 2 && moves {
+                    runs.push((lanes.clone(), first, k - 1));
+                }
+                first = k;
+            }
+        }
+        if runs.is_empty() {
+            return None;
+        }
+        // A rotation of a run that leaves the state as it is maps its first member onto every
+        // other; rotating every run at once is one check for the usual case, where each holds.
+        let fixed = |perm: Vec<ActorId>| {
+            let mut renamed = self.clone();
+            renamed.rename(&canon.renaming(perm));
+            renamed == *self
+        };
+        let rotate = |perm: &mut Vec<ActorId>, (lanes, first, last): &(Vec<&[ActorId]>, usize, usize)| {
+            for lane in lanes {
+                for k in *first..=*last {
+                    perm[lane[k]] = lane[if k == *last { *first } else { k + 1 }];
+                }
+            }
+        };
+        let mut reps: Vec<ActorId> = (0..n).collect();
+        let mut all = (0..n).collect();
+        runs.iter().for_each(|run| rotate(&mut all, run));
+        let every_run = fixed(all);
+        let mut any = false;
+        for run in &runs {
+            let (lanes, first, last) = run;
+            let mut rotation = (0..n).collect();
+            rotate(&mut rotation, run);
+            if every_run || fixed(rotation) {
+                for lane in lanes {
+                    (first + 1..=*last).for_each(|k| reps[lane[k]] = lane[*first]);
+                }
+                any = true;
+                continue;
+            }
+            // Some member of the run is told apart: neighbours that swap are still mirrors.
+            for k in first + 1..=*last {
+                let mut swap: Vec<ActorId> = (0..n).collect();
+                lanes.iter().for_each(|lane| swap.swap(lane[k - 1], lane[k]));
+                if fixed(swap) {
+                    lanes.iter().for_each(|lane| reps[lane[k]] = reps[lane[k - 1]]);
+                    any = true;
+                }
+            }
+        }
+        any.then_some(reps)
     }
 
     /// The least fingerprint over every renaming of the symmetry's groups: one key per class,

@@ -178,9 +178,12 @@ impl Database {
 
     /// What `actor`'s sessions hold and wait for, independent of which identical actor it is
     /// (see [`Db::conn_signature`]).
-    pub(crate) fn actor_signature(&self, actor: ActorId, r: &Renaming) -> Vec<u128> {
+    pub(crate) fn actor_signature(&self, actor: ActorId, r: &Renaming, mut out: &mut dyn Hasher) {
         let conns = self.conn_owner.iter().enumerate().filter(|&(_, &o)| o == actor);
-        conns.map(|(c, _)| self.sim.conn_signature(c as ConnId, r)).collect()
+        conns.clone().count().hash(&mut out);
+        for (c, _) in conns {
+            self.sim.conn_signature(c as ConnId, r, out);
+        }
     }
 
     /// The owner of each connection, indexed by connection.

@@ -16,6 +16,8 @@ pub mod os;
 pub mod parts;
 pub mod subsystem;
 
+use std::hash::{Hash, Hasher};
+
 use crate::op::{ActorId, Applied, ConnId, Footprint, Op, OpKind, Outcome};
 
 pub use database::{Database, RealDb, SharedDb};
@@ -341,18 +343,13 @@ impl World {
 
     /// What the world keeps about `actor`, independent of which of a group of identical actors
     /// it is (`abstracting` is [`Renaming::abstracting`] for it): for sorting the group.
-    pub(crate) fn actor_signature(
-        &self,
-        actor: ActorId,
-        abstracting: &Renaming,
-    ) -> (Option<Where>, Vec<u128>, u128, Vec<u128>) {
-        let parts = self.parts.0.iter().map(|p| p.actor_signature_dyn(actor, abstracting)).collect();
-        (
-            self.waits_in[actor],
-            self.db.actor_signature(actor, abstracting),
-            self.os.actor_signature(actor, abstracting),
-            parts,
-        )
+    pub(crate) fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, mut out: &mut dyn Hasher) {
+        self.waits_in[actor].hash(&mut out);
+        self.db.actor_signature(actor, abstracting, out);
+        self.os.actor_signature(actor, abstracting, out);
+        for part in &self.parts.0 {
+            part.actor_signature_dyn(actor, abstracting, out);
+        }
     }
 
     /// Rename actors, their connections and their values in every subsystem. Only after

@@ -12,6 +12,7 @@
 //! from a process's last running task), and a crashed actor that restarts keeps its dead pid.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
@@ -175,7 +176,7 @@ impl Os {
 
     /// What the OS keeps about `actor`, with other members and every pid abstracted, for
     /// sorting a group of identical actors.
-    pub(crate) fn signature(&self, actor: ActorId, r: &Renaming) -> u128 {
+    pub(crate) fn signature(&self, actor: ActorId, r: &Renaming, mut out: &mut dyn Hasher) {
         let alive = self.process_of[actor].map(|p| self.is_alive(p));
         let wait = self.waits[actor].as_ref().map(|w| {
             let on = match w.on {
@@ -184,14 +185,13 @@ impl Os {
             };
             (on, w.outcome.clone().map(|mut o| rename_outcome(r, &mut o).then_some(o)))
         });
-        let flocks: Vec<(&'static str, bool, Option<usize>)> = self
-            .flocks
-            .iter()
-            .filter(|(_, f)| f.holder == actor || f.queue.contains(&actor))
-            .map(|(&path, f)| (rename_path(r, path), f.holder == actor, f.queue.iter().position(|&a| a == actor)))
-            .collect();
         let mates = self.process_of[actor].and_then(|p| self.process(p)).map_or(0, |p| p.actors.len());
-        crate::explore::state::fingerprint_of(&(alive, mates, self.dormant[actor], self.stillborn[actor], wait, flocks))
+        (alive, mates, self.dormant[actor], self.stillborn[actor], wait).hash(&mut out);
+        let flocks = self.flocks.iter().filter(|(_, f)| f.holder == actor || f.queue.contains(&actor));
+        flocks.clone().count().hash(&mut out);
+        for (&path, f) in flocks {
+            (rename_path(r, path), f.holder == actor, f.queue.iter().position(|&a| a == actor)).hash(&mut out);
+        }
     }
 
     /// Does this world start or spawn any process?
@@ -453,11 +453,9 @@ impl Subsystem for Os {
             .collect();
     }
 
-    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher) {
         if self.renumbered {
-            self.signature(actor, abstracting)
-        } else {
-            0
+            self.signature(actor, abstracting, out);
         }
     }
 

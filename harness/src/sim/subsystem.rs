@@ -110,10 +110,10 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
     /// sorting a group of identical actors: `abstracting` ([`Renaming::abstracting`]) names
     /// the other members, their values and every slot and pid alike, so the result must not
     /// depend on which member `actor` is. States that differ only in such a queue order then
-    /// sort alike. Nothing by default.
-    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
-        let _ = (actor, abstracting);
-        0
+    /// sort alike. Written into `out`, which hashes a member's whole key in one pass. Nothing
+    /// by default.
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher) {
+        let _ = (actor, abstracting, out);
     }
 
     /// Rename the actors, connections and values this state keeps, as `renaming` says. Called
@@ -196,7 +196,7 @@ pub trait Part: Any + Debug + Send + Sync {
     fn describe_dyn(&self) -> Vec<String>;
     fn renamable_dyn(&self) -> Result<(), String>;
     fn rename_dyn(&mut self, renaming: &Renaming);
-    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming) -> u128;
+    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher);
 }
 
 fn downcast<S: Subsystem>(s: &S, op: &dyn AnyOp) -> S::Op {
@@ -266,8 +266,8 @@ impl<S: Subsystem> Part for S {
     fn rename_dyn(&mut self, renaming: &Renaming) {
         self.rename(renaming)
     }
-    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
-        self.actor_signature(actor, abstracting)
+    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher) {
+        self.actor_signature(actor, abstracting, out)
     }
 }
 

@@ -3,6 +3,8 @@
 //! [`crate::symmetry`]). Each struct is destructured in full, so a new field cannot be
 //! forgotten here.
 
+use std::hash::{Hash, Hasher};
+
 use super::{Db, Hold, LogicalRow, Pending, Session, Version, Wait, Xid};
 use crate::op::ConnId;
 use crate::symmetry::Renaming;
@@ -13,26 +15,31 @@ impl Db {
     /// its transaction block, pending statement, parked outcome, place in the wait queue and
     /// advisory holds. Sorting identical actors by it as well as by their own state leaves fewer
     /// ties, so equivalent states more often get the same canonical key.
-    pub(crate) fn conn_signature(&self, conn: ConnId, r: &Renaming) -> u128 {
-        let mut session = self.sessions[usize::from(conn)].clone();
-        if let Some(Pending { stmt, wait, .. }) = &mut session.pending {
-            r.sql(stmt);
-            *wait = match *wait {
-                Wait::Tx(c) => Wait::Tx(r.conn(c)),
-                Wait::Advisory(key) => Wait::Advisory(r.int(key)),
-            };
+    pub(crate) fn conn_signature(&self, conn: ConnId, r: &Renaming, mut out: &mut dyn Hasher) {
+        let session = &self.sessions[usize::from(conn)];
+        if session.pending.is_none() && session.ready.is_none() {
+            session.hash(&mut out);
+        } else {
+            // Only what names other actors is renamed, so only then is the session copied.
+            let mut session = session.clone();
+            if let Some(Pending { stmt, wait, .. }) = &mut session.pending {
+                r.sql(stmt);
+                *wait = match *wait {
+                    Wait::Tx(c) => Wait::Tx(r.conn(c)),
+                    Wait::Advisory(key) => Wait::Advisory(r.int(key)),
+                };
+            }
+            if let Some(outcome) = &mut session.ready {
+                r.outcome(outcome);
+            }
+            session.hash(&mut out);
         }
-        if let Some(outcome) = &mut session.ready {
-            r.outcome(outcome);
+        self.wait_queue.iter().position(|&c| c == conn).hash(&mut out);
+        let holds = self.advisory.iter().filter(|(_, h)| h.conn == conn);
+        holds.clone().count().hash(&mut out);
+        for (&key, h) in holds {
+            (r.int(key), h.session, h.xact).hash(&mut out);
         }
-        let queued = self.wait_queue.iter().position(|&c| c == conn);
-        let holds: Vec<(i64, u32, u32)> = self
-            .advisory
-            .iter()
-            .filter(|(_, h)| h.conn == conn)
-            .map(|(&key, h)| (r.int(key), h.session, h.xact))
-            .collect();
-        crate::explore::state::fingerprint_of(&(session, queued, holds))
     }
 
     pub(crate) fn rename(&mut self, r: &Renaming) {

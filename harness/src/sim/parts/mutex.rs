@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome};
 use crate::sim::subsystem::{PartOp, Subsystem};
@@ -101,14 +102,13 @@ impl Subsystem for Mutex {
 
     /// The locks `actor` holds or waits for (keys as `abstracting` names them), and where in
     /// each queue.
-    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming) -> u128 {
-        let mine: Vec<(i64, bool, Option<usize>)> = self
-            .locks
-            .iter()
-            .filter(|(_, l)| l.holder == Some(actor) || l.waiters.contains(&actor))
-            .map(|(&k, l)| (abstracting.int(k), l.holder == Some(actor), l.waiters.iter().position(|&a| a == actor)))
-            .collect();
-        crate::explore::state::fingerprint_of(&(mine, self.granted.contains(&actor)))
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, mut out: &mut dyn Hasher) {
+        let mine = self.locks.iter().filter(|(_, l)| l.holder == Some(actor) || l.waiters.contains(&actor));
+        mine.clone().count().hash(&mut out);
+        for (&k, l) in mine {
+            (abstracting.int(k), l.holder == Some(actor), l.waiters.iter().position(|&a| a == actor)).hash(&mut out);
+        }
+        self.granted.contains(&actor).hash(&mut out);
     }
 
     fn apply(&mut self, actor: ActorId, op: &MutexOp, fp: &mut Footprint) -> Applied {

@@ -1,6 +1,7 @@
 //! [`Timer`]: sleeps that end when a clock actor's ticks say so.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome};
 use crate::sim::subsystem::{PartOp, Subsystem};
@@ -78,9 +79,9 @@ impl Subsystem for Timer {
     }
 
     /// Where `actor` sleeps and how long it has left, or where it waits as a clock.
-    fn actor_signature(&self, actor: ActorId, _: &Renaming) -> u128 {
+    fn actor_signature(&self, actor: ActorId, _: &Renaming, mut out: &mut dyn Hasher) {
         let asleep = self.sleepers.iter().position(|&(a, _)| a == actor).map(|k| (k, self.sleepers[k].1));
-        crate::explore::state::fingerprint_of(&(asleep, self.idle_clocks.iter().position(|&a| a == actor)))
+        (asleep, self.idle_clocks.iter().position(|&a| a == actor)).hash(&mut out);
     }
 
     fn apply(&mut self, actor: ActorId, op: &TimerOp, fp: &mut Footprint) -> Applied {
