@@ -483,7 +483,7 @@ impl Renaming {
 
 /// Move `items[i]` to `items[to(i)]` for every `i` (`to` a permutation), by swaps along each
 /// cycle: no item is copied, which matters when items own heap data.
-fn permute_in_place<T>(items: &mut [T], to: impl Fn(usize) -> usize) {
+pub(crate) fn permute_in_place<T>(items: &mut [T], to: impl Fn(usize) -> usize) {
     assert!(items.len() <= 1 << 16, "a permutation of at most 65,536 items");
     let mut placed = vec![false; items.len()];
     for start in 0..items.len() {

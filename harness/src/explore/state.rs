@@ -667,8 +667,9 @@ fn text(describe: bool, f: impl FnOnce() -> String) -> Option<String> {
     describe.then(f)
 }
 
-/// A `Hasher` that only records the bytes it is fed.
-struct ByteSink<'a>(&'a mut Vec<u8>);
+/// A `Hasher` that only records the bytes it is fed, for hashing them in one pass: what
+/// fingerprints and symmetry sort keys are made of ([`crate::sim::Subsystem::actor_signature`]).
+pub struct ByteSink<'a>(&'a mut Vec<u8>);
 
 /// Fixed-size writes get their own methods so that each compiles to one small store instead of
 /// a call to a variable-length copy: derived `Hash` impls make a great many of them.

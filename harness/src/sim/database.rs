@@ -5,6 +5,8 @@
 //! from then on every statement runs there, and properties read committed rows from there.
 
 use std::hash::{Hash, Hasher};
+
+use crate::explore::state::ByteSink;
 use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ConnId, ErrorCode, Footprint, Outcome, Row, Sql, SqlOp, TableId};
@@ -178,9 +180,9 @@ impl Database {
 
     /// What `actor`'s sessions hold and wait for, independent of which identical actor it is
     /// (see [`Db::conn_signature`]).
-    pub(crate) fn actor_signature(&self, actor: ActorId, r: &Renaming, mut out: &mut dyn Hasher) {
+    pub(crate) fn actor_signature(&self, actor: ActorId, r: &Renaming, out: &mut ByteSink<'_>) {
         let conns = self.conn_owner.iter().enumerate().filter(|&(_, &o)| o == actor);
-        conns.clone().count().hash(&mut out);
+        conns.clone().count().hash(out);
         for (c, _) in conns {
             self.sim.conn_signature(c as ConnId, r, out);
         }

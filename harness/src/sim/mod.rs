@@ -16,7 +16,9 @@ pub mod os;
 pub mod parts;
 pub mod subsystem;
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use crate::explore::state::ByteSink;
 
 use crate::op::{ActorId, Applied, ConnId, Footprint, Op, OpKind, Outcome};
 
@@ -343,8 +345,8 @@ impl World {
 
     /// What the world keeps about `actor`, independent of which of a group of identical actors
     /// it is (`abstracting` is [`Renaming::abstracting`] for it): for sorting the group.
-    pub(crate) fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, mut out: &mut dyn Hasher) {
-        self.waits_in[actor].hash(&mut out);
+    pub(crate) fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
+        self.waits_in[actor].hash(out);
         self.db.actor_signature(actor, abstracting, out);
         self.os.actor_signature(actor, abstracting, out);
         for part in &self.parts.0 {

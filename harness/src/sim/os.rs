@@ -12,7 +12,9 @@
 //! from a process's last running task), and a crashed actor that restarts keeps its dead pid.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use crate::explore::state::ByteSink;
 use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
@@ -176,7 +178,7 @@ impl Os {
 
     /// What the OS keeps about `actor`, with other members and every pid abstracted, for
     /// sorting a group of identical actors.
-    pub(crate) fn signature(&self, actor: ActorId, r: &Renaming, mut out: &mut dyn Hasher) {
+    pub(crate) fn signature(&self, actor: ActorId, r: &Renaming, out: &mut ByteSink<'_>) {
         let alive = self.process_of[actor].map(|p| self.is_alive(p));
         let wait = self.waits[actor].as_ref().map(|w| {
             let on = match w.on {
@@ -186,11 +188,11 @@ impl Os {
             (on, w.outcome.clone().map(|mut o| rename_outcome(r, &mut o).then_some(o)))
         });
         let mates = self.process_of[actor].and_then(|p| self.process(p)).map_or(0, |p| p.actors.len());
-        (alive, mates, self.dormant[actor], self.stillborn[actor], wait).hash(&mut out);
+        (alive, mates, self.dormant[actor], self.stillborn[actor], wait).hash(out);
         let flocks = self.flocks.iter().filter(|(_, f)| f.holder == actor || f.queue.contains(&actor));
-        flocks.clone().count().hash(&mut out);
+        flocks.clone().count().hash(out);
         for (&path, f) in flocks {
-            (rename_path(r, path), f.holder == actor, f.queue.iter().position(|&a| a == actor)).hash(&mut out);
+            (rename_path(r, path), f.holder == actor, f.queue.iter().position(|&a| a == actor)).hash(out);
         }
     }
 
@@ -411,13 +413,10 @@ impl Subsystem for Os {
         }
         let pids = self.processes.len();
         let is_pid = |v: i64| (pid_at(0)..pid_at(pids)).contains(&v);
-        let mut processes = self.processes.clone();
-        for (i, process) in self.processes.iter().enumerate() {
-            let at = r.pid(pid_at(i) as Pid) - FIRST_PID;
-            processes[at as usize] =
-                Process { alive: process.alive, actors: process.actors.iter().map(|&a| r.actor(a)).collect() };
+        for process in &mut self.processes {
+            process.actors.iter_mut().for_each(|a| *a = r.actor(*a));
         }
-        self.processes = processes;
+        crate::symmetry::permute_in_place(&mut self.processes, |i| (r.pid(pid_at(i) as Pid) - FIRST_PID) as usize);
         self.process_of.iter_mut().flatten().for_each(|p| *p = r.pid(*p));
         r.permute(&mut self.process_of);
         r.permute(&mut self.dormant);
@@ -431,29 +430,44 @@ impl Subsystem for Os {
             }
         }
         r.permute(&mut self.waits);
-        let files = std::mem::take(&mut self.files);
-        self.files = files
-            .into_iter()
-            .map(|(path, content)| {
-                let content = match content {
-                    Value::Int(v) if is_pid(v) => Value::Int(i64::from(r.pid(v as Pid))),
-                    other => r.value(other),
-                };
-                (rename_path(r, path), content)
-            })
-            .collect();
-        let flocks = std::mem::take(&mut self.flocks);
-        self.flocks = flocks
-            .into_iter()
-            .map(|(path, f)| {
-                let renamed =
-                    FlockState { holder: r.actor(f.holder), queue: f.queue.iter().map(|&a| r.actor(a)).collect() };
-                (rename_path(r, path), renamed)
-            })
-            .collect();
+        let rename_content = |content: &mut Value| {
+            *content = match *content {
+                Value::Int(v) if is_pid(v) => Value::Int(i64::from(r.pid(v as Pid))),
+                other => r.value(other),
+            }
+        };
+        let rename_flock = |f: &mut FlockState| {
+            f.holder = r.actor(f.holder);
+            f.queue.iter_mut().for_each(|a| *a = r.actor(*a));
+        };
+        // Paths rarely name an actor (a per-worker file): then the maps keep their keys.
+        if self.files.keys().all(|&p| rename_path(r, p) == p) {
+            self.files.values_mut().for_each(rename_content);
+        } else {
+            let files = std::mem::take(&mut self.files);
+            self.files = files
+                .into_iter()
+                .map(|(path, mut content)| {
+                    rename_content(&mut content);
+                    (rename_path(r, path), content)
+                })
+                .collect();
+        }
+        if self.flocks.keys().all(|&p| rename_path(r, p) == p) {
+            self.flocks.values_mut().for_each(rename_flock);
+        } else {
+            let flocks = std::mem::take(&mut self.flocks);
+            self.flocks = flocks
+                .into_iter()
+                .map(|(path, mut flock)| {
+                    rename_flock(&mut flock);
+                    (rename_path(r, path), flock)
+                })
+                .collect();
+        }
     }
 
-    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher) {
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
         if self.renumbered {
             self.signature(actor, abstracting, out);
         }

@@ -13,6 +13,8 @@
 use std::any::Any;
 use std::fmt::{self, Debug, Display};
 use std::hash::{Hash, Hasher};
+
+use crate::explore::state::ByteSink;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -112,7 +114,7 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
     /// depend on which member `actor` is. States that differ only in such a queue order then
     /// sort alike. Written into `out`, which hashes a member's whole key in one pass. Nothing
     /// by default.
-    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher) {
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
         let _ = (actor, abstracting, out);
     }
 
@@ -196,7 +198,7 @@ pub trait Part: Any + Debug + Send + Sync {
     fn describe_dyn(&self) -> Vec<String>;
     fn renamable_dyn(&self) -> Result<(), String>;
     fn rename_dyn(&mut self, renaming: &Renaming);
-    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher);
+    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>);
 }
 
 fn downcast<S: Subsystem>(s: &S, op: &dyn AnyOp) -> S::Op {
@@ -266,7 +268,7 @@ impl<S: Subsystem> Part for S {
     fn rename_dyn(&mut self, renaming: &Renaming) {
         self.rename(renaming)
     }
-    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut dyn Hasher) {
+    fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
         self.actor_signature(actor, abstracting, out)
     }
 }

@@ -3,7 +3,9 @@
 //! [`crate::symmetry`]). Each struct is destructured in full, so a new field cannot be
 //! forgotten here.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use crate::explore::state::ByteSink;
 
 use super::{Db, Hold, LogicalRow, Pending, Session, Version, Wait, Xid};
 use crate::op::ConnId;
@@ -15,10 +17,10 @@ impl Db {
     /// its transaction block, pending statement, parked outcome, place in the wait queue and
     /// advisory holds. Sorting identical actors by it as well as by their own state leaves fewer
     /// ties, so equivalent states more often get the same canonical key.
-    pub(crate) fn conn_signature(&self, conn: ConnId, r: &Renaming, mut out: &mut dyn Hasher) {
+    pub(crate) fn conn_signature(&self, conn: ConnId, r: &Renaming, out: &mut ByteSink<'_>) {
         let session = &self.sessions[usize::from(conn)];
         if session.pending.is_none() && session.ready.is_none() {
-            session.hash(&mut out);
+            session.hash(out);
         } else {
             // Only what names other actors is renamed, so only then is the session copied.
             let mut session = session.clone();
@@ -32,13 +34,13 @@ impl Db {
             if let Some(outcome) = &mut session.ready {
                 r.outcome(outcome);
             }
-            session.hash(&mut out);
+            session.hash(out);
         }
-        self.wait_queue.iter().position(|&c| c == conn).hash(&mut out);
+        self.wait_queue.iter().position(|&c| c == conn).hash(out);
         let holds = self.advisory.iter().filter(|(_, h)| h.conn == conn);
-        holds.clone().count().hash(&mut out);
+        holds.clone().count().hash(out);
         for (&key, h) in holds {
-            (r.int(key), h.session, h.xact).hash(&mut out);
+            (r.int(key), h.session, h.xact).hash(out);
         }
     }
 

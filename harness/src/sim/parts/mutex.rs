@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use crate::explore::state::ByteSink;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome};
 use crate::sim::subsystem::{PartOp, Subsystem};
@@ -102,13 +104,13 @@ impl Subsystem for Mutex {
 
     /// The locks `actor` holds or waits for (keys as `abstracting` names them), and where in
     /// each queue.
-    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, mut out: &mut dyn Hasher) {
+    fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
         let mine = self.locks.iter().filter(|(_, l)| l.holder == Some(actor) || l.waiters.contains(&actor));
-        mine.clone().count().hash(&mut out);
+        mine.clone().count().hash(out);
         for (&k, l) in mine {
-            (abstracting.int(k), l.holder == Some(actor), l.waiters.iter().position(|&a| a == actor)).hash(&mut out);
+            (abstracting.int(k), l.holder == Some(actor), l.waiters.iter().position(|&a| a == actor)).hash(out);
         }
-        self.granted.contains(&actor).hash(&mut out);
+        self.granted.contains(&actor).hash(out);
     }
 
     fn apply(&mut self, actor: ActorId, op: &MutexOp, fp: &mut Footprint) -> Applied {

@@ -1,7 +1,9 @@
 //! [`ConnectionPool`]: a bounded pool with overflow and an optional checkout timeout.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use crate::explore::state::ByteSink;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome, Value};
 use crate::sim::subsystem::{PartOp, Subsystem};
@@ -136,11 +138,11 @@ impl Subsystem for ConnectionPool {
     }
 
     /// How many slots `actor` holds, whether one was handed to it, where it waits.
-    fn actor_signature(&self, actor: ActorId, _: &Renaming, mut out: &mut dyn Hasher) {
+    fn actor_signature(&self, actor: ActorId, _: &Renaming, out: &mut ByteSink<'_>) {
         let held = self.slots.iter().filter(|&&h| h == Some(actor)).count();
         let granted = self.granted.iter().any(|&(a, _)| a == actor);
         let queued = self.waiters.iter().position(|&a| a == actor);
-        (held, granted, queued).hash(&mut out);
+        (held, granted, queued).hash(out);
     }
 
     fn apply(&mut self, actor: ActorId, op: &PoolOp, fp: &mut Footprint) -> Applied {

@@ -1,7 +1,9 @@
 //! [`Timer`]: sleeps that end when a clock actor's ticks say so.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
+
+use crate::explore::state::ByteSink;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome};
 use crate::sim::subsystem::{PartOp, Subsystem};
@@ -79,9 +81,9 @@ impl Subsystem for Timer {
     }
 
     /// Where `actor` sleeps and how long it has left, or where it waits as a clock.
-    fn actor_signature(&self, actor: ActorId, _: &Renaming, mut out: &mut dyn Hasher) {
+    fn actor_signature(&self, actor: ActorId, _: &Renaming, out: &mut ByteSink<'_>) {
         let asleep = self.sleepers.iter().position(|&(a, _)| a == actor).map(|k| (k, self.sleepers[k].1));
-        (asleep, self.idle_clocks.iter().position(|&a| a == actor)).hash(&mut out);
+        (asleep, self.idle_clocks.iter().position(|&a| a == actor)).hash(out);
     }
 
     fn apply(&mut self, actor: ActorId, op: &TimerOp, fp: &mut Footprint) -> Applied {
