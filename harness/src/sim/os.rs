@@ -37,6 +37,22 @@ fn rename_path(r: &Renaming, path: &'static str) -> &'static str {
     }
 }
 
+/// Rename a map keyed by path: each entry by `rename`, each key as [`rename_path`] says. Paths
+/// rarely name an actor (a per-worker file), and then the map keeps its keys and its nodes.
+fn rename_by_path<V>(map: &mut BTreeMap<&'static str, V>, r: &Renaming, rename: impl Fn(&mut V)) {
+    if map.keys().all(|&path| rename_path(r, path) == path) {
+        map.values_mut().for_each(rename);
+        return;
+    }
+    *map = std::mem::take(map)
+        .into_iter()
+        .map(|(path, mut value)| {
+            rename(&mut value);
+            (rename_path(r, path), value)
+        })
+        .collect();
+}
+
 /// Rename a pid or value in an outcome; always true (for use in expressions).
 fn rename_outcome(r: &Renaming, outcome: &mut Outcome) -> bool {
     match outcome {
@@ -440,31 +456,8 @@ impl Subsystem for Os {
             f.holder = r.actor(f.holder);
             f.queue.iter_mut().for_each(|a| *a = r.actor(*a));
         };
-        // Paths rarely name an actor (a per-worker file): then the maps keep their keys.
-        if self.files.keys().all(|&p| rename_path(r, p) == p) {
-            self.files.values_mut().for_each(rename_content);
-        } else {
-            let files = std::mem::take(&mut self.files);
-            self.files = files
-                .into_iter()
-                .map(|(path, mut content)| {
-                    rename_content(&mut content);
-                    (rename_path(r, path), content)
-                })
-                .collect();
-        }
-        if self.flocks.keys().all(|&p| rename_path(r, p) == p) {
-            self.flocks.values_mut().for_each(rename_flock);
-        } else {
-            let flocks = std::mem::take(&mut self.flocks);
-            self.flocks = flocks
-                .into_iter()
-                .map(|(path, mut flock)| {
-                    rename_flock(&mut flock);
-                    (rename_path(r, path), flock)
-                })
-                .collect();
-        }
+        rename_by_path(&mut self.files, r, rename_content);
+        rename_by_path(&mut self.flocks, r, rename_flock);
     }
 
     fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
