@@ -89,11 +89,9 @@ impl Symmetry {
                 let group = &self.groups[g];
                 order.sort_by(|&i, &j| sort_keys[group[i]].cmp(&sort_keys[group[j]]).then(i.cmp(&j)));
             } else {
-                // Each unit's key once, not once a comparison.
-                let keys: Vec<Vec<&K>> = (0..self.groups[g].len())
-                    .map(|j| lanes.iter().map(|&h| &sort_keys[self.groups[h][j]]).collect())
-                    .collect();
-                order.sort_by(|&i, &j| keys[i].cmp(&keys[j]).then(i.cmp(&j)));
+                // A unit's key is its members' keys, lane by lane, compared in place.
+                let unit = |j: usize| lanes.iter().map(move |&h| &sort_keys[self.groups[h][j]]);
+                order.sort_by(|&i, &j| unit(i).cmp(unit(j)).then(i.cmp(&j)));
             }
             for &h in &lanes {
                 let group = &self.groups[h];

@@ -205,11 +205,14 @@ impl Os {
         });
         let mates = self.process_of[actor].and_then(|p| self.process(p)).map_or(0, |p| p.actors.len());
         (alive, mates, self.dormant[actor], self.stillborn[actor], wait).hash(out);
-        let flocks = self.flocks.iter().filter(|(_, f)| f.holder == actor || f.queue.contains(&actor));
-        flocks.clone().count().hash(out);
-        for (&path, f) in flocks {
-            (rename_path(r, path), f.holder == actor, f.queue.iter().position(|&a| a == actor)).hash(out);
+        // Each flock it holds or waits for, then an end mark (one pass, still one-to-one).
+        for (&path, f) in &self.flocks {
+            let queued = f.queue.iter().position(|&a| a == actor);
+            if f.holder == actor || queued.is_some() {
+                (true, rename_path(r, path), f.holder == actor, queued).hash(out);
+            }
         }
+        false.hash(out);
     }
 
     /// Does this world start or spawn any process?
