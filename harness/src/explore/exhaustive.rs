@@ -195,6 +195,14 @@ impl Exhaustive {
 
 type Table = VisitedTable;
 
+/// Is `choice` one of a member that mirrors an earlier one (`reps` from [`State::mirrors`])?
+fn mirrored(reps: &Option<Vec<usize>>, choice: &Choice) -> bool {
+    match (reps, choice.actor_index()) {
+        (Some(reps), Some(a)) => reps[a] != a,
+        _ => false,
+    }
+}
+
 impl<M: Model> Search<'_, M> {
     fn stopped(&self) -> bool {
         self.violation.is_some() || self.incomplete.is_some()
@@ -276,9 +284,7 @@ impl<M: Model> Search<'_, M> {
                 if self.mirrors {
                     mirrors = self.symmetry.as_mut().and_then(|canon| state.mirrors(canon, &enabled));
                 }
-                let mirrored =
-                    |c: &Choice| c.actor_index().is_some_and(|a| mirrors.as_ref().is_some_and(|r| r[a] != a));
-                enabled.iter().copied().filter(|c| !asleep(c) && !mirrored(c)).collect()
+                enabled.iter().copied().filter(|c| !asleep(c) && !mirrored(&mirrors, c)).collect()
             }
         };
         if depth >= self.bounds.max_depth {
@@ -289,10 +295,7 @@ impl<M: Model> Search<'_, M> {
             return executions;
         }
         if counts {
-            let mirrored = match &mirrors {
-                Some(reps) => enabled.iter().filter(|c| c.actor_index().is_some_and(|a| reps[a] != a)).count(),
-                None => 0,
-            };
+            let mirrored = enabled.iter().filter(|c| mirrored(&mirrors, c)).count();
             self.stats.pruned += (enabled.len() - todo.len() - done.len() - mirrored) as u64;
         }
 

@@ -5,9 +5,9 @@
 //! from then on every statement runs there, and properties read committed rows from there.
 
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use crate::explore::state::ByteSink;
-use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ConnId, ErrorCode, Footprint, Outcome, Row, Sql, SqlOp, TableId};
 

@@ -13,9 +13,9 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 
 use crate::explore::state::ByteSink;
-use std::sync::{Arc, Mutex};
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
 
