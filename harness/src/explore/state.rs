@@ -204,6 +204,8 @@ impl<A: Actor> State<A> {
             return None;
         }
         let n = self.actors.len();
+        // Computed afresh rather than taken from canonicalising: those were the keys of the state
+        // before renaming, which depends on the path here, and this must depend on the state alone.
         let keys = self.member_keys(canon);
         let symmetry = canon.symmetry();
         // Runs of neighbouring units (lanes of coupled groups together) with equal keys.
@@ -249,7 +251,8 @@ impl<A: Actor> State<A> {
             let (lanes, first, last) = run;
             let mut rotation = (0..n).collect();
             rotate(&mut rotation, run);
-            if every_run || fixed(rotation) {
+            // With one run, its rotation is the one `every_run` already checked.
+            if every_run || (runs.len() > 1 && fixed(rotation)) {
                 for lane in lanes {
                     (first + 1..=*last).for_each(|k| reps[lane[k]] = lane[*first]);
                 }
