@@ -379,15 +379,21 @@ pub enum Applied {
 /// Resources an applied transition read and wrote, as a 64-bit Bloom-style set. Two
 /// transitions commute when neither writes what the other touches. Collisions only make
 /// more transitions dependent, which is safe.
+///
+/// It also says which actors, besides the one that moved, may now hold or wait for something
+/// else ([`crate::sim::Subsystem::actor_signature`]), so that a symmetry's sort keys are made
+/// again for those actors only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Footprint {
     pub reads: u64,
     pub writes: u64,
+    /// Bit `a`: actor `a`'s share of the world may have changed.
+    pub signatures: u32,
 }
 
 impl Footprint {
     /// Touches everything: transaction ends, crashes, injected faults.
-    pub const GLOBAL: Footprint = Footprint { reads: u64::MAX, writes: u64::MAX };
+    pub const GLOBAL: Footprint = Footprint { reads: u64::MAX, writes: u64::MAX, signatures: u32::MAX };
 
     pub fn read(&mut self, r: Resource) {
         self.reads |= r.bit();
@@ -397,6 +403,15 @@ impl Footprint {
     }
     pub fn global(&mut self) {
         *self = Footprint::GLOBAL;
+    }
+    /// What the world keeps about `actor` may have changed.
+    pub fn signature_changed(&mut self, actor: ActorId) {
+        const _: () = assert!(MAX_ACTORS <= 32, "one bit an actor");
+        self.signatures |= 1 << actor;
+    }
+    /// What the world keeps about any actor may have changed.
+    pub fn signatures_changed(&mut self) {
+        self.signatures = u32::MAX;
     }
     pub fn conflicts(&self, other: &Footprint) -> bool {
         (self.writes & (other.reads | other.writes)) != 0 || (other.writes & self.reads) != 0

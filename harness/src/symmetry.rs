@@ -518,6 +518,8 @@ pub struct Canonicaliser {
     with_abstractions: bool,
     /// Reused for the bytes of each member's sort key.
     scratch: Vec<u8>,
+    /// See [`Canonicaliser::check_reused_keys`].
+    check_reused_keys: bool,
 }
 
 impl Canonicaliser {
@@ -539,6 +541,7 @@ impl Canonicaliser {
             abstracting: Vec::new(),
             with_abstractions,
             scratch: Vec::new(),
+            check_reused_keys: false,
         };
         canon.refit(&[]);
         canon
@@ -548,11 +551,23 @@ impl Canonicaliser {
         &self.symmetry
     }
 
-    /// Make it fit a world whose connection `c` belongs to actor `conn_owner[c]`.
-    pub fn for_owners(&mut self, conn_owner: &[ActorId]) {
-        if self.owners != conn_owner {
+    /// Make it fit a world whose connection `c` belongs to actor `conn_owner[c]`. Returns whether
+    /// it had to change (sort keys made for other owners are then stale).
+    pub fn for_owners(&mut self, conn_owner: &[ActorId]) -> bool {
+        let refit = self.owners != conn_owner;
+        if refit {
             self.refit(conn_owner);
         }
+        refit
+    }
+
+    /// Check every sort key made from a parent state's against one made afresh (slow: for tests).
+    pub fn check_reused_keys(&mut self) {
+        self.check_reused_keys = true;
+    }
+
+    pub(crate) fn checks_reused_keys(&self) -> bool {
+        self.check_reused_keys
     }
 
     fn refit(&mut self, conn_owner: &[ActorId]) {

@@ -19,7 +19,7 @@ use crate::op::Footprint;
 use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, Shard, CHECK_EVERY};
-use super::state::{concrete_schedule, Properties, State};
+use super::state::{concrete_schedule, Properties, SortKeys, State};
 use super::visited::{in_mask, sleep_mask, VisitedTable, ON_PATH};
 use super::{Bounds, Choice, Exploration, Explorer, Stats};
 
@@ -39,11 +39,21 @@ pub struct Exhaustive {
     /// ([`State::mirrors`]); they lead to renamings of where that member's choices lead. Off
     /// only to measure it or to cross-check it: the parallel search always skips them.
     pub mirrors: bool,
+    /// Under a symmetry, check each sort key taken from a parent state against one made afresh
+    /// ([`Canonicaliser::check_reused_keys`]). Slow: for tests.
+    pub check_sort_keys: bool,
 }
 
 impl Default for Exhaustive {
     fn default() -> Self {
-        Exhaustive { sleep_sets: true, budget: Budget::default(), shard: None, symmetry: true, mirrors: true }
+        Exhaustive {
+            sleep_sets: true,
+            budget: Budget::default(),
+            shard: None,
+            symmetry: true,
+            mirrors: true,
+            check_sort_keys: false,
+        }
     }
 }
 
@@ -160,7 +170,10 @@ impl Exhaustive {
         let mut init = State::initial(model);
         assert!(init.world.db.is_simulated(), "exhaustive search forks states: simulator only");
         let declared = Symmetry::declared_by(model, &init.world);
-        let symmetry = declared.as_ref().filter(|_| self.symmetry).map(Canonicaliser::new);
+        let mut symmetry = declared.as_ref().filter(|_| self.symmetry).map(Canonicaliser::new);
+        if let Some(canon) = symmetry.as_mut().filter(|_| self.check_sort_keys) {
+            canon.check_reused_keys();
+        }
         let mut search = Search {
             model,
             props: Properties::of(model),
@@ -234,6 +247,8 @@ impl<M: Model> Search<'_, M> {
         let mut executions = 0u64;
         // Members whose choices mirror an earlier member's, on a first visit under a symmetry.
         let mut mirrors: Option<Vec<usize>> = None;
+        // Under a symmetry, on a first visit: the sort keys its children's are made from.
+        let mut keys: Option<SortKeys> = None;
         let todo: Vec<Choice> = match self.cache(in_top).get(key) {
             Some((stored, known)) => {
                 // A state on the current path (a cycle) contributes no complete execution.
@@ -281,8 +296,13 @@ impl<M: Model> Search<'_, M> {
                         finals.insert(class);
                     }
                 }
-                if self.mirrors {
-                    mirrors = self.symmetry.as_mut().and_then(|canon| state.mirrors(canon, &enabled));
+                if let Some(canon) =
+                    self.symmetry.as_mut().filter(|_| !enabled.is_empty() && depth < self.bounds.max_depth)
+                {
+                    keys = state.sort_keys(canon);
+                    if let Some(keys) = keys.as_ref().filter(|_| self.mirrors) {
+                        mirrors = state.mirrors(canon, keys, &enabled);
+                    }
                 }
                 enabled.iter().copied().filter(|c| !asleep(c) && !mirrored(&mirrors, c)).collect()
             }
@@ -322,7 +342,12 @@ impl<M: Model> Search<'_, M> {
             let mut next =
                 if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, self.bounds);
-            self.settle(&mut next);
+            match (&mut self.symmetry, &keys) {
+                (Some(canon), Some(keys)) => {
+                    next.canonicalise_child(canon, keys, choice, &fp);
+                }
+                _ => self.settle(&mut next),
+            }
             self.steps += 1;
             if counts {
                 self.stats.transitions += 1;

@@ -255,13 +255,17 @@ impl<M: Model> Walker<'_, '_, M> {
     fn expand(&mut self, item: Item<M::Actor>, trail: &[Choice]) {
         let shared = self.shared;
         let mut todo = item.state.choices(shared.bounds);
-        // As the sequential search: a member whose choices mirror an earlier one's is not expanded.
-        if let Some(reps) = self.canon.as_mut().and_then(|canon| item.state.mirrors(canon, &todo)) {
-            todo.retain(|c| c.actor_index().is_none_or(|a| reps[a] == a));
-        }
         if item.depth >= shared.bounds.max_depth {
             self.stop_with(&shared.incomplete, format!("depth bound reached: {} steps", shared.bounds.max_depth));
             return;
+        }
+        // The sort keys the children's are made from.
+        let keys = self.canon.as_mut().and_then(|canon| item.state.sort_keys(canon));
+        // As the sequential search: a member whose choices mirror an earlier one's is not expanded.
+        if let (Some(canon), Some(keys)) = (&self.canon, &keys) {
+            if let Some(reps) = item.state.mirrors(canon, keys, &todo) {
+                todo.retain(|c| c.actor_index().is_none_or(|a| reps[a] == a));
+            }
         }
         shared.transitions.fetch_add(todo.len() as u64, Ordering::Relaxed);
         let mut state = Some(item.state);
@@ -270,8 +274,13 @@ impl<M: Model> Walker<'_, '_, M> {
             // The last child made takes the state itself: one whole-world copy fewer per state.
             let mut next =
                 if k == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
-            next.apply(choice, shared.bounds);
-            self.settle(&mut next);
+            let fp = next.apply(choice, shared.bounds);
+            match (&mut self.canon, &keys) {
+                (Some(canon), Some(keys)) => {
+                    next.canonicalise_child(canon, keys, choice, &fp);
+                }
+                _ => self.settle(&mut next),
+            }
             self.steps += 1;
             if self.steps.is_multiple_of(CHECK_EVERY) {
                 self.look_up(item.depth);

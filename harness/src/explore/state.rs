@@ -37,6 +37,12 @@ pub struct State<A> {
     pub power_group: Option<u8>,
 }
 
+/// The sort keys of a state's group members under a symmetry (see [`State::sort_keys`]).
+#[derive(Clone, Debug)]
+pub struct SortKeys {
+    keys: Vec<u128>,
+}
+
 /// A 128-bit fingerprint of anything hashable, the same in every run.
 pub(crate) fn fingerprint_of(value: &impl Hash) -> u128 {
     // Derived `Hash` impls make many tiny writes; a streaming hasher pays per write, so
@@ -129,7 +135,7 @@ impl<A: Actor> State<A> {
 
     /// [`State::canonical_fingerprint`] with what renaming needs kept from state to state.
     pub fn canonical_fingerprint_with(&self, canon: &mut Canonicaliser) -> u128 {
-        match self.canonical_permutation(canon) {
+        match self.canonical_permutation(canon, None) {
             None => self.fingerprint(),
             Some(perm) => {
                 let mut canonical = self.clone();
@@ -143,19 +149,46 @@ impl<A: Actor> State<A> {
     /// fingerprints). Returns the actor permutation applied (old index → new), or `None` when
     /// the state is canonical already or the world cannot rename.
     pub fn canonicalise(&mut self, canon: &mut Canonicaliser) -> Option<Vec<ActorId>> {
-        let perm = self.canonical_permutation(canon)?;
+        let perm = self.canonical_permutation(canon, None)?;
         self.rename(&canon.renaming(perm.clone()));
         Some(perm)
     }
 
+    /// [`State::canonicalise`] for a state just made by `choice`, with footprint `fp`, from a
+    /// state whose [`State::sort_keys`] are `parent`: only the keys of the actors the choice
+    /// changed (its actor, and those `fp.signatures` names) are made again.
+    pub fn canonicalise_child(
+        &mut self,
+        canon: &mut Canonicaliser,
+        parent: &SortKeys,
+        choice: Choice,
+        fp: &Footprint,
+    ) -> Option<Vec<ActorId>> {
+        let mover = choice.actor_index().map_or(u32::MAX, |a| 1 << a);
+        let perm = self.canonical_permutation(canon, Some((parent, fp.signatures | mover)))?;
+        self.rename(&canon.renaming(perm.clone()));
+        Some(perm)
+    }
+
+    /// The sort keys of this state's group members, to make its children's from; `None` when
+    /// the world cannot rename. `mover` is the actor whose choice leads to the child.
+    pub fn sort_keys(&self, canon: &mut Canonicaliser) -> Option<SortKeys> {
+        self.world.renamable().ok()?;
+        Some(SortKeys { keys: self.member_keys(canon, None) })
+    }
+
     /// The permutation that sorts each symmetry group by what its members hold, unless renaming
     /// by it would change nothing or the world cannot rename.
-    fn canonical_permutation(&self, canon: &mut Canonicaliser) -> Option<Vec<ActorId>> {
+    fn canonical_permutation(
+        &self,
+        canon: &mut Canonicaliser,
+        parent: Option<(&SortKeys, u32)>,
+    ) -> Option<Vec<ActorId>> {
         if self.world.renamable().is_err() {
             return None;
         }
         let n = self.actors.len();
-        let keys = self.member_keys(canon);
+        let keys = self.member_keys(canon, parent);
         let perm = canon.symmetry().sorting_permutation(n, &keys);
         if perm.iter().enumerate().any(|(i, &p)| i != p) {
             return Some(perm);
@@ -167,14 +200,25 @@ impl<A: Actor> State<A> {
     }
 
     /// Each group member's sort key: its own state and what it holds in the world, both seen
-    /// through its abstracting renaming (0 for actors outside every group).
-    fn member_keys(&self, canon: &mut Canonicaliser) -> Vec<u128> {
-        canon.for_owners(self.world.db.conn_owners());
-        let mut keys = vec![0u128; self.actors.len()];
+    /// through its abstracting renaming (0 for actors outside every group). With `parent`, the
+    /// keys of the state this one was made from by one choice, and the actors that choice changed
+    /// (a bit each): the others' keys are taken from the parent's. Keys are a function of the
+    /// state either way, which [`Canonicaliser::check_reused_keys`] checks.
+    fn member_keys(&self, canon: &mut Canonicaliser, parent: Option<(&SortKeys, u32)>) -> Vec<u128> {
+        // Connections change owners only at init: a refit means keys made before are stale.
+        let refit = canon.for_owners(self.world.db.conn_owners());
+        let parent = parent.filter(|_| !refit);
+        let mut keys = match parent {
+            Some((keys, _)) => keys.keys.clone(),
+            None => vec![0u128; self.actors.len()],
+        };
         // One buffer for every member, hashed once a member: no copy of what the world keeps
         // about a member is built on the way.
         let mut bytes = canon.take_scratch();
         for &a in canon.symmetry().groups.iter().flatten() {
+            if parent.is_some_and(|(_, changed)| changed & (1 << a) == 0) {
+                continue;
+            }
             let abstracting = canon.abstracting(a);
             let mut seen = self.actors[a].clone();
             seen.rename(abstracting);
@@ -185,6 +229,12 @@ impl<A: Actor> State<A> {
             keys[a] = xxhash_rust::xxh3::xxh3_128(&bytes);
         }
         canon.put_scratch(bytes);
+        if parent.is_some() && canon.checks_reused_keys() {
+            let afresh = self.member_keys(canon, None);
+            for (a, (reused, afresh)) in keys.iter().zip(&afresh).enumerate() {
+                assert_eq!(reused, afresh, "actor {a}'s sort key changed, but the choice did not say so");
+            }
+        }
         keys
     }
 
@@ -195,7 +245,7 @@ impl<A: Actor> State<A> {
     /// neighbours), and every renaming is checked on the whole state: a key that ties members
     /// it should not costs a check, never a wrong skip. Only runs of tied members with a choice
     /// in `enabled` are tried. `None` when no member mirrors another.
-    pub fn mirrors(&self, canon: &mut Canonicaliser, enabled: &[Choice]) -> Option<Vec<ActorId>> {
+    pub fn mirrors(&self, canon: &Canonicaliser, keys: &SortKeys, enabled: &[Choice]) -> Option<Vec<ActorId>> {
         let mut movers = [false; MAX_ACTORS];
         for a in enabled.iter().filter_map(Choice::actor_index) {
             movers[a] = true;
@@ -204,9 +254,9 @@ impl<A: Actor> State<A> {
             return None;
         }
         let n = self.actors.len();
-        // Computed afresh rather than taken from canonicalising: those were the keys of the state
+        // This state's own keys, not those canonicalising made: they were the keys of the state
         // before renaming, which depends on the path here, and this must depend on the state alone.
-        let keys = self.member_keys(canon);
+        let keys = &keys.keys;
         let symmetry = canon.symmetry();
         // Runs of neighbouring units (lanes of coupled groups together) with equal keys.
         let mut runs: Vec<(Vec<&[ActorId]>, usize, usize)> = Vec::new();

@@ -324,7 +324,7 @@ impl Db {
         }
         let version = Version { values: row, xmin: Xid::Committed(self.seq), xmax: None };
         self.tables[t].push(LogicalRow { versions: vec![version], locker: None });
-        self.settle();
+        self.settle(&mut Footprint::default());
     }
 
     /// Run a statement. It completes, or blocks (then [`Db::take_ready`] later yields its outcome).
@@ -497,13 +497,14 @@ impl Db {
     /// Common tail of every public transition.
     fn after(&mut self, fp: &mut Footprint) {
         self.wake(fp);
-        self.settle();
+        self.settle(fp);
         self.check_invariants();
     }
 
     /// Drop versions that no snapshot can see any more, and renumber commit sequence numbers
     /// by rank among the live snapshots: only "committed before snapshot S or not" matters.
-    fn settle(&mut self) {
+    /// A session whose snapshot gets a new number holds something else now (`fp`).
+    fn settle(&mut self, fp: &mut Footprint) {
         let mut snaps: Vec<Seq> = self
             .sessions
             .iter()
@@ -533,13 +534,16 @@ impl Db {
             }
             rows.retain(|r| !r.versions.is_empty());
         }
+        let mut renumbered = false;
         for s in &mut self.sessions {
-            if let Some(snap) = s.pending.as_mut().and_then(|p| p.snapshot.as_mut()) {
+            let pending = s.pending.as_mut().and_then(|p| p.snapshot.as_mut());
+            for snap in pending.into_iter().chain(s.tx_snapshot.as_mut()) {
+                renumbered |= *snap != rank(*snap);
                 *snap = rank(*snap);
             }
-            if let Some(snap) = s.tx_snapshot.as_mut() {
-                *snap = rank(*snap);
-            }
+        }
+        if renumbered {
+            fp.signatures_changed();
         }
         self.seq = snaps.len() as Seq;
     }

@@ -324,6 +324,7 @@ impl Os {
                 let alive = !self.stillborn[child];
                 let pid = self.new_process(&[child], alive);
                 self.wake_spawned(child, pid);
+                fp.signature_changed(child);
                 done(Outcome::Pid(pid))
             }
             OsOp::SpawnTask { actor: child } => {
@@ -333,6 +334,8 @@ impl Os {
                 self.process_of[child] = Some(pid);
                 self.process_mut(pid).actors.push(child);
                 self.wake_spawned(child, pid);
+                // Every task of the process has one more mate.
+                self.process_mut(pid).actors.iter().for_each(|&a| fp.signature_changed(a));
                 done(Outcome::Ok)
             }
             OsOp::ReadFile { path } => {
@@ -374,7 +377,7 @@ impl Os {
             OsOp::Funlock { path } => {
                 fp.write(Resource::Flock(path));
                 if self.flocks.get(path).is_some_and(|f| f.holder == actor) {
-                    self.release(path);
+                    self.release(path, fp);
                 }
                 done(Outcome::Ok)
             }
@@ -471,6 +474,10 @@ impl Subsystem for Os {
 
     fn name(&self) -> &'static str {
         "os"
+    }
+
+    fn reports_signature_changes(&self) -> bool {
+        true
     }
 
     fn apply(&mut self, actor: ActorId, op: &OsOp, fp: &mut Footprint) -> Applied {
@@ -593,21 +600,23 @@ impl Os {
     /// The process dies: not alive, and every flock it holds is released.
     fn kill(&mut self, pid: Pid, fp: &mut Footprint) {
         self.process_mut(pid).alive = false;
+        self.process_mut(pid).actors.iter().for_each(|&a| fp.signature_changed(a));
         let held: Vec<&'static str> =
             self.flocks.iter().filter(|(_, f)| self.process_of[f.holder] == Some(pid)).map(|(p, _)| *p).collect();
         for path in held {
             fp.write(Resource::Flock(path));
-            self.release(path);
+            self.release(path, fp);
         }
     }
 
-    /// Hand the flock on `path` to the oldest waiter, or free it.
-    fn release(&mut self, path: &'static str) {
+    /// Hand the flock on `path` to the oldest waiter, or free it. Every waiter moves up the queue.
+    fn release(&mut self, path: &'static str, fp: &mut Footprint) {
         let f = self.flocks.get_mut(path).expect("release of a flock nobody holds");
         if f.queue.is_empty() {
             self.flocks.remove(path);
             return;
         }
+        f.queue.iter().for_each(|&a| fp.signature_changed(a));
         let next = f.queue.remove(0);
         f.holder = next;
         let wait = self.waits[next].as_mut().expect("a flock waiter waits");

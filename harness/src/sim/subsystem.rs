@@ -118,6 +118,14 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
         let _ = (actor, abstracting, out);
     }
 
+    /// Do [`Subsystem::apply`] and [`Subsystem::take_ready`] mark in `fp` every actor other than
+    /// the caller whose [`Subsystem::actor_signature`] they may have changed
+    /// ([`Footprint::signature_changed`])? If not (the default), the world assumes every actor's.
+    /// Marking too many costs time; missing one makes the symmetry reduction depend on the path.
+    fn reports_signature_changes(&self) -> bool {
+        false
+    }
+
     /// Rename the actors, connections and values this state keeps, as `renaming` says. Called
     /// only when [`Subsystem::renamable`] is `Ok`.
     fn rename(&mut self, renaming: &Renaming) {
@@ -225,16 +233,24 @@ impl<S: Subsystem> Part for S {
         self
     }
     fn apply_dyn(&mut self, actor: ActorId, op: &dyn AnyOp, fp: &mut Footprint) -> Applied {
-        match op.as_any().downcast_ref::<S::Op>() {
+        let applied = match op.as_any().downcast_ref::<S::Op>() {
             Some(op) => self.apply(actor, op, fp),
             None => self.apply(actor, &downcast(self, op), fp),
+        };
+        if !self.reports_signature_changes() {
+            fp.signatures_changed();
         }
+        applied
     }
     fn is_ready_dyn(&self, actor: ActorId) -> bool {
         self.is_ready(actor)
     }
     fn take_ready_dyn(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
-        self.take_ready(actor, fp)
+        let outcome = self.take_ready(actor, fp);
+        if !self.reports_signature_changes() {
+            fp.signatures_changed();
+        }
+        outcome
     }
     fn cancel_wait_dyn(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
         self.cancel_wait(actor, fp)

@@ -162,3 +162,21 @@ fn the_snapshot_ends_with_the_transaction_and_states_stay_canonical() {
     run(&mut fresh, 0, Sql::Commit);
     assert_eq!(d, fresh);
 }
+
+/// Snapshots are numbered by rank among the live ones, so one transaction's end can renumber
+/// another's snapshot: that changes what the other session holds, which symmetry's sort keys
+/// read, and the statement must say so.
+#[test]
+fn a_commit_that_renumbers_another_snapshot_says_that_sessions_changed() {
+    let mut d = tagged_db(3);
+    run(&mut d, 0, RR);
+    run(&mut d, 0, all());
+    run(&mut d, 1, add_one());
+    run(&mut d, 2, RR);
+    run(&mut d, 2, all());
+    let before = d.sessions[2].tx_snapshot;
+    let mut fp = Footprint::default();
+    assert_eq!(d.execute(0, &Sql::Commit, &mut fp), Applied::Done(Outcome::Ok));
+    assert_ne!(d.sessions[2].tx_snapshot, before, "session 2's snapshot got a new number");
+    assert_eq!(fp.signatures, u32::MAX, "every session may hold something else now");
+}

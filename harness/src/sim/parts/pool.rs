@@ -100,11 +100,13 @@ impl ConnectionPool {
         order.iter().enumerate().map(|(new, &(_, _, old))| (old as i64, new as i64)).collect()
     }
 
-    fn hand_over(&mut self, slot: usize) {
+    /// Return `slot`: to the oldest waiter if any, which moves every waiter up the queue.
+    fn hand_over(&mut self, slot: usize, fp: &mut Footprint) {
         if self.waiters.is_empty() {
             self.slots[slot] = None;
             return;
         }
+        self.waiters.iter().for_each(|&a| fp.signature_changed(a));
         let next = self.waiters.remove(0);
         self.slots[slot] = Some(next);
         self.granted.push((next, slot as u8));
@@ -137,6 +139,10 @@ impl Subsystem for ConnectionPool {
         }
     }
 
+    fn reports_signature_changes(&self) -> bool {
+        true
+    }
+
     /// How many slots `actor` holds, whether one was handed to it, where it waits.
     fn actor_signature(&self, actor: ActorId, _: &Renaming, out: &mut ByteSink<'_>) {
         let held = self.slots.iter().filter(|&&h| h == Some(actor)).count();
@@ -163,7 +169,7 @@ impl Subsystem for ConnectionPool {
                 let slot = usize::try_from(n).ok().filter(|&s| s < self.slots.len());
                 match slot {
                     Some(slot) if self.slots[slot] == Some(actor) => {
-                        self.hand_over(slot);
+                        self.hand_over(slot, fp);
                         Applied::Done(Outcome::Ok)
                     }
                     _ => Applied::Done(Outcome::Err(EPERM)),
@@ -184,6 +190,7 @@ impl Subsystem for ConnectionPool {
         }
         if self.checkout_timeout {
             let k = self.waiters.iter().position(|&a| a == actor)?;
+            self.waiters[k..].iter().for_each(|&a| fp.signature_changed(a));
             self.waiters.remove(k);
             return Some(Outcome::Err(POOL_TIMEOUT));
         }
@@ -194,7 +201,7 @@ impl Subsystem for ConnectionPool {
         fp.global();
         if let Some(k) = self.granted.iter().position(|&(a, _)| a == actor) {
             let (_, slot) = self.granted.remove(k);
-            self.hand_over(usize::from(slot));
+            self.hand_over(usize::from(slot), fp);
         }
         self.waiters.retain(|&a| a != actor);
         Outcome::Err(POOL_TIMEOUT)
@@ -206,7 +213,7 @@ impl Subsystem for ConnectionPool {
         self.granted.retain(|(a, _)| !dead.contains(a));
         for slot in 0..self.slots.len() {
             if self.slots[slot].is_some_and(|h| dead.contains(&h)) {
-                self.hand_over(slot);
+                self.hand_over(slot, fp);
             }
         }
     }
