@@ -240,6 +240,12 @@ impl<M: Model> Search<'_, M> {
             }
             _ => (false, true),
         };
+        let cached = self.cache(in_top).get(key);
+        // A revisit with no choice left asleep has nothing to do: its earlier visit covered every
+        // choice (or is still under way, on the current path, and counts no execution here).
+        if let Some((0, known)) = cached {
+            return if known == ON_PATH { 0 } else { known };
+        }
         let enabled = state.choices(self.bounds);
         let asleep = |c: &Choice| sleep.iter().any(|(s, _)| s == c);
         // Choices whose subtrees an earlier visit of this state already covered.
@@ -249,7 +255,7 @@ impl<M: Model> Search<'_, M> {
         let mut mirrors: Option<Vec<usize>> = None;
         // Under a symmetry, on a first visit: the sort keys its children's are made from.
         let mut keys: Option<SortKeys> = None;
-        let todo: Vec<Choice> = match self.cache(in_top).get(key) {
+        let todo: Vec<Choice> = match cached {
             Some((stored, known)) => {
                 // A state on the current path (a cycle) contributes no complete execution.
                 let on_path = known == ON_PATH;
