@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::explore::state::ByteSink;
 
-use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value};
+use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value, MAX_ACTORS};
 
 use super::subsystem::Subsystem;
 use crate::symmetry::Renaming;
@@ -62,11 +62,57 @@ fn rename_outcome(r: &Renaming, outcome: &mut Outcome) -> bool {
     true
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Process {
     alive: bool,
     /// Every actor that ever ran in it, in the order they joined.
-    actors: Vec<ActorId>,
+    actors: Tasks,
+}
+
+/// A process's actors, kept inline: a search forks the world at every step, and a list per
+/// process on the heap made forking a world of many processes mostly allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Tasks {
+    len: u8,
+    /// The first `len` are the actors; the rest stay 0, so that equal lists compare and hash alike.
+    ids: [u8; MAX_ACTORS],
+}
+
+impl Tasks {
+    fn new(actors: &[ActorId]) -> Tasks {
+        let mut tasks = Tasks { len: 0, ids: [0; MAX_ACTORS] };
+        actors.iter().for_each(|&a| tasks.push(a));
+        tasks
+    }
+
+    fn push(&mut self, actor: ActorId) {
+        assert!(usize::from(self.len) < MAX_ACTORS && actor < MAX_ACTORS, "a process runs at most every actor");
+        self.ids[usize::from(self.len)] = actor as u8;
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = ActorId> + '_ {
+        self.ids[..self.len()].iter().map(|&a| usize::from(a))
+    }
+
+    fn first(&self) -> Option<ActorId> {
+        self.iter().next()
+    }
+
+    fn rename(&mut self, r: &Renaming) {
+        let len = self.len();
+        self.ids[..len].iter_mut().for_each(|a| *a = r.actor(usize::from(*a)) as u8);
+    }
+}
+
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// What an actor's queued op waits for.
@@ -186,7 +232,7 @@ impl Os {
     /// started for, so that equal states up to renaming get equal pids.
     pub(crate) fn pid_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
         let mut order: Vec<(ActorId, usize)> = (0..self.processes.len())
-            .map(|i| (self.processes[i].actors.first().map_or(ActorId::MAX, |&a| r.actor(a)), i))
+            .map(|i| (self.processes[i].actors.first().map_or(ActorId::MAX, |a| r.actor(a)), i))
             .collect();
         order.sort_unstable();
         order.iter().enumerate().map(|(new, &(_, old))| (pid_at(old), pid_at(new))).collect()
@@ -222,8 +268,9 @@ impl Os {
 
     /// Run every op from now on on `real` as well, starting from this state (right after init).
     pub fn attach(&mut self, real: SharedProcesses) {
-        let processes: Vec<(Pid, Vec<ActorId>)> =
-            (0..self.processes.len()).map(|i| (FIRST_PID + i as Pid, self.processes[i].actors.clone())).collect();
+        let processes: Vec<(Pid, Vec<ActorId>)> = (0..self.processes.len())
+            .map(|i| (FIRST_PID + i as Pid, self.processes[i].actors.iter().collect()))
+            .collect();
         let files: Vec<(&'static str, Value)> = self.files.iter().map(|(p, v)| (*p, *v)).collect();
         real.lock().expect("real processes lock").reset(self.waits.len(), &processes, &files);
         self.real = Some(RealOs(real));
@@ -335,7 +382,7 @@ impl Os {
                 self.process_mut(pid).actors.push(child);
                 self.wake_spawned(child, pid);
                 // Every task of the process has one more mate.
-                self.process_mut(pid).actors.iter().for_each(|&a| fp.signature_changed(a));
+                self.process_mut(pid).actors.iter().for_each(|a| fp.signature_changed(a));
                 done(Outcome::Ok)
             }
             OsOp::ReadFile { path } => {
@@ -436,7 +483,7 @@ impl Subsystem for Os {
         let pids = self.processes.len();
         let is_pid = |v: i64| (pid_at(0)..pid_at(pids)).contains(&v);
         for process in &mut self.processes {
-            process.actors.iter_mut().for_each(|a| *a = r.actor(*a));
+            process.actors.rename(r);
         }
         crate::symmetry::permute_in_place(&mut self.processes, |i| (r.pid(pid_at(i) as Pid) - FIRST_PID) as usize);
         self.process_of.iter_mut().flatten().for_each(|p| *p = r.pid(*p));
@@ -557,14 +604,14 @@ impl Os {
     /// alone when it runs in none.
     pub fn process_mates(&self, actor: ActorId) -> Vec<ActorId> {
         match self.process_of[actor] {
-            Some(pid) => self.process(pid).expect("a started process").actors.clone(),
+            Some(pid) => self.process(pid).expect("a started process").actors.iter().collect(),
             None => vec![actor],
         }
     }
 
     fn new_process(&mut self, actors: &[ActorId], alive: bool) -> Pid {
         let pid = FIRST_PID + Pid::try_from(self.processes.len()).expect("too many processes");
-        self.processes.push(Process { alive, actors: actors.to_vec() });
+        self.processes.push(Process { alive, actors: Tasks::new(actors) });
         for &a in actors {
             self.process_of[a] = Some(pid);
         }
@@ -600,7 +647,7 @@ impl Os {
     /// The process dies: not alive, and every flock it holds is released.
     fn kill(&mut self, pid: Pid, fp: &mut Footprint) {
         self.process_mut(pid).alive = false;
-        self.process_mut(pid).actors.iter().for_each(|&a| fp.signature_changed(a));
+        self.process_mut(pid).actors.iter().for_each(|a| fp.signature_changed(a));
         let held: Vec<&'static str> =
             self.flocks.iter().filter(|(_, f)| self.process_of[f.holder] == Some(pid)).map(|(p, _)| *p).collect();
         for path in held {
