@@ -41,8 +41,11 @@ enum Accepting {
     Got(Value),
 }
 
+/// The per-actor lists are empty while no actor has anything in flight (and only then), so that
+/// a world whose model sends no request copies and hashes no list per actor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Http {
+    actors: usize,
     /// Each client's outstanding request.
     requests: Vec<Option<Request>>,
     /// Clients whose requests are queued, oldest first.
@@ -59,18 +62,47 @@ pub struct Http {
 impl Http {
     pub fn new(actors: usize) -> Http {
         Http {
-            requests: vec![None; actors],
+            actors,
+            requests: Vec::new(),
             queued: Vec::new(),
-            accepting: vec![None; actors],
+            accepting: Vec::new(),
             acceptors: Vec::new(),
-            serving: vec![None; actors],
+            serving: Vec::new(),
             listeners: BTreeMap::new(),
         }
     }
 
     /// Is `server` waiting in `Accept` with no request yet? An idle server is not stuck.
     pub fn is_idle(&self, server: ActorId) -> bool {
-        matches!(self.accepting[server], Some(Accepting::Waiting(_)))
+        matches!(self.accepting.get(server), Some(Some(Accepting::Waiting(_))))
+    }
+
+    /// Has no actor anything in flight?
+    fn quiet(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Give every actor its entries, before a change.
+    fn unfold(&mut self) {
+        if self.quiet() {
+            self.requests = vec![None; self.actors];
+            self.accepting = vec![None; self.actors];
+            self.serving = vec![None; self.actors];
+        }
+    }
+
+    /// After a change: empty lists again once nothing is in flight, so that equal states stay
+    /// equal.
+    fn fold(&mut self) {
+        let idle = self.requests.iter().all(Option::is_none)
+            && self.accepting.iter().all(Option::is_none)
+            && self.serving.iter().all(Option::is_none);
+        if idle {
+            debug_assert!(self.queued.is_empty() && self.acceptors.is_empty());
+            self.requests = Vec::new();
+            self.accepting = Vec::new();
+            self.serving = Vec::new();
+        }
     }
 
     /// Declare at init that `server` serves `route`. Without it a request waits for any server.
@@ -84,12 +116,7 @@ impl Subsystem for Http {
 
     /// Only an HTTP boundary no actor has used yet (the same for every actor).
     fn renamable(&self) -> Result<(), String> {
-        let untouched = self.requests.iter().all(Option::is_none)
-            && self.queued.is_empty()
-            && self.accepting.iter().all(Option::is_none)
-            && self.acceptors.is_empty()
-            && self.serving.iter().all(Option::is_none)
-            && self.listeners.is_empty();
+        let untouched = self.quiet() && self.listeners.is_empty();
         if untouched {
             Ok(())
         } else {
@@ -106,6 +133,50 @@ impl Subsystem for Http {
     }
 
     fn apply(&mut self, actor: ActorId, op: &HttpOp, fp: &mut Footprint) -> Applied {
+        self.unfold();
+        let applied = self.apply_unfolded(actor, op, fp);
+        self.fold();
+        applied
+    }
+
+    fn is_ready(&self, actor: ActorId) -> bool {
+        matches!(self.requests.get(actor), Some(Some(Request { state: Exchange::Answered(_), .. })))
+            || matches!(self.accepting.get(actor), Some(Some(Accepting::Got(_))))
+    }
+
+    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+        if self.quiet() {
+            return None;
+        }
+        let outcome = self.take_ready_unfolded(actor, fp);
+        self.fold();
+        outcome
+    }
+
+    /// A timeout fires: a client abandons its request, or a server stops accepting (a request
+    /// it was matched with but had not collected goes back to the head of the queue).
+    fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+        self.unfold();
+        let outcome = self.cancel_wait_unfolded(actor, fp);
+        self.fold();
+        outcome
+    }
+
+    fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
+        self.unfold();
+        for &actor in dead {
+            self.crash(actor, fp);
+        }
+        self.fold();
+    }
+
+    fn is_idle(&self, actor: ActorId) -> bool {
+        Http::is_idle(self, actor)
+    }
+}
+
+impl Http {
+    fn apply_unfolded(&mut self, actor: ActorId, op: &HttpOp, fp: &mut Footprint) -> Applied {
         fp.write(Resource::Http);
         match *op {
             HttpOp::Request { route, arg } => {
@@ -142,12 +213,7 @@ impl Subsystem for Http {
         }
     }
 
-    fn is_ready(&self, actor: ActorId) -> bool {
-        matches!(self.requests[actor], Some(Request { state: Exchange::Answered(_), .. }))
-            || matches!(self.accepting[actor], Some(Accepting::Got(_)))
-    }
-
-    fn take_ready(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
+    fn take_ready_unfolded(&mut self, actor: ActorId, fp: &mut Footprint) -> Option<Outcome> {
         if let Some(Request { state: Exchange::Answered(outcome), .. }) = &self.requests[actor] {
             let outcome = outcome.clone();
             self.requests[actor] = None;
@@ -162,9 +228,7 @@ impl Subsystem for Http {
         None
     }
 
-    /// A timeout fires: a client abandons its request, or a server stops accepting (a request
-    /// it was matched with but had not collected goes back to the head of the queue).
-    fn cancel_wait(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
+    fn cancel_wait_unfolded(&mut self, actor: ActorId, fp: &mut Footprint) -> Outcome {
         fp.write(Resource::Http);
         if self.requests[actor].take().is_some() {
             self.queued.retain(|&c| c != actor);
@@ -182,21 +246,9 @@ impl Subsystem for Http {
         Outcome::Err(ErrorCode::ETIMEDOUT)
     }
 
-    fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
-        for &actor in dead {
-            self.crash(actor, fp);
-        }
-    }
-
-    fn is_idle(&self, actor: ActorId) -> bool {
-        Http::is_idle(self, actor)
-    }
-}
-
-impl Http {
     /// `actor` died: requests it was serving fail with ECONNRESET for their clients, and so do
     /// queued requests on a route that has no live server left. Its own request disappears.
-    pub fn crash(&mut self, actor: ActorId, fp: &mut Footprint) {
+    fn crash(&mut self, actor: ActorId, fp: &mut Footprint) {
         fp.write(Resource::Http);
         if self.requests[actor].take().is_some() {
             self.queued.retain(|&c| c != actor);
