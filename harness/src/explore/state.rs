@@ -626,7 +626,9 @@ impl<A: Actor> State<A> {
         };
         let mut footprint = self.world.take_footprint();
         if choice.kind != ChoiceKind::Step {
-            footprint = Footprint::GLOBAL;
+            // A crash says whose share of the world it changed; other faults are not told apart.
+            let signatures = if choice.kind == ChoiceKind::Crash { footprint.signatures } else { u32::MAX };
+            footprint = Footprint { signatures, ..Footprint::GLOBAL };
         } else {
             // A step runs in its actor's process: a crash or power loss that kills the process
             // changes what the step is, even when the step itself touches nothing shared.
@@ -722,7 +724,7 @@ fn text(describe: bool, f: impl FnOnce() -> String) -> Option<String> {
 
 /// A `Hasher` that only records the bytes it is fed, for hashing them in one pass: what
 /// fingerprints and symmetry sort keys are made of ([`crate::sim::Subsystem::actor_signature`]).
-pub struct ByteSink<'a>(&'a mut Vec<u8>);
+pub struct ByteSink<'a>(pub(crate) &'a mut Vec<u8>);
 
 /// Fixed-size writes get their own methods so that each compiles to one small store instead of
 /// a call to a variable-length copy: derived `Hash` impls make a great many of them.

@@ -206,6 +206,13 @@ impl Subsystem for Database {
         "database"
     }
 
+    /// Another session changes only when a wait ends (a grant, a wake, a deadlock victim) or a
+    /// transaction aborts, which all make the footprint global, or when settling renumbers its
+    /// snapshot, which says so.
+    fn reports_signature_changes(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, actor: ActorId, op: &SqlOp, fp: &mut Footprint) -> Applied {
         let owner = self.conn_owner.get(usize::from(op.conn)).copied();
         assert_eq!(owner, Some(actor), "connection {} is not actor {actor}'s", op.conn);

@@ -132,6 +132,11 @@ impl Subsystem for Http {
         "http"
     }
 
+    /// Its actor signature is empty.
+    fn reports_signature_changes(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, actor: ActorId, op: &HttpOp, fp: &mut Footprint) -> Applied {
         self.unfold();
         let applied = self.apply_unfolded(actor, op, fp);

@@ -264,7 +264,9 @@ impl World {
     pub fn crash(&mut self, actor: ActorId) -> Vec<ActorId> {
         let dead = self.os.process_mates(actor);
         assert!(dead.contains(&actor));
-        let mut fp = Footprint::GLOBAL;
+        // Everything is touched, but only the dead and whom the subsystems name hold anything else.
+        let mut fp = Footprint { signatures: 0, ..Footprint::GLOBAL };
+        dead.iter().for_each(|&a| fp.signature_changed(a));
         for &a in &dead {
             self.waits_in[a] = None;
         }

@@ -575,7 +575,7 @@ impl Subsystem for Os {
             if self.process_of[a].is_none() && self.dormant[a] {
                 self.stillborn[a] = true;
             }
-            self.drop_wait(a);
+            self.drop_wait(a, fp);
         }
         let mut pids: Vec<Pid> = dead.iter().filter_map(|&a| self.process_of[a]).collect();
         pids.dedup();
@@ -670,9 +670,11 @@ impl Os {
         wait.outcome = Some(Outcome::Ok);
     }
 
-    fn drop_wait(&mut self, actor: ActorId) {
+    /// `actor` stops waiting; waiters behind it move up the queue (`fp`).
+    fn drop_wait(&mut self, actor: ActorId, fp: &mut Footprint) {
         if let Some(Wait { on: WaitFor::Flock(path), .. }) = self.waits[actor].take() {
             if let Some(f) = self.flocks.get_mut(path) {
+                f.queue.iter().for_each(|&a| fp.signature_changed(a));
                 f.queue.retain(|&a| a != actor);
             }
         }

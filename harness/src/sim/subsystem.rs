@@ -118,9 +118,10 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
         let _ = (actor, abstracting, out);
     }
 
-    /// Do [`Subsystem::apply`] and [`Subsystem::take_ready`] mark in `fp` every actor other than
-    /// the caller whose [`Subsystem::actor_signature`] they may have changed
-    /// ([`Footprint::signature_changed`])? If not (the default), the world assumes every actor's.
+    /// Do [`Subsystem::apply`], [`Subsystem::take_ready`] and [`Subsystem::on_crash`] mark in
+    /// `fp` every actor other than the caller (or the dead) whose [`Subsystem::actor_signature`]
+    /// they may have changed ([`Footprint::signature_changed`])? If not (the default), the world
+    /// assumes every actor's. A subsystem whose signature is empty may simply say yes.
     /// Marking too many costs time; missing one makes the symmetry reduction depend on the path.
     fn reports_signature_changes(&self) -> bool {
         false
@@ -265,6 +266,9 @@ impl<S: Subsystem> Part for S {
     }
     fn on_crash_dyn(&mut self, dead: &[ActorId], fp: &mut Footprint) {
         self.on_crash(dead, fp);
+        if !self.reports_signature_changes() {
+            fp.signatures_changed();
+        }
     }
     fn is_idle_dyn(&self, actor: ActorId) -> bool {
         self.is_idle(actor)

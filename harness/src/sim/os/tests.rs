@@ -323,3 +323,56 @@ fn equal_histories_give_equal_states() {
     };
     assert_eq!(run(), run());
 }
+
+/// Every actor whose signature `change` alters, other than `mover`, is named in its footprint.
+fn assert_marks(os: &mut Os, mover: Option<ActorId>, change: impl FnOnce(&mut Os, &mut Footprint)) {
+    use crate::explore::state::ByteSink;
+    use crate::symmetry::{Renaming, Symmetry};
+    let n = os.waits.len();
+    let identity = Renaming::new((0..n).collect(), &[], &Symmetry::default());
+    let signatures = |os: &Os| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|a| {
+                let mut bytes = Vec::new();
+                os.signature(a, &identity, &mut ByteSink(&mut bytes));
+                bytes
+            })
+            .collect()
+    };
+    let before = signatures(os);
+    let mut fp = Footprint::default();
+    change(os, &mut fp);
+    let after = signatures(os);
+    for a in (0..n).filter(|&a| Some(a) != mover && before[a] != after[a]) {
+        assert!(fp.signatures & (1 << a) != 0, "actor {a}'s signature changed unmarked");
+    }
+}
+
+#[test]
+fn ops_and_crashes_name_every_actor_whose_signature_they_change() {
+    let mut os = os(5);
+    os.number_by_actors();
+    for a in 0..4 {
+        os.start_process(&[a]);
+    }
+    os.add_dormant(4);
+    assert_marks(&mut os, Some(0), |os, fp| assert_eq!(os.apply(0, &flock(false), fp), Applied::Done(Outcome::Ok)));
+    for a in 1..4 {
+        assert_marks(&mut os, Some(a), |os, fp| assert_eq!(os.apply(a, &flock(false), fp), Applied::Blocked));
+    }
+    // A waiter in the middle of the queue dies: the one behind it moves up.
+    assert_marks(&mut os, None, |os, fp| os.on_crash(&[1], fp));
+    // The holder lets go: the next waiter gets the lock, the last moves up.
+    assert_marks(&mut os, Some(0), |os, fp| {
+        os.apply(0, &OsOp::Funlock { path: LOCK }, fp);
+    });
+    assert_marks(&mut os, Some(2), |os, fp| assert_eq!(os.take_ready(2, fp), Some(Outcome::Ok)));
+    // A spawn wakes its child; an exit frees the lock for the last waiter.
+    assert_marks(&mut os, Some(0), |os, fp| {
+        os.apply(0, &OsOp::SpawnProcess { actor: 4 }, fp);
+    });
+    assert_marks(&mut os, Some(2), |os, fp| {
+        os.apply(2, &OsOp::Exit, fp);
+    });
+    assert_eq!(os.waits[3].as_ref().and_then(|w| w.outcome.clone()), Some(Outcome::Ok), "the last waiter got the lock");
+}

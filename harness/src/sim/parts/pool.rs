@@ -208,7 +208,11 @@ impl Subsystem for ConnectionPool {
     }
 
     fn on_crash(&mut self, dead: &[ActorId], fp: &mut Footprint) {
+        let signatures = fp.signatures;
         fp.global();
+        fp.signatures = signatures;
+        // Waiters behind a dead one move up the queue.
+        self.waiters.iter().for_each(|&a| fp.signature_changed(a));
         self.waiters.retain(|a| !dead.contains(a));
         self.granted.retain(|(a, _)| !dead.contains(a));
         for slot in 0..self.slots.len() {

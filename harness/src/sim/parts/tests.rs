@@ -196,3 +196,55 @@ fn a_commit_whose_reply_is_lost_took_effect() {
     let rows = run(&mut world, 1, c1, Sql::Select { table: "t", filter: vec![], lock: None });
     assert_eq!(rows.rows().len(), 1, "yet the row is committed for everyone else");
 }
+
+/// Every actor whose pool signature `change` alters, other than `mover`, is named in its
+/// footprint.
+fn assert_pool_marks(
+    p: &mut ConnectionPool,
+    mover: Option<ActorId>,
+    change: impl FnOnce(&mut ConnectionPool, &mut Footprint),
+) {
+    use crate::explore::state::ByteSink;
+    use crate::symmetry::{Renaming, Symmetry};
+    let identity = Renaming::new((0..4).collect(), &[], &Symmetry::default());
+    let signatures = |p: &ConnectionPool| -> Vec<Vec<u8>> {
+        (0..4)
+            .map(|a| {
+                let mut bytes = Vec::new();
+                p.actor_signature(a, &identity, &mut ByteSink(&mut bytes));
+                bytes
+            })
+            .collect()
+    };
+    let before = signatures(p);
+    let mut fp = Footprint { signatures: 0, ..Footprint::GLOBAL };
+    change(p, &mut fp);
+    let after = signatures(p);
+    for a in (0..4).filter(|&a| Some(a) != mover && before[a] != after[a]) {
+        assert!(fp.signatures & (1 << a) != 0, "actor {a}'s signature changed unmarked");
+    }
+}
+
+#[test]
+fn pool_ops_and_crashes_name_every_actor_whose_signature_they_change() {
+    let mut p = ConnectionPool::new(1, 0, true);
+    let checkout = |a: ActorId| {
+        move |p: &mut ConnectionPool, fp: &mut Footprint| {
+            p.apply(a, &PoolOp::Checkout, fp);
+        }
+    };
+    assert_pool_marks(&mut p, Some(0), checkout(0));
+    for a in 1..4 {
+        assert_pool_marks(&mut p, Some(a), checkout(a));
+    }
+    // A waiter in the middle of the queue dies: the one behind it moves up.
+    assert_pool_marks(&mut p, None, |p, fp| p.on_crash(&[1], fp));
+    // A waiter's timer fires: the one behind it moves up.
+    assert_pool_marks(&mut p, Some(2), |p, fp| assert_eq!(p.take_ready(2, fp), Some(Outcome::Err(POOL_TIMEOUT))));
+    assert_pool_marks(&mut p, Some(2), checkout(2));
+    // The holder checks in: the oldest waiter gets the slot, the rest move up.
+    assert_pool_marks(&mut p, Some(0), |p, fp| {
+        p.apply(0, &PoolOp::Checkin(0), fp);
+    });
+    assert!(p.is_ready(3));
+}
