@@ -251,12 +251,18 @@ impl Os {
         });
         let mates = self.process_of[actor].and_then(|p| self.process(p)).map_or(0, |p| p.actors.len());
         (alive, mates, self.dormant[actor], self.stillborn[actor], wait).hash(out);
-        // Each flock it holds or waits for, then an end mark (one pass, still one-to-one).
-        for (&path, f) in &self.flocks {
+        // Each flock it holds or waits for, in the order of their renamed paths (so that the
+        // signature does not depend on which member it is), then an end mark.
+        let mine = |(&path, f): (&&'static str, &FlockState)| {
             let queued = f.queue.iter().position(|&a| a == actor);
-            if f.holder == actor || queued.is_some() {
-                (true, rename_path(r, path), f.holder == actor, queued).hash(out);
-            }
+            (f.holder == actor || queued.is_some()).then(|| (rename_path(r, path), f.holder == actor, queued))
+        };
+        if self.flocks.iter().filter_map(mine).nth(1).is_none() {
+            self.flocks.iter().filter_map(mine).for_each(|entry| (true, entry).hash(out));
+        } else {
+            let mut entries: Vec<_> = self.flocks.iter().filter_map(mine).collect();
+            entries.sort_unstable();
+            entries.into_iter().for_each(|entry| (true, entry).hash(out));
         }
         false.hash(out);
     }

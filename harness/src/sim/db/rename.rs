@@ -37,10 +37,18 @@ impl Db {
             session.hash(out);
         }
         self.wait_queue.iter().position(|&c| c == conn).hash(out);
-        let holds = self.advisory.iter().filter(|(_, h)| h.conn == conn);
-        holds.clone().count().hash(out);
-        for (&key, h) in holds {
-            (r.int(key), h.session, h.xact).hash(out);
+        // In the order of the renamed keys, so that the signature does not depend on which
+        // member holds them.
+        let holds =
+            self.advisory.iter().filter(|(_, h)| h.conn == conn).map(|(&key, h)| (r.int(key), h.session, h.xact));
+        let count = holds.clone().count();
+        count.hash(out);
+        if count <= 1 {
+            holds.for_each(|hold| hold.hash(out));
+        } else {
+            let mut sorted: Vec<_> = holds.collect();
+            sorted.sort_unstable();
+            sorted.into_iter().for_each(|hold| hold.hash(out));
         }
     }
 

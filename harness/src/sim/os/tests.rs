@@ -376,3 +376,30 @@ fn ops_and_crashes_name_every_actor_whose_signature_they_change() {
     });
     assert_eq!(os.waits[3].as_ref().and_then(|w| w.outcome.clone()), Some(Outcome::Ok), "the last waiter got the lock");
 }
+
+/// A member's signature lists its flocks by their renamed paths, so it is the same whichever
+/// member it is, even where its own lock file sorts on the other side of a shared one.
+#[test]
+fn a_signature_does_not_depend_on_which_member_holds_the_locks() {
+    use crate::explore::state::ByteSink;
+    use crate::symmetry::{Renaming, Symmetry};
+    let own = [Value::Str("a.lock"), Value::Str("z.lock")];
+    let symmetry = Symmetry::group(0..2, vec![vec![own[0]], vec![own[1]]]);
+    let holding = |actor: ActorId| {
+        let mut os = os(2);
+        os.number_by_actors();
+        os.start_process(&[0]);
+        os.start_process(&[1]);
+        let Value::Str(path) = own[actor] else { unreachable!() };
+        done(&mut os, actor, OsOp::Flock { path, nonblocking: false });
+        done(&mut os, actor, OsOp::Flock { path: "m.lock", nonblocking: false });
+        os
+    };
+    let signature = |os: &Os, actor: ActorId| {
+        let mut bytes = Vec::new();
+        let abstracting = Renaming::abstracting(actor, &[0, 1], &[], &symmetry);
+        os.signature(actor, &abstracting, &mut ByteSink(&mut bytes));
+        bytes
+    };
+    assert_eq!(signature(&holding(0), 0), signature(&holding(1), 1));
+}
