@@ -198,7 +198,7 @@ impl Exhaustive {
             finals_by_class: collect == Collect::Classes,
         };
         search.settle(&mut init);
-        search.stats.executions = search.visit(init, Vec::new());
+        search.stats.executions = search.visit(init, Vec::new(), None);
         if let (Some((_, walk)), Some(canon)) = (&mut search.violation, &search.symmetry) {
             *walk = concrete_schedule(model, bounds, canon.symmetry(), walk);
         }
@@ -221,9 +221,10 @@ impl<M: Model> Search<'_, M> {
         self.violation.is_some() || self.incomplete.is_some()
     }
 
-    /// Explore from `state`, reached by `self.path`, with `sleep` asleep. Returns the complete
-    /// executions found through this state on this visit.
-    fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>) -> u64 {
+    /// Explore from `state`, reached by `self.path`, with `sleep` asleep and, under a symmetry,
+    /// its sort keys when canonicalising it made them. Returns the complete executions found
+    /// through this state on this visit.
+    fn visit(&mut self, state: State<M::Actor>, sleep: Vec<(Choice, Footprint)>, carried: Option<SortKeys>) -> u64 {
         // Under a symmetry the state is canonical already (see `settle`).
         let key = state.fingerprint();
         let depth = self.path.len() as u32;
@@ -305,7 +306,7 @@ impl<M: Model> Search<'_, M> {
                 if let Some(canon) =
                     self.symmetry.as_mut().filter(|_| !enabled.is_empty() && depth < self.bounds.max_depth)
                 {
-                    keys = state.sort_keys(canon);
+                    keys = state.sort_keys_or(canon, carried);
                     if let Some(keys) = keys.as_ref().filter(|_| self.mirrors) {
                         mirrors = state.mirrors(canon, keys, &enabled);
                     }
@@ -348,12 +349,13 @@ impl<M: Model> Search<'_, M> {
             let mut next =
                 if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, self.bounds);
-            match (&mut self.symmetry, &keys) {
-                (Some(canon), Some(keys)) => {
-                    next.canonicalise_child(canon, keys, choice, &fp);
+            let next_keys = match (&mut self.symmetry, &keys) {
+                (Some(canon), Some(keys)) => next.canonicalise_child(canon, keys, choice, &fp),
+                _ => {
+                    self.settle(&mut next);
+                    None
                 }
-                _ => self.settle(&mut next),
-            }
+            };
             self.steps += 1;
             if counts {
                 self.stats.transitions += 1;
@@ -378,7 +380,7 @@ impl<M: Model> Search<'_, M> {
                 (Some(reps), Some(a)) => reps.iter().filter(|&&r| r == a).count() as u64,
                 _ => 1,
             };
-            let found = self.visit(next, child_sleep).saturating_mul(copies);
+            let found = self.visit(next, child_sleep, next_keys).saturating_mul(copies);
             executions = executions.saturating_add(found).min(Stats::EXECUTIONS_SATURATED);
             self.path.pop();
             explored.push((choice, fp));

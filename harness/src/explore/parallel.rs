@@ -35,7 +35,7 @@ use crate::model::Model;
 use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
-use super::state::{concrete_schedule, Properties, State};
+use super::state::{concrete_schedule, Properties, SortKeys, State};
 use super::{Bounds, Choice, Exploration, Stats, Violation};
 
 /// Lock stripes of the visited set: enough that two to a few dozen threads rarely meet.
@@ -112,7 +112,7 @@ pub fn explore<M: Model>(model: &M, bounds: &Bounds, threads: usize, budget: &Bu
                     let mut init = State::initial(shared.model);
                     walker.settle(&mut init);
                     if walker.claim(init.fingerprint()) {
-                        walker.claimed(init, 0, None);
+                        walker.claimed_on(init, 0, None, &[], None);
                     }
                 }
                 walker.run();
@@ -150,6 +150,8 @@ struct Item<A> {
     state: State<A>,
     depth: u32,
     choice: Option<Choice>,
+    /// Its sort keys under the symmetry, when canonicalising it made them.
+    keys: Option<SortKeys>,
 }
 
 struct Walker<'s, 'm, M: Model> {
@@ -194,11 +196,14 @@ impl<M: Model> Walker<'_, '_, M> {
     }
 
     /// Check a newly claimed state and put it on the stack, or stop the search.
-    fn claimed(&mut self, state: State<M::Actor>, depth: u32, choice: Option<Choice>) {
-        self.claimed_on(state, depth, choice, &[])
-    }
-
-    fn claimed_on(&mut self, state: State<M::Actor>, depth: u32, choice: Option<Choice>, trail: &[Choice]) {
+    fn claimed_on(
+        &mut self,
+        state: State<M::Actor>,
+        depth: u32,
+        choice: Option<Choice>,
+        trail: &[Choice],
+        keys: Option<SortKeys>,
+    ) {
         let shared = self.shared;
         if shared.states.fetch_add(1, Ordering::Relaxed) >= shared.bounds.max_states {
             self.stop_with(&shared.incomplete, format!("state bound reached: {} states", shared.bounds.max_states));
@@ -215,7 +220,7 @@ impl<M: Model> Walker<'_, '_, M> {
             shared.final_states.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.stack.push(Item { state, depth, choice });
+        self.stack.push(Item { state, depth, choice, keys });
     }
 
     /// Take work until the search is over.
@@ -244,7 +249,7 @@ impl<M: Model> Walker<'_, '_, M> {
                     let depth = schedule.len() as u32;
                     trail = schedule;
                     let choice = trail.pop();
-                    self.stack.push(Item { state, depth, choice });
+                    self.stack.push(Item { state, depth, choice, keys: None });
                 }
                 None => return,
             }
@@ -260,7 +265,7 @@ impl<M: Model> Walker<'_, '_, M> {
             return;
         }
         // The sort keys the children's are made from.
-        let keys = self.canon.as_mut().and_then(|canon| item.state.sort_keys(canon));
+        let keys = self.canon.as_mut().and_then(|canon| item.state.sort_keys_or(canon, item.keys));
         // As the sequential search: a member whose choices mirror an earlier one's is not expanded.
         if let (Some(canon), Some(keys)) = (&self.canon, &keys) {
             if let Some(reps) = item.state.mirrors(canon, keys, &todo) {
@@ -275,18 +280,19 @@ impl<M: Model> Walker<'_, '_, M> {
             let mut next =
                 if k == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
             let fp = next.apply(choice, shared.bounds);
-            match (&mut self.canon, &keys) {
-                (Some(canon), Some(keys)) => {
-                    next.canonicalise_child(canon, keys, choice, &fp);
+            let next_keys = match (&mut self.canon, &keys) {
+                (Some(canon), Some(keys)) => next.canonicalise_child(canon, keys, choice, &fp),
+                _ => {
+                    self.settle(&mut next);
+                    None
                 }
-                _ => self.settle(&mut next),
-            }
+            };
             self.steps += 1;
             if self.steps.is_multiple_of(CHECK_EVERY) {
                 self.look_up(item.depth);
             }
             if self.claim(next.fingerprint()) {
-                self.claimed_on(next, item.depth + 1, Some(choice), trail);
+                self.claimed_on(next, item.depth + 1, Some(choice), trail, next_keys);
             }
         }
     }

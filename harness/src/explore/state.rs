@@ -38,7 +38,7 @@ pub struct State<A> {
 }
 
 /// The sort keys of a state's group members under a symmetry (see [`State::sort_keys`]).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SortKeys {
     keys: Vec<u128>,
 }
@@ -156,18 +156,38 @@ impl<A: Actor> State<A> {
 
     /// [`State::canonicalise`] for a state just made by `choice`, with footprint `fp`, from a
     /// state whose [`State::sort_keys`] are `parent`: only the keys of the actors the choice
-    /// changed (its actor, and those `fp.signatures` names) are made again.
+    /// changed (its actor, and those `fp.signatures` names) are made again. Returns the sort
+    /// keys of the canonical state: a member's key does not depend on which member it is, so
+    /// renaming moves the keys with their members.
     pub fn canonicalise_child(
         &mut self,
         canon: &mut Canonicaliser,
         parent: &SortKeys,
         choice: Choice,
         fp: &Footprint,
-    ) -> Option<Vec<ActorId>> {
+    ) -> Option<SortKeys> {
         let mover = choice.actor_index().map_or(u32::MAX, |a| 1 << a);
-        let perm = self.canonical_permutation(canon, Some((parent, fp.signatures | mover)))?;
-        self.rename(&canon.renaming(perm.clone()));
-        Some(perm)
+        let (mut keys, perm) = self.sorted(canon, Some((parent, fp.signatures | mover)))?;
+        if let Some(perm) = perm {
+            self.rename(&canon.renaming(perm.clone()));
+            crate::symmetry::permute_in_place(&mut keys, |a| perm[a]);
+        }
+        Some(SortKeys { keys })
+    }
+
+    /// `carried` (from [`State::canonicalise_child`]), or this state's sort keys made afresh
+    /// when there are none or the canonicaliser checks reused keys (then the two must agree).
+    pub fn sort_keys_or(&self, canon: &mut Canonicaliser, carried: Option<SortKeys>) -> Option<SortKeys> {
+        match carried {
+            Some(keys) if !canon.checks_reused_keys() => Some(keys),
+            carried => {
+                let fresh = self.sort_keys(canon);
+                if let (Some(carried), Some(fresh)) = (&carried, &fresh) {
+                    assert_eq!(carried, fresh, "sort keys moved with their members differ from the keys made afresh");
+                }
+                fresh
+            }
+        }
     }
 
     /// The sort keys of this state's group members, to make its children's from; `None` when
@@ -184,6 +204,16 @@ impl<A: Actor> State<A> {
         canon: &mut Canonicaliser,
         parent: Option<(&SortKeys, u32)>,
     ) -> Option<Vec<ActorId>> {
+        self.sorted(canon, parent).and_then(|(_, perm)| perm)
+    }
+
+    /// The members' sort keys and [`State::canonical_permutation`]; `None` when the world cannot
+    /// rename.
+    fn sorted(
+        &self,
+        canon: &mut Canonicaliser,
+        parent: Option<(&SortKeys, u32)>,
+    ) -> Option<(Vec<u128>, Option<Vec<ActorId>>)> {
         if self.world.renamable().is_err() {
             return None;
         }
@@ -191,12 +221,12 @@ impl<A: Actor> State<A> {
         let keys = self.member_keys(canon, parent);
         let perm = canon.symmetry().sorting_permutation(n, &keys);
         if perm.iter().enumerate().any(|(i, &p)| i != p) {
-            return Some(perm);
+            return Some((keys, Some(perm)));
         }
         // A world that renumbers slots and pids to follow their holders may change even when
         // every actor keeps its place.
         let renumbered = canon.symmetry().renumbers && !self.world.keeps_numbers(&canon.renaming(perm.clone()));
-        renumbered.then_some(perm)
+        Some((keys, renumbered.then_some(perm)))
     }
 
     /// Each group member's sort key: its own state and what it holds in the world, both seen
