@@ -256,8 +256,13 @@ enum Numbers {
     Keep,
     /// To be renumbered by the world to follow the renamed actors (see [`Symmetry::renumbers`]).
     Follow,
-    /// Old number → new number, for the numbers that change, sorted.
-    Renumber(Vec<(i64, i64)>),
+    /// Old number → new number: `to[n - base]` for the numbers from `base` on that `to` covers
+    /// (the least to the greatest that change), every other number kept. Numbers are handed out
+    /// in turn, so the table is dense.
+    Renumber {
+        base: i64,
+        to: Vec<i64>,
+    },
     /// Every number becomes one placeholder: for an actor's sort key, where which one it holds
     /// must not matter because the numbers are renumbered after sorting.
     Abstract,
@@ -267,24 +272,32 @@ impl Numbers {
     fn get(&self, n: i64) -> i64 {
         match self {
             Numbers::Keep | Numbers::Follow => n,
-            Numbers::Renumber(map) => match map.binary_search_by_key(&n, |&(from, _)| from) {
-                Ok(k) => map[k].1,
-                Err(_) => n,
-            },
+            Numbers::Renumber { base, to } => {
+                usize::try_from(n.wrapping_sub(*base)).ok().and_then(|k| to.get(k)).copied().unwrap_or(n)
+            }
             Numbers::Abstract => ANY_NUMBER,
         }
     }
 
     fn renumber(old_to_new: impl IntoIterator<Item = (i64, i64)>) -> Numbers {
-        let mut map: Vec<(i64, i64)> = old_to_new.into_iter().filter(|(a, b)| a != b).collect();
-        map.sort_unstable();
+        let map: Vec<(i64, i64)> = old_to_new.into_iter().filter(|(a, b)| a != b).collect();
         debug_assert!({
             let mut to: Vec<i64> = map.iter().map(|&(_, b)| b).collect();
-            let from: Vec<i64> = map.iter().map(|&(a, _)| a).collect();
+            let mut from: Vec<i64> = map.iter().map(|&(a, _)| a).collect();
             to.sort_unstable();
+            from.sort_unstable();
             to == from
         });
-        Numbers::Renumber(map)
+        let (Some(low), Some(high)) = (map.iter().map(|p| p.0).min(), map.iter().map(|p| p.0).max()) else {
+            return Numbers::Renumber { base: 0, to: Vec::new() };
+        };
+        let width = usize::try_from(high - low + 1).expect("numbers handed out in turn");
+        assert!(width <= 1 << 16, "at most 65,536 numbers renumbered");
+        let mut to: Vec<i64> = (low..=high).collect();
+        for (from, into) in map {
+            to[(from - low) as usize] = into;
+        }
+        Numbers::Renumber { base: low, to }
     }
 }
 

@@ -288,6 +288,10 @@ impl Subsystem for Database {
     /// same position of the new owner.
     fn rename(&mut self, r: &Renaming) {
         assert!(self.real.is_none());
+        // Without a connection no statement ever ran: nothing here names an actor.
+        if self.conn_owner.is_empty() {
+            return;
+        }
         self.sim.rename(r);
         for conn in self.waiting_on.iter_mut().flatten() {
             *conn = r.conn(*conn);
