@@ -88,6 +88,11 @@ impl Symmetry {
             if lanes.len() == 1 {
                 let group = &self.groups[g];
                 order.sort_by(|&i, &j| sort_keys[group[i]].cmp(&sort_keys[group[j]]).then(i.cmp(&j)));
+            } else if let [first, second] = lanes[..] {
+                // Units of two (a hook and its daemon), the usual case: compared as pairs.
+                let (first, second) = (&self.groups[first], &self.groups[second]);
+                let unit = |j: usize| (&sort_keys[first[j]], &sort_keys[second[j]], j);
+                order.sort_by(|&i, &j| unit(i).cmp(&unit(j)));
             } else {
                 // A unit's key is its members' keys, lane by lane, compared in place.
                 let unit = |j: usize| lanes.iter().map(move |&h| &sort_keys[self.groups[h][j]]);
