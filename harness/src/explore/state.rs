@@ -52,7 +52,7 @@ pub(crate) fn fingerprint_of(value: &impl Hash) -> u128 {
     }
     BYTES.with_borrow_mut(|bytes| {
         bytes.clear();
-        value.hash(&mut ByteSink(bytes));
+        value.hash(&mut CompactSink(bytes));
         xxhash_rust::xxh3::xxh3_128(bytes)
     })
 }
@@ -777,6 +777,46 @@ impl std::hash::Hasher for ByteSink<'_> {
     fixed_writes!(
         write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128, write_usize: usize,
         write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128, write_isize: isize
+    );
+    fn finish(&self) -> u64 {
+        unreachable!("fingerprints hash the recorded bytes")
+    }
+}
+
+/// [`ByteSink`] with lengths and enum discriminants in one byte when they fit (most do), for
+/// fingerprints, which only tell states apart: the encoding is still one-to-one, since a byte
+/// of 255 announces the full eight.
+struct CompactSink<'a>(&'a mut Vec<u8>);
+
+impl CompactSink<'_> {
+    #[inline]
+    fn compact(&mut self, value: u64) {
+        match u8::try_from(value) {
+            Ok(small) if small < u8::MAX => self.0.push(small),
+            _ => {
+                self.0.push(u8::MAX);
+                self.0.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+    }
+}
+
+impl std::hash::Hasher for CompactSink<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+    #[inline]
+    fn write_usize(&mut self, value: usize) {
+        self.compact(value as u64);
+    }
+    #[inline]
+    fn write_isize(&mut self, value: isize) {
+        self.compact(value as u64);
+    }
+    fixed_writes!(
+        write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128,
+        write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128
     );
     fn finish(&self) -> u64 {
         unreachable!("fingerprints hash the recorded bytes")

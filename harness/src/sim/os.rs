@@ -71,7 +71,7 @@ struct Process {
 
 /// A process's actors, kept inline: a search forks the world at every step, and a list per
 /// process on the heap made forking a world of many processes mostly allocation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Tasks {
     len: u8,
     /// The first `len` are the actors; the rest stay 0, so that equal lists compare and hash alike.
@@ -106,6 +106,14 @@ impl Tasks {
     fn rename(&mut self, r: &Renaming) {
         let len = self.len();
         self.ids[..len].iter_mut().for_each(|a| *a = r.actor(usize::from(*a)) as u8);
+    }
+}
+
+/// Only the actors: the unused rest of the array is always 0.
+impl Hash for Tasks {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u8(self.len);
+        state.write(&self.ids[..self.len()]);
     }
 }
 
