@@ -348,14 +348,7 @@ impl<M: Model> Search<'_, M> {
             // The last child takes the state itself: one whole-world copy fewer per state.
             let mut next =
                 if left == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
-            let fp = next.apply(choice, self.bounds);
-            let next_keys = match (&mut self.symmetry, &keys) {
-                (Some(canon), Some(keys)) => next.canonicalise_child(canon, keys, choice, &fp),
-                _ => {
-                    self.settle(&mut next);
-                    None
-                }
-            };
+            let (fp, next_keys) = next.apply_canonical(choice, self.bounds, self.symmetry.as_mut(), keys.as_ref());
             self.steps += 1;
             if counts {
                 self.stats.transitions += 1;

@@ -279,14 +279,7 @@ impl<M: Model> Walker<'_, '_, M> {
             // The last child made takes the state itself: one whole-world copy fewer per state.
             let mut next =
                 if k == 0 { state.take().expect("taken once") } else { state.as_ref().expect("kept").clone() };
-            let fp = next.apply(choice, shared.bounds);
-            let next_keys = match (&mut self.canon, &keys) {
-                (Some(canon), Some(keys)) => next.canonicalise_child(canon, keys, choice, &fp),
-                _ => {
-                    self.settle(&mut next);
-                    None
-                }
-            };
+            let (_, next_keys) = next.apply_canonical(choice, shared.bounds, self.canon.as_mut(), keys.as_ref());
             self.steps += 1;
             if self.steps.is_multiple_of(CHECK_EVERY) {
                 self.look_up(item.depth);

@@ -175,6 +175,28 @@ impl<A: Actor> State<A> {
         Some(SortKeys { keys })
     }
 
+    /// Apply `choice`, then, under a symmetry, rename the result into its canonical form: from
+    /// `parent`'s sort keys (this state's, before the choice) when given, else afresh. Returns the
+    /// footprint and the canonical state's sort keys when they were made from the parent's.
+    pub fn apply_canonical(
+        &mut self,
+        choice: Choice,
+        bounds: &Bounds,
+        canon: Option<&mut Canonicaliser>,
+        parent: Option<&SortKeys>,
+    ) -> (Footprint, Option<SortKeys>) {
+        let fp = self.apply(choice, bounds);
+        let keys = match (canon, parent) {
+            (Some(canon), Some(parent)) => self.canonicalise_child(canon, parent, choice, &fp),
+            (Some(canon), None) => {
+                self.canonicalise(canon);
+                None
+            }
+            (None, _) => None,
+        };
+        (fp, keys)
+    }
+
     /// `carried` (from [`State::canonicalise_child`]), or this state's sort keys made afresh
     /// when there are none or the canonicaliser checks reused keys (then the two must agree).
     pub fn sort_keys_or(&self, canon: &mut Canonicaliser, carried: Option<SortKeys>) -> Option<SortKeys> {
