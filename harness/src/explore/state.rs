@@ -213,7 +213,7 @@ impl<A: Actor> State<A> {
     }
 
     /// The sort keys of this state's group members, to make its children's from; `None` when
-    /// the world cannot rename. `mover` is the actor whose choice leads to the child.
+    /// the world cannot rename.
     pub fn sort_keys(&self, canon: &mut Canonicaliser) -> Option<SortKeys> {
         self.world.renamable().ok()?;
         Some(SortKeys { keys: self.member_keys(canon, None) })
