@@ -365,3 +365,33 @@ impl<S: Subsystem> PartId<S> {
         Op { name, kind: OpKind::Part(PartOpBox { part: self.index, op: Arc::new(op) }) }
     }
 }
+
+/// For tests of [`Subsystem::reports_signature_changes`]: every one of `actors` actors whose
+/// [`Subsystem::actor_signature`] `change` alters, other than `mover`, is named in the footprint
+/// it leaves (which starts as a crash's does: everything touched, no signature named yet).
+#[cfg(test)]
+pub(crate) fn assert_changed_signatures_named<S: Subsystem>(
+    subject: &mut S,
+    actors: usize,
+    mover: Option<ActorId>,
+    change: impl FnOnce(&mut S, &mut Footprint),
+) {
+    use crate::symmetry::Symmetry;
+    let identity = Renaming::new((0..actors).collect(), &[], &Symmetry::default());
+    let signatures = |s: &S| -> Vec<Vec<u8>> {
+        (0..actors)
+            .map(|a| {
+                let mut bytes = Vec::new();
+                s.actor_signature(a, &identity, &mut ByteSink(&mut bytes));
+                bytes
+            })
+            .collect()
+    };
+    let before = signatures(subject);
+    let mut fp = Footprint { signatures: 0, ..Footprint::GLOBAL };
+    change(subject, &mut fp);
+    let after = signatures(subject);
+    for a in (0..actors).filter(|&a| Some(a) != mover && before[a] != after[a]) {
+        assert!(fp.signatures & (1 << a) != 0, "actor {a}'s signature changed unnamed");
+    }
+}

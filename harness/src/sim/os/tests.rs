@@ -324,28 +324,10 @@ fn equal_histories_give_equal_states() {
     assert_eq!(run(), run());
 }
 
-/// Every actor whose signature `change` alters, other than `mover`, is named in its footprint.
+/// The OS's ops and crashes name every other actor whose signature they change.
 fn assert_marks(os: &mut Os, mover: Option<ActorId>, change: impl FnOnce(&mut Os, &mut Footprint)) {
-    use crate::explore::state::ByteSink;
-    use crate::symmetry::{Renaming, Symmetry};
-    let n = os.waits.len();
-    let identity = Renaming::new((0..n).collect(), &[], &Symmetry::default());
-    let signatures = |os: &Os| -> Vec<Vec<u8>> {
-        (0..n)
-            .map(|a| {
-                let mut bytes = Vec::new();
-                os.signature(a, &identity, &mut ByteSink(&mut bytes));
-                bytes
-            })
-            .collect()
-    };
-    let before = signatures(os);
-    let mut fp = Footprint::default();
-    change(os, &mut fp);
-    let after = signatures(os);
-    for a in (0..n).filter(|&a| Some(a) != mover && before[a] != after[a]) {
-        assert!(fp.signatures & (1 << a) != 0, "actor {a}'s signature changed unmarked");
-    }
+    let actors = os.waits.len();
+    crate::sim::subsystem::assert_changed_signatures_named(os, actors, mover, change);
 }
 
 #[test]

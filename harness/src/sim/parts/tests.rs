@@ -197,32 +197,13 @@ fn a_commit_whose_reply_is_lost_took_effect() {
     assert_eq!(rows.rows().len(), 1, "yet the row is committed for everyone else");
 }
 
-/// Every actor whose pool signature `change` alters, other than `mover`, is named in its
-/// footprint.
+/// The pool's ops and crashes name every other actor whose signature they change.
 fn assert_pool_marks(
     p: &mut ConnectionPool,
     mover: Option<ActorId>,
     change: impl FnOnce(&mut ConnectionPool, &mut Footprint),
 ) {
-    use crate::explore::state::ByteSink;
-    use crate::symmetry::{Renaming, Symmetry};
-    let identity = Renaming::new((0..4).collect(), &[], &Symmetry::default());
-    let signatures = |p: &ConnectionPool| -> Vec<Vec<u8>> {
-        (0..4)
-            .map(|a| {
-                let mut bytes = Vec::new();
-                p.actor_signature(a, &identity, &mut ByteSink(&mut bytes));
-                bytes
-            })
-            .collect()
-    };
-    let before = signatures(p);
-    let mut fp = Footprint { signatures: 0, ..Footprint::GLOBAL };
-    change(p, &mut fp);
-    let after = signatures(p);
-    for a in (0..4).filter(|&a| Some(a) != mover && before[a] != after[a]) {
-        assert!(fp.signatures & (1 << a) != 0, "actor {a}'s signature changed unmarked");
-    }
+    crate::sim::subsystem::assert_changed_signatures_named(p, 4, mover, change);
 }
 
 #[test]
