@@ -80,32 +80,14 @@ impl Symmetry {
     /// group together with their counterparts in the groups that follow it (ties keep their
     /// index order), and the `k`-th smallest moves to the group's `k`-th index, its followers'
     /// counterparts with it; actors outside every group stay put.
-    pub fn sorting_permutation<K: Ord>(&self, actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
-        let mut perm: Vec<ActorId> = (0..actors).collect();
-        for g in self.leaders() {
-            let lanes = self.parallel(g);
-            let mut order: Vec<usize> = (0..self.groups[g].len()).collect();
-            if lanes.len() == 1 {
-                let group = &self.groups[g];
-                order.sort_by(|&i, &j| sort_keys[group[i]].cmp(&sort_keys[group[j]]).then(i.cmp(&j)));
-            } else if let [first, second] = lanes[..] {
-                // Units of two (a hook and its daemon), the usual case: compared as pairs.
-                let (first, second) = (&self.groups[first], &self.groups[second]);
-                let unit = |j: usize| (&sort_keys[first[j]], &sort_keys[second[j]], j);
-                order.sort_by(|&i, &j| unit(i).cmp(&unit(j)));
-            } else {
-                // A unit's key is its members' keys, lane by lane, compared in place.
-                let unit = |j: usize| lanes.iter().map(move |&h| &sort_keys[self.groups[h][j]]);
-                order.sort_by(|&i, &j| unit(i).cmp(unit(j)).then(i.cmp(&j)));
-            }
-            for &h in &lanes {
-                let group = &self.groups[h];
-                for (k, &old) in order.iter().enumerate() {
-                    perm[group[old]] = group[k];
-                }
-            }
-        }
-        perm
+    pub fn sorting_permutation<K: Ord + Copy + Default>(&self, actors: usize, sort_keys: &[K]) -> Vec<ActorId> {
+        sort_units(&self.unit_lanes(), actors, sort_keys)
+    }
+
+    /// For each leading group, its lanes: its members, then those of each group that follows
+    /// it, so that `lanes[i][k]` is the `i`-th actor of the `k`-th unit.
+    pub(crate) fn unit_lanes(&self) -> Vec<Vec<Vec<ActorId>>> {
+        self.leaders().map(|g| self.parallel(g).into_iter().map(|h| self.groups[h].clone()).collect()).collect()
     }
 
     /// Every renaming the symmetry allows, as permutations of `actors` actors: the leading
@@ -243,6 +225,9 @@ impl Symmetry {
 pub struct Renaming {
     /// Old actor → new actor.
     actors: Vec<ActorId>,
+    /// `actors` as the swaps that carry it out, worked out once: a renaming permutes a dozen
+    /// vectors indexed by actor.
+    swaps: Swaps,
     /// Old connection → new connection.
     conns: Vec<ConnId>,
     /// Old value → new value, only for values that change.
@@ -284,25 +269,45 @@ impl Numbers {
         }
     }
 
-    fn renumber(old_to_new: impl IntoIterator<Item = (i64, i64)>) -> Numbers {
-        let map: Vec<(i64, i64)> = old_to_new.into_iter().filter(|(a, b)| a != b).collect();
+    fn renumber(renumbering: Renumbering) -> Numbers {
+        let Renumbering { base, to } = renumbering;
         debug_assert!({
-            let mut to: Vec<i64> = map.iter().map(|&(_, b)| b).collect();
-            let mut from: Vec<i64> = map.iter().map(|&(a, _)| a).collect();
-            to.sort_unstable();
-            from.sort_unstable();
-            to == from
+            let mut sorted = to.clone();
+            sorted.sort_unstable();
+            sorted.iter().enumerate().all(|(k, &n)| n == base + k as i64)
         });
-        let (Some(low), Some(high)) = (map.iter().map(|p| p.0).min(), map.iter().map(|p| p.0).max()) else {
-            return Numbers::Renumber { base: 0, to: Vec::new() };
-        };
-        let width = usize::try_from(high - low + 1).expect("numbers handed out in turn");
-        assert!(width <= 1 << 16, "at most 65,536 numbers renumbered");
-        let mut to: Vec<i64> = (low..=high).collect();
-        for (from, into) in map {
-            to[(from - low) as usize] = into;
+        match to.iter().enumerate().all(|(k, &n)| n == base + k as i64) {
+            true => Numbers::Keep,
+            false => Numbers::Renumber { base, to },
         }
-        Numbers::Renumber { base: low, to }
+    }
+}
+
+/// Numbers handed out in turn from `base` given new ones: `base + k` becomes `to[k]`, and any
+/// number past `to` is kept. A permutation of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Renumbering {
+    pub base: i64,
+    pub to: Vec<i64>,
+}
+
+impl Renumbering {
+    /// Every number from `base` kept.
+    pub(crate) fn kept(base: i64) -> Renumbering {
+        Renumbering { base, to: Vec::new() }
+    }
+
+    /// The numbers from `base` on renumbered in the order `order` lists their old positions.
+    pub(crate) fn in_order(base: i64, len: usize, order: impl IntoIterator<Item = usize>) -> Renumbering {
+        let mut to = vec![i64::MIN; len];
+        let mut placed = 0;
+        for (new, old) in order.into_iter().enumerate() {
+            assert!(to[old] == i64::MIN, "each old number once");
+            to[old] = base + new as i64;
+            placed += 1;
+        }
+        assert_eq!(placed, len, "every old number placed");
+        Renumbering { base, to }
     }
 }
 
@@ -361,7 +366,15 @@ impl Renaming {
             }
         }
         values.sort_unstable();
-        Renaming { actors, conns, values, slots: Numbers::Abstract, pids: Numbers::Abstract }
+        // Not a permutation: nothing indexed by actor is permuted by it.
+        Renaming {
+            actors,
+            conns,
+            values,
+            swaps: Swaps::NOT_A_PERMUTATION,
+            slots: Numbers::Abstract,
+            pids: Numbers::Abstract,
+        }
     }
 
     /// Does this renaming change nothing? (One that lets the world renumber slots and pids
@@ -380,12 +393,17 @@ impl Renaming {
 
     /// This renaming with the numbers the world picked: slots old → new (none: kept) and pids
     /// old → new (none: kept).
-    pub(crate) fn with_numbers(&self, slots: Option<Vec<(i64, i64)>>, pids: Option<Vec<(i64, i64)>>) -> Renaming {
+    pub(crate) fn with_numbers(self, slots: Option<Renumbering>, pids: Option<Renumbering>) -> Renaming {
         Renaming {
             slots: slots.map_or(Numbers::Keep, Numbers::renumber),
             pids: pids.map_or(Numbers::Keep, Numbers::renumber),
-            ..self.clone()
+            ..self
         }
+    }
+
+    /// Old actor → new actor.
+    pub(crate) fn actors(&self) -> &[ActorId] {
+        &self.actors
     }
 
     /// The number a connection pool slot gets. Slots are interchangeable, so the world
@@ -484,11 +502,8 @@ impl Renaming {
 
     /// Permute a vector indexed by actor.
     pub fn permute<T>(&self, by_actor: &mut [T]) {
-        if self.is_identity() {
-            return;
-        }
         assert_eq!(by_actor.len(), self.actors.len(), "a vector indexed by actor");
-        permute_in_place(by_actor, |a| self.actors[a]);
+        self.swaps.apply(by_actor);
     }
 
     /// Permute a vector indexed by connection.
@@ -497,11 +512,98 @@ impl Renaming {
     }
 }
 
+/// [`Symmetry::sorting_permutation`] for the groups' [`Symmetry::unit_lanes`]. Units of one
+/// or two actors (the usual cases) are sorted as tuples gathered on the stack.
+fn sort_units<K: Ord + Copy + Default>(leading: &[Vec<Vec<ActorId>>], actors: usize, keys: &[K]) -> Vec<ActorId> {
+    let mut perm: Vec<ActorId> = (0..actors).collect();
+    for lanes in leading {
+        let len = lanes[0].len();
+        assert!(len <= MAX_ACTORS, "at most {MAX_ACTORS} units a group");
+        // `order[k]`: the unit that moves to index `k`.
+        let mut order = [0u8; MAX_ACTORS];
+        match &lanes[..] {
+            [only] => {
+                let mut units = [(K::default(), 0u8); MAX_ACTORS];
+                (0..len).for_each(|j| units[j] = (keys[only[j]], j as u8));
+                units[..len].sort_unstable();
+                (0..len).for_each(|k| order[k] = units[k].1);
+            }
+            [first, second] => {
+                let mut units = [(K::default(), K::default(), 0u8); MAX_ACTORS];
+                (0..len).for_each(|j| units[j] = (keys[first[j]], keys[second[j]], j as u8));
+                units[..len].sort_unstable();
+                (0..len).for_each(|k| order[k] = units[k].2);
+            }
+            _ => {
+                // A unit's key is its members' keys, lane by lane, compared in place.
+                let unit = |j: u8| lanes.iter().map(move |lane| &keys[lane[usize::from(j)]]);
+                (0..len).for_each(|j| order[j] = j as u8);
+                order[..len].sort_by(|&i, &j| unit(i).cmp(unit(j)).then(i.cmp(&j)));
+            }
+        }
+        for lane in lanes {
+            for (k, &old) in order[..len].iter().enumerate() {
+                perm[lane[usize::from(old)]] = lane[k];
+            }
+        }
+    }
+    perm
+}
+
+/// A permutation of at most [`MAX_ACTORS`] items as the swaps [`permute_in_place`] would make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Swaps {
+    /// `u8::MAX` for a renaming that is not a permutation.
+    len: u8,
+    swaps: [(u8, u8); MAX_ACTORS],
+}
+
+impl Swaps {
+    const NOT_A_PERMUTATION: Swaps = Swaps { len: u8::MAX, swaps: [(0, 0); MAX_ACTORS] };
+
+    fn of(perm: &[ActorId]) -> Swaps {
+        assert!(perm.len() <= MAX_ACTORS, "at most {MAX_ACTORS} actors");
+        let mut swaps = Swaps { len: 0, swaps: [(0, 0); MAX_ACTORS] };
+        let mut placed = [false; MAX_ACTORS];
+        for start in 0..perm.len() {
+            if placed[start] {
+                continue;
+            }
+            placed[start] = true;
+            let mut target = perm[start];
+            while target != start {
+                assert!(!placed[target], "not a permutation");
+                swaps.swaps[usize::from(swaps.len)] = (start as u8, target as u8);
+                swaps.len += 1;
+                placed[target] = true;
+                target = perm[target];
+            }
+        }
+        swaps
+    }
+
+    fn apply<T>(&self, items: &mut [T]) {
+        assert!(self.len != u8::MAX, "an abstracting renaming permutes nothing");
+        for &(a, b) in &self.swaps[..usize::from(self.len)] {
+            items.swap(usize::from(a), usize::from(b));
+        }
+    }
+}
+
 /// Move `items[i]` to `items[to(i)]` for every `i` (`to` a permutation), by swaps along each
 /// cycle: no item is copied, which matters when items own heap data.
 pub(crate) fn permute_in_place<T>(items: &mut [T], to: impl Fn(usize) -> usize) {
     assert!(items.len() <= 1 << 16, "a permutation of at most 65,536 items");
-    let mut placed = vec![false; items.len()];
+    // Most permutations are of actors, pids or slots: no allocation for those.
+    let mut few = [false; 64];
+    let mut many = Vec::new();
+    let placed: &mut [bool] = match items.len() {
+        n if n <= few.len() => &mut few[..n],
+        n => {
+            many.resize(n, false);
+            &mut many
+        }
+    };
     for start in 0..items.len() {
         if placed[start] {
             continue;
@@ -525,6 +627,8 @@ pub(crate) fn permute_in_place<T>(items: &mut [T], to: impl Fn(usize) -> usize) 
 #[derive(Clone, Debug)]
 pub struct Canonicaliser {
     symmetry: Symmetry,
+    /// [`Symmetry::unit_lanes`].
+    lanes: Vec<Vec<Vec<ActorId>>>,
     owners: Vec<ActorId>,
     /// Actor → its connections, in increasing order.
     conns_of: Vec<Vec<ConnId>>,
@@ -553,6 +657,7 @@ impl Canonicaliser {
         owned.sort_unstable();
         let mut canon = Canonicaliser {
             symmetry: symmetry.clone(),
+            lanes: symmetry.unit_lanes(),
             owners: Vec::new(),
             conns_of: Vec::new(),
             owned,
@@ -567,6 +672,16 @@ impl Canonicaliser {
 
     pub fn symmetry(&self) -> &Symmetry {
         &self.symmetry
+    }
+
+    /// [`Symmetry::unit_lanes`], worked out once.
+    pub(crate) fn unit_lanes(&self) -> &[Vec<Vec<ActorId>>] {
+        &self.lanes
+    }
+
+    /// [`Symmetry::sorting_permutation`].
+    pub(crate) fn sorting_permutation(&self, actors: usize, sort_keys: &[u128]) -> Vec<ActorId> {
+        sort_units(&self.lanes, actors, sort_keys)
     }
 
     /// Make it fit a world whose connection `c` belongs to actor `conn_owner[c]`. Returns whether
@@ -641,7 +756,7 @@ impl Canonicaliser {
             .map(|&(v, a, k)| (v, self.symmetry.owned_values[perm[a]][k]))
             .collect();
         let numbers = if self.symmetry.renumbers { Numbers::Follow } else { Numbers::Keep };
-        Renaming { actors: perm, conns, values, slots: numbers.clone(), pids: numbers }
+        Renaming { swaps: Swaps::of(&perm), actors: perm, conns, values, slots: numbers.clone(), pids: numbers }
     }
 }
 

@@ -135,11 +135,11 @@ impl<A: Actor> State<A> {
 
     /// [`State::canonical_fingerprint`] with what renaming needs kept from state to state.
     pub fn canonical_fingerprint_with(&self, canon: &mut Canonicaliser) -> u128 {
-        match self.canonical_permutation(canon, None) {
+        match self.canonical_renaming(canon, None) {
             None => self.fingerprint(),
-            Some(perm) => {
+            Some(renaming) => {
                 let mut canonical = self.clone();
-                canonical.rename(&canon.renaming(perm));
+                canonical.rename(renaming);
                 canonical.fingerprint()
             }
         }
@@ -149,8 +149,9 @@ impl<A: Actor> State<A> {
     /// fingerprints). Returns the actor permutation applied (old index → new), or `None` when
     /// the state is canonical already or the world cannot rename.
     pub fn canonicalise(&mut self, canon: &mut Canonicaliser) -> Option<Vec<ActorId>> {
-        let perm = self.canonical_permutation(canon, None)?;
-        self.rename(&canon.renaming(perm.clone()));
+        let renaming = self.canonical_renaming(canon, None)?;
+        let perm = renaming.actors().to_vec();
+        self.rename(renaming);
         Some(perm)
     }
 
@@ -167,10 +168,10 @@ impl<A: Actor> State<A> {
         fp: &Footprint,
     ) -> Option<SortKeys> {
         let mover = choice.actor_index().map_or(u32::MAX, |a| 1 << a);
-        let (mut keys, perm) = self.sorted(canon, Some((parent, fp.signatures | mover)))?;
-        if let Some(perm) = perm {
-            self.rename(&canon.renaming(perm.clone()));
-            crate::symmetry::permute_in_place(&mut keys, |a| perm[a]);
+        let (mut keys, renaming) = self.sorted(canon, Some((parent, fp.signatures | mover)))?;
+        if let Some(renaming) = renaming {
+            renaming.permute(&mut keys);
+            self.rename(renaming);
         }
         Some(SortKeys { keys })
     }
@@ -219,36 +220,35 @@ impl<A: Actor> State<A> {
         Some(SortKeys { keys: self.member_keys(canon, None) })
     }
 
-    /// The permutation that sorts each symmetry group by what its members hold, unless renaming
-    /// by it would change nothing or the world cannot rename.
-    fn canonical_permutation(
-        &self,
-        canon: &mut Canonicaliser,
-        parent: Option<(&SortKeys, u32)>,
-    ) -> Option<Vec<ActorId>> {
-        self.sorted(canon, parent).and_then(|(_, perm)| perm)
+    /// The renaming that sorts each symmetry group by what its members hold, unless it would
+    /// change nothing or the world cannot rename.
+    fn canonical_renaming(&self, canon: &mut Canonicaliser, parent: Option<(&SortKeys, u32)>) -> Option<Renaming> {
+        self.sorted(canon, parent).and_then(|(_, renaming)| renaming)
     }
 
-    /// The members' sort keys and [`State::canonical_permutation`]; `None` when the world cannot
+    /// The members' sort keys and [`State::canonical_renaming`]; `None` when the world cannot
     /// rename.
     fn sorted(
         &self,
         canon: &mut Canonicaliser,
         parent: Option<(&SortKeys, u32)>,
-    ) -> Option<(Vec<u128>, Option<Vec<ActorId>>)> {
+    ) -> Option<(Vec<u128>, Option<Renaming>)> {
         if self.world.renamable().is_err() {
             return None;
         }
         let n = self.actors.len();
         let keys = self.member_keys(canon, parent);
-        let perm = canon.symmetry().sorting_permutation(n, &keys);
+        let perm = canon.sorting_permutation(n, &keys);
         if perm.iter().enumerate().any(|(i, &p)| i != p) {
-            return Some((keys, Some(perm)));
+            return Some((keys, Some(canon.renaming(perm))));
+        }
+        if !canon.symmetry().renumbers {
+            return Some((keys, None));
         }
         // A world that renumbers slots and pids to follow their holders may change even when
-        // every actor keeps its place.
-        let renumbered = canon.symmetry().renumbers && !self.world.keeps_numbers(&canon.renaming(perm.clone()));
-        Some((keys, renumbered.then_some(perm)))
+        // every actor keeps its place. Numbered here, the world need not number them again.
+        let numbered = self.world.numbered(canon.renaming(perm));
+        Some((keys, (!numbered.is_identity()).then_some(numbered)))
     }
 
     /// Each group member's sort key: its own state and what it holds in the world, both seen
@@ -309,11 +309,9 @@ impl<A: Actor> State<A> {
         // This state's own keys, not those canonicalising made: they were the keys of the state
         // before renaming, which depends on the path here, and this must depend on the state alone.
         let keys = &keys.keys;
-        let symmetry = canon.symmetry();
         // Runs of neighbouring units (lanes of coupled groups together) with equal keys.
-        let mut runs: Vec<(Vec<&[ActorId]>, usize, usize)> = Vec::new();
-        for g in symmetry.leaders() {
-            let lanes: Vec<&[ActorId]> = symmetry.parallel(g).into_iter().map(|h| &symmetry.groups[h][..]).collect();
+        let mut runs: Vec<(&[Vec<ActorId>], usize, usize)> = Vec::new();
+        for lanes in canon.unit_lanes() {
             let tied = |k: usize| lanes.iter().all(|lane| keys[lane[k - 1]] == keys[lane[k]]);
             let mut first = 0;
             for k in 1..=lanes[0].len() {
@@ -322,7 +320,7 @@ impl<A: Actor> State<A> {
                 }
                 let moves = (first..k).any(|j| lanes.iter().any(|lane| movers[lane[j]]));
                 if k - first >= 2 && moves {
-                    runs.push((lanes.clone(), first, k - 1));
+                    runs.push((lanes, first, k - 1));
                 }
                 first = k;
             }
@@ -334,11 +332,11 @@ impl<A: Actor> State<A> {
         // other; rotating every run at once is one check for the usual case, where each holds.
         let fixed = |perm: Vec<ActorId>| {
             let mut renamed = self.clone();
-            renamed.rename(&canon.renaming(perm));
+            renamed.rename(canon.renaming(perm));
             renamed == *self
         };
-        let rotate = |perm: &mut Vec<ActorId>, (lanes, first, last): &(Vec<&[ActorId]>, usize, usize)| {
-            for lane in lanes {
+        let rotate = |perm: &mut Vec<ActorId>, (lanes, first, last): &(&[Vec<ActorId>], usize, usize)| {
+            for lane in lanes.iter() {
                 for k in *first..=*last {
                     perm[lane[k]] = lane[if k == *last { *first } else { k + 1 }];
                 }
@@ -355,7 +353,7 @@ impl<A: Actor> State<A> {
             rotate(&mut rotation, run);
             // With one run, its rotation is the one `every_run` already checked.
             if every_run || (runs.len() > 1 && fixed(rotation)) {
-                for lane in lanes {
+                for lane in lanes.iter() {
                     (first + 1..=*last).for_each(|k| reps[lane[k]] = lane[*first]);
                 }
                 any = true;
@@ -393,7 +391,7 @@ impl<A: Actor> State<A> {
             .flat_map(|perm| self.world.every_slot_numbering(&Renaming::new(perm, owners, symmetry)))
             .map(|renaming| {
                 let mut renamed = self.clone();
-                renamed.rename(&renaming);
+                renamed.rename(renaming);
                 renamed.fingerprint()
             })
             .min()
@@ -401,11 +399,10 @@ impl<A: Actor> State<A> {
     }
 
     /// Rename actors and what they own (see [`crate::symmetry`]).
-    pub fn rename(&mut self, renaming: &Renaming) {
-        let numbered = self.world.rename(renaming);
-        let renaming = numbered.as_ref().unwrap_or(renaming);
+    pub fn rename(&mut self, renaming: Renaming) {
+        let renaming = self.world.rename(renaming);
         for actor in &mut self.actors {
-            actor.rename(renaming);
+            actor.rename(&renaming);
         }
         renaming.permute(&mut self.actors);
         renaming.permute(&mut self.status);
@@ -895,7 +892,7 @@ pub(crate) fn concrete_schedule<M: Model<Actor = A>, A: Actor>(
         // their old order, which the two paths may have left different: exact only without.
         if !renaming.follows_numbers() {
             let mut renamed = concrete.clone();
-            renamed.rename(&renaming);
+            renamed.rename(renaming);
             assert_eq!(
                 renamed.fingerprint(),
                 walked.fingerprint(),

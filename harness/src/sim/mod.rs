@@ -31,7 +31,7 @@ pub use subsystem::{Part, PartId, PartOp, Parts, Subsystem, MAX_PARTS};
 
 use subsystem::AnyOp;
 
-use crate::symmetry::Renaming;
+use crate::symmetry::{Renaming, Renumbering};
 
 /// Which subsystem holds an actor's waiting op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -361,26 +361,24 @@ impl World {
     /// out in turn ([`crate::symmetry::Symmetry::renumbers`]), the world numbers the slots of its
     /// one connection pool and its processes in the order of the renamed actors holding them, and
     /// returns the renaming with those numbers, for the actors to rename what they remember.
-    pub fn rename(&mut self, renaming: &Renaming) -> Option<Renaming> {
+    pub fn rename(&mut self, renaming: Renaming) -> Renaming {
         assert_eq!(renaming.len(), self.waits_in.len(), "a renaming of this world's actors");
-        let numbered = renaming.follows_numbers().then(|| {
-            let slots = self.pool().map(|pool| pool.slot_renumbering(renaming));
-            self.with_pids(renaming, slots)
-        });
-        let renaming = numbered.as_ref().unwrap_or(renaming);
+        let renaming = self.numbered(renaming);
         renaming.permute(&mut self.waits_in);
         for part in self.all() {
-            part.rename_dyn(renaming);
+            part.rename_dyn(&renaming);
         }
-        numbered
+        renaming
     }
 
-    /// Would [`World::rename`] by `renaming` keep every pool slot's and pid's number? Renaming
-    /// by an identity permutation changes nothing else.
-    pub(crate) fn keeps_numbers(&self, renaming: &Renaming) -> bool {
-        let kept = |numbers: Vec<(i64, i64)>| numbers.iter().all(|&(old, new)| old == new);
-        self.pool().is_none_or(|pool| kept(pool.slot_renumbering(renaming)))
-            && (!self.pids_follow_actors() || kept(self.os.pid_renumbering(renaming)))
+    /// `renaming` with the slots and pids it leaves to the world (see [`Renaming::follows_numbers`])
+    /// numbered as [`World::rename`] numbers them: an identity when it would change nothing.
+    pub(crate) fn numbered(&self, renaming: Renaming) -> Renaming {
+        if !renaming.follows_numbers() {
+            return renaming;
+        }
+        let slots = self.pool().map(|pool| pool.slot_renumbering(&renaming));
+        self.with_pids(renaming, slots)
     }
 
     /// `renaming` once for every numbering of the pool's slots (pids as [`World::rename`]
@@ -390,14 +388,14 @@ impl World {
         if !renaming.follows_numbers() {
             return vec![renaming.clone()];
         }
-        let Some(pool) = self.pool() else { return vec![self.with_pids(renaming, None)] };
+        let Some(pool) = self.pool() else { return vec![self.with_pids(renaming.clone(), None)] };
         let slots = pool.slot_count();
         assert!(slots <= 6, "the exact class key tries every numbering of at most 6 pool slots");
         crate::symmetry::permutations(slots)
             .into_iter()
             .map(|order| {
-                let map = order.iter().enumerate().map(|(old, &new)| (old as i64, new as i64)).collect();
-                self.with_pids(renaming, Some(map))
+                let to = order.iter().map(|&new| new as i64).collect();
+                self.with_pids(renaming.clone(), Some(Renumbering { base: 0, to }))
             })
             .collect()
     }
@@ -412,8 +410,8 @@ impl World {
         }
     }
 
-    fn with_pids(&self, renaming: &Renaming, slots: Option<Vec<(i64, i64)>>) -> Renaming {
-        let pids = self.pids_follow_actors().then(|| self.os.pid_renumbering(renaming));
+    fn with_pids(&self, renaming: Renaming, slots: Option<Renumbering>) -> Renaming {
+        let pids = self.pids_follow_actors().then(|| self.os.pid_renumbering(&renaming));
         renaming.with_numbers(slots, pids)
     }
 

@@ -20,7 +20,7 @@ use crate::explore::state::ByteSink;
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, OsOp, Outcome, Pid, Resource, Value, MAX_ACTORS};
 
 use super::subsystem::Subsystem;
-use crate::symmetry::Renaming;
+use crate::symmetry::{Renaming, Renumbering};
 
 /// The pid of the first process; later ones count up from it.
 const FIRST_PID: Pid = 100;
@@ -238,12 +238,33 @@ impl Os {
 
     /// Old pid → new pid: processes numbered in the order of the (renamed) actor each was
     /// started for, so that equal states up to renaming get equal pids.
-    pub(crate) fn pid_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
-        let mut order: Vec<(ActorId, usize)> = (0..self.processes.len())
-            .map(|i| (self.processes[i].actors.first().map_or(ActorId::MAX, |a| r.actor(a)), i))
-            .collect();
-        order.sort_unstable();
-        order.iter().enumerate().map(|(new, &(_, old))| (pid_at(old), pid_at(new))).collect()
+    pub(crate) fn pid_renumbering(&self, r: &Renaming) -> Renumbering {
+        let first = |i: usize| self.processes[i].actors.first().map(|a| r.actor(a));
+        // Usually they are in that order already: most renamings come from states whose pids
+        // were numbered so, and keep the actors' order.
+        let key = |i: usize| first(i).unwrap_or(ActorId::MAX);
+        if (1..self.processes.len()).all(|i| key(i - 1) <= key(i)) {
+            return Renumbering::kept(pid_at(0));
+        }
+        // Each process is started for one actor, so the renamed actors index the processes
+        // without sorting; processes started for no actor come last.
+        let mut started_for = [usize::MAX; MAX_ACTORS];
+        let mut unique = true;
+        for i in 0..self.processes.len() {
+            if let Some(a) = first(i) {
+                unique &= started_for[a] == usize::MAX;
+                started_for[a] = i;
+            }
+        }
+        if !unique {
+            let mut order: Vec<(ActorId, usize)> =
+                (0..self.processes.len()).map(|i| (first(i).unwrap_or(ActorId::MAX), i)).collect();
+            order.sort_unstable();
+            return Renumbering::in_order(pid_at(0), order.len(), order.into_iter().map(|(_, i)| i));
+        }
+        let unstarted = (0..self.processes.len()).filter(|&i| first(i).is_none());
+        let order = started_for.into_iter().filter(|&i| i != usize::MAX).chain(unstarted);
+        Renumbering::in_order(pid_at(0), self.processes.len(), order)
     }
 
     /// What the OS keeps about `actor`, with other members and every pid abstracted, for

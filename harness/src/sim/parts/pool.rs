@@ -7,7 +7,7 @@ use crate::explore::state::ByteSink;
 
 use crate::op::{ActorId, Applied, ErrorCode, Footprint, Outcome, Value};
 use crate::sim::subsystem::{PartOp, Subsystem};
-use crate::symmetry::Renaming;
+use crate::symmetry::{Renaming, Renumbering};
 
 use super::{resource, EPERM, MAX_WAITERS};
 
@@ -89,7 +89,7 @@ impl ConnectionPool {
     /// Old slot → new slot: the slots every checkout treats alike, numbered in the order of
     /// their renamed holders (a slot handed over but not collected after one held, then free
     /// slots), ties in their old order. An actor's two slots thus keep their relative order.
-    pub(crate) fn slot_renumbering(&self, r: &Renaming) -> Vec<(i64, i64)> {
+    pub(crate) fn slot_renumbering(&self, r: &Renaming) -> Renumbering {
         let mut order: Vec<(ActorId, bool, usize)> = (0..self.slots.len())
             .map(|s| {
                 let granted = self.granted.iter().any(|&(_, g)| usize::from(g) == s);
@@ -97,7 +97,7 @@ impl ConnectionPool {
             })
             .collect();
         order.sort_unstable();
-        order.iter().enumerate().map(|(new, &(_, _, old))| (old as i64, new as i64)).collect()
+        Renumbering::in_order(0, order.len(), order.iter().map(|&(_, _, old)| old))
     }
 
     /// Return `slot`: to the oldest waiter if any, which moves every waiter up the queue.
