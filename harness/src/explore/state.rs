@@ -331,9 +331,13 @@ impl<A: Actor> State<A> {
         // A rotation of a run that leaves the state as it is maps its first member onto every
         // other; rotating every run at once is one check for the usual case, where each holds.
         let fixed = |perm: Vec<ActorId>| {
-            let mut renamed = self.clone();
-            renamed.rename(canon.renaming(perm));
-            renamed == *self
+            let fixed = self.fixed_by(canon.renaming(perm.clone()));
+            if canon.checks_reused_keys() {
+                let mut renamed = self.clone();
+                renamed.rename(canon.renaming(perm));
+                assert_eq!(fixed, renamed == *self, "fixed_by disagrees with renaming a copy");
+            }
+            fixed
         };
         let rotate = |perm: &mut Vec<ActorId>, (lanes, first, last): &(&[Vec<ActorId>], usize, usize)| {
             for lane in lanes.iter() {
@@ -396,6 +400,23 @@ impl<A: Actor> State<A> {
             })
             .min()
             .expect("the identity at least")
+    }
+
+    /// Would [`State::rename`] by `renaming` leave this state as it is? Answered without a
+    /// renamed copy.
+    pub fn fixed_by(&self, renaming: Renaming) -> bool {
+        // Actors rename the pids and slots they remember as the world numbers them.
+        let renaming = self.world.numbered(renaming);
+        let last_kept = self.last.is_none_or(|a| renaming.actor(usize::from(a)) == usize::from(a));
+        let actors_kept = (0..self.actors.len()).all(|a| {
+            let b = renaming.actor(a);
+            self.status[a] == self.status[b] && {
+                let mut renamed = self.actors[a].clone();
+                renamed.rename(&renaming);
+                renamed == self.actors[b]
+            }
+        });
+        last_kept && actors_kept && self.world.fixed_by(&renaming)
     }
 
     /// Rename actors and what they own (see [`crate::symmetry`]).

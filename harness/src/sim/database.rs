@@ -311,6 +311,15 @@ impl Subsystem for Database {
         }
     }
 
+    fn fixed_by(&self, r: &Renaming) -> bool {
+        // See `rename`.
+        self.conn_owner.is_empty() || {
+            let mut renamed = self.clone();
+            renamed.rename(r);
+            renamed == *self
+        }
+    }
+
     fn describe(&self) -> Vec<String> {
         let locks = if self.is_simulated() { self.sim.describe_locks() } else { Vec::new() };
         self.schema()

@@ -371,6 +371,15 @@ impl World {
         renaming
     }
 
+    /// Would [`World::rename`] by `renaming`, [`World::numbered`] already, leave this world as
+    /// it is?
+    pub(crate) fn fixed_by(&self, renaming: &Renaming) -> bool {
+        debug_assert!(!renaming.follows_numbers());
+        let waits_kept = (0..self.waits_in.len()).all(|a| self.waits_in[a] == self.waits_in[renaming.actor(a)]);
+        let builtin: [&dyn Part; 3] = [&self.db, &self.os, &self.http];
+        waits_kept && builtin.into_iter().chain(self.parts.0.iter().map(|p| &**p)).all(|p| p.fixed_by_dyn(renaming))
+    }
+
     /// `renaming` with the slots and pids it leaves to the world (see [`Renaming::follows_numbers`])
     /// numbered as [`World::rename`] numbers them: an identity when it would change nothing.
     pub(crate) fn numbered(&self, renaming: Renaming) -> Renaming {

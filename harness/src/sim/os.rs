@@ -262,9 +262,15 @@ impl Os {
             order.sort_unstable();
             return Renumbering::in_order(pid_at(0), order.len(), order.into_iter().map(|(_, i)| i));
         }
+        let mut to = vec![0; self.processes.len()];
+        let mut next = pid_at(0);
         let unstarted = (0..self.processes.len()).filter(|&i| first(i).is_none());
-        let order = started_for.into_iter().filter(|&i| i != usize::MAX).chain(unstarted);
-        Renumbering::in_order(pid_at(0), self.processes.len(), order)
+        for i in started_for.into_iter().filter(|&i| i != usize::MAX).chain(unstarted) {
+            to[i] = next;
+            next += 1;
+        }
+        assert_eq!(next, pid_at(self.processes.len()), "every process renumbered");
+        Renumbering { base: pid_at(0), to }
     }
 
     /// What the OS keeps about `actor`, with other members and every pid abstracted, for
@@ -546,6 +552,56 @@ impl Subsystem for Os {
         };
         rename_by_path(&mut self.files, r, rename_content);
         rename_by_path(&mut self.flocks, r, rename_flock);
+    }
+
+    /// [`Os::rename`]'s moves, checked in place: the search asks this of every state where
+    /// identical actors tie, and a renamed copy cost more than the rest of the check.
+    fn fixed_by(&self, r: &Renaming) -> bool {
+        if !self.renumbered {
+            return true;
+        }
+        let pids = self.processes.len();
+        let is_pid = |v: i64| (pid_at(0)..pid_at(pids)).contains(&v);
+        let processes_kept = self.processes.iter().enumerate().all(|(i, p)| {
+            let q = &self.processes[(r.pid(pid_at(i) as Pid) - FIRST_PID) as usize];
+            p.alive == q.alive
+                && p.actors.len() == q.actors.len()
+                && p.actors.iter().map(|a| r.actor(a)).eq(q.actors.iter())
+        });
+        let wait_kept = |a: ActorId, b: ActorId| match (&self.waits[a], &self.waits[b]) {
+            (None, None) => true,
+            (Some(w), Some(v)) => {
+                let on = match w.on {
+                    WaitFor::Flock(path) => WaitFor::Flock(rename_path(r, path)),
+                    spawn => spawn,
+                };
+                let outcome = w.outcome.clone().map(|mut o| {
+                    rename_outcome(r, &mut o);
+                    o
+                });
+                on == v.on && outcome == v.outcome
+            }
+            _ => false,
+        };
+        let actors_kept = (0..self.process_of.len()).all(|a| {
+            let b = r.actor(a);
+            self.process_of[a].map(|p| r.pid(p)) == self.process_of[b]
+                && self.dormant[a] == self.dormant[b]
+                && self.stillborn[a] == self.stillborn[b]
+                && wait_kept(a, b)
+        });
+        let content = |content: Value| match content {
+            Value::Int(v) if is_pid(v) => Value::Int(i64::from(r.pid(v as Pid))),
+            other => r.value(other),
+        };
+        let files_kept =
+            self.files.iter().all(|(&path, &value)| self.files.get(rename_path(r, path)) == Some(&content(value)));
+        let flocks_kept = self.flocks.iter().all(|(&path, f)| {
+            self.flocks.get(rename_path(r, path)).is_some_and(|g| {
+                g.holder == r.actor(f.holder) && f.queue.iter().map(|&a| r.actor(a)).eq(g.queue.iter().copied())
+            })
+        });
+        processes_kept && actors_kept && files_kept && flocks_kept
     }
 
     fn actor_signature(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {

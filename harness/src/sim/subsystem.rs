@@ -133,6 +133,15 @@ pub trait Subsystem: Clone + Eq + Hash + Debug + Send + Sync + 'static {
         let _ = renaming;
         unreachable!("{}: rename without renamable", self.name())
     }
+
+    /// Would [`Subsystem::rename`] by `renaming` leave this state as it is? A search asks this
+    /// of every state where identical actors tie (see `State::mirrors`). By default it renames
+    /// a copy and compares; a subsystem may answer without the copy, as long as it answers alike.
+    fn fixed_by(&self, renaming: &Renaming) -> bool {
+        let mut renamed = self.clone();
+        renamed.rename(renaming);
+        renamed == *self
+    }
 }
 
 /// An op of some subsystem, type-erased so that [`OpKind`] can carry it.
@@ -207,6 +216,7 @@ pub trait Part: Any + Debug + Send + Sync {
     fn describe_dyn(&self) -> Vec<String>;
     fn renamable_dyn(&self) -> Result<(), String>;
     fn rename_dyn(&mut self, renaming: &Renaming);
+    fn fixed_by_dyn(&self, renaming: &Renaming) -> bool;
     fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>);
 }
 
@@ -287,6 +297,9 @@ impl<S: Subsystem> Part for S {
     }
     fn rename_dyn(&mut self, renaming: &Renaming) {
         self.rename(renaming)
+    }
+    fn fixed_by_dyn(&self, renaming: &Renaming) -> bool {
+        self.fixed_by(renaming)
     }
     fn actor_signature_dyn(&self, actor: ActorId, abstracting: &Renaming, out: &mut ByteSink<'_>) {
         self.actor_signature(actor, abstracting, out)

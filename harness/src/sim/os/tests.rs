@@ -385,3 +385,43 @@ fn a_signature_does_not_depend_on_which_member_holds_the_locks() {
     };
     assert_eq!(signature(&holding(0), 0), signature(&holding(1), 1));
 }
+
+#[test]
+fn fixed_by_answers_as_renaming_a_copy_does() {
+    use crate::symmetry::{Renaming, Symmetry};
+    let units = Symmetry::units(&[vec![0, 2], vec![1, 3]], Vec::new()).renumbering();
+    let swap = || Renaming::new(vec![1, 0, 3, 2], &[], &units);
+    let by_copy = |world: &crate::sim::World| {
+        let mut renamed = world.clone();
+        renamed.rename(swap());
+        renamed == *world
+    };
+    let by_check = |world: &crate::sim::World| world.os.fixed_by(&world.numbered(swap()));
+    // Told apart by who holds the lock and whose pid the file names.
+    let spawned = spawned_in_turn(0);
+    assert!(!by_copy(&spawned));
+    assert_eq!(by_check(&spawned), by_copy(&spawned));
+    // Two hooks that have done nothing yet mirror each other.
+    let mut idle = crate::sim::World::new(crate::sim::Schema::default(), 4);
+    idle.os.number_by_actors();
+    idle.os.start_process(&[0]);
+    idle.os.start_process(&[1]);
+    idle.os.add_dormant(2);
+    idle.os.add_dormant(3);
+    assert!(by_copy(&idle));
+    assert_eq!(by_check(&idle), by_copy(&idle));
+    // Both daemons spawned, neither locked: mirrors again, pids renumbered to follow.
+    let mut both = idle.clone();
+    for hook in [0, 1] {
+        both.apply(hook, &crate::op::Op::os("spawn", OsOp::SpawnProcess { actor: hook + 2 }));
+    }
+    assert!(by_copy(&both));
+    assert_eq!(by_check(&both), by_copy(&both));
+    // Spawned the other way round, the pids are out of the hooks' order: not a mirror.
+    let mut crossed = idle.clone();
+    for hook in [1, 0] {
+        crossed.apply(hook, &crate::op::Op::os("spawn", OsOp::SpawnProcess { actor: hook + 2 }));
+    }
+    assert!(!by_copy(&crossed));
+    assert_eq!(by_check(&crossed), by_copy(&crossed));
+}
