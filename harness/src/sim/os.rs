@@ -145,7 +145,7 @@ struct FlockState {
     queue: Vec<ActorId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Os {
     /// Indexed by `pid - FIRST_PID`.
     processes: Vec<Process>,
@@ -163,6 +163,70 @@ pub struct Os {
     renumbered: bool,
     /// Real processes running the same ops, when a stateless explorer attached them.
     real: Option<RealOs>,
+}
+
+/// Every field, the small per-actor and per-process ones packed into a few writes: a search
+/// fingerprints every state it reaches, and the OS was most of a fingerprint's writes.
+impl Hash for Os {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Destructured, so that a new field cannot be left out of the fingerprint.
+        let Os { processes, process_of, dormant, stillborn, waits, files, flocks, renumbered, real } = self;
+        let mut packed = Packer::new(state);
+        packed.push_len(processes.len());
+        for process in processes {
+            // The unused rest of `ids` is always 0: the whole array is as good as its actors.
+            packed.push([u8::from(process.alive), process.actors.len]);
+            packed.push(process.actors.ids);
+        }
+        packed.push_len(process_of.len());
+        for a in 0..process_of.len() {
+            // A pid as its offset from the first, plus one (0: none); u32 bytes past that.
+            let pid = process_of[a].map_or(0, |p| u64::from(p) + 1 - u64::from(FIRST_PID));
+            let flags = u8::from(dormant[a]) | u8::from(stillborn[a]) << 1 | u8::from(waits[a].is_some()) << 2;
+            let [p0, p1, p2, p3, p4, ..] = pid.to_le_bytes();
+            packed.push([flags, p0, p1, p2, p3, p4]);
+        }
+        packed.flush();
+        assert!(dormant.len() == process_of.len() && stillborn.len() == process_of.len(), "one entry an actor");
+        waits.iter().flatten().for_each(|w| w.hash(state));
+        files.hash(state);
+        flocks.hash(state);
+        renumbered.hash(state);
+        real.hash(state);
+    }
+}
+
+/// Bytes gathered on the stack and handed to a hasher in one write per 256.
+struct Packer<'h, H: std::hash::Hasher> {
+    state: &'h mut H,
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl<'h, H: std::hash::Hasher> Packer<'h, H> {
+    fn new(state: &'h mut H) -> Self {
+        Packer { state, bytes: [0; 256], len: 0 }
+    }
+
+    /// Fixed-size, so that each push compiles to a few moves.
+    #[inline]
+    fn push<const N: usize>(&mut self, bytes: [u8; N]) {
+        const { assert!(N <= 256) };
+        if self.len + N > self.bytes.len() {
+            self.flush();
+        }
+        self.bytes[self.len..self.len + N].copy_from_slice(&bytes);
+        self.len += N;
+    }
+
+    fn push_len(&mut self, len: usize) {
+        self.push((len as u64).to_le_bytes());
+    }
+
+    fn flush(&mut self) {
+        self.state.write(&self.bytes[..self.len]);
+        self.len = 0;
+    }
 }
 
 /// Real processes, files and `flock`s behind the simulator's stepping API (see `racelab-real`).

@@ -425,3 +425,48 @@ fn fixed_by_answers_as_renaming_a_copy_does() {
     assert!(!by_copy(&crossed));
     assert_eq!(by_check(&crossed), by_copy(&crossed));
 }
+
+#[test]
+fn the_packed_fingerprint_tells_apart_what_each_field_holds() {
+    let fingerprint = |os: &Os| crate::explore::state::fingerprint_of(os);
+    let base = || {
+        let mut os = os(3);
+        os.start_process(&[0]);
+        os.add_dormant(2);
+        os
+    };
+    let mut variants = vec![base()];
+    // Another process, another actor in one, a dormant actor fewer, a dead process, a stillborn
+    // actor, a waiting actor, a file, a held flock.
+    let mut more = base();
+    more.start_process(&[1]);
+    variants.push(more);
+    let mut mates = base();
+    mates.start_process(&[1]);
+    mates.processes[1].actors.push(2);
+    variants.push(mates);
+    let mut awake = base();
+    awake.dormant[2] = false;
+    variants.push(awake);
+    let mut dead = base();
+    crash(&mut dead, 0);
+    variants.push(dead);
+    let mut stillborn = base();
+    stillborn.stillborn[2] = true;
+    variants.push(stillborn);
+    let mut spawning = base();
+    apply(&mut spawning, 0, OsOp::SpawnProcess { actor: 2 });
+    variants.push(spawning);
+    let mut written = base();
+    done(&mut written, 0, OsOp::WriteFile { path: "pid", content: Value::Int(100) });
+    variants.push(written);
+    let mut locked = base();
+    done(&mut locked, 0, OsOp::Flock { path: LOCK, nonblocking: true });
+    variants.push(locked);
+    for (i, a) in variants.iter().enumerate() {
+        for (j, b) in variants.iter().enumerate().skip(i + 1) {
+            assert_ne!(a, b, "variants {i} and {j} are the same state");
+            assert_ne!(fingerprint(a), fingerprint(b), "variants {i} and {j} share a fingerprint");
+        }
+    }
+}
