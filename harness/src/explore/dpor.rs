@@ -36,15 +36,14 @@
 //! that was not run is not checked: `run::check` therefore never calls such a model's invariants
 //! `holds` on DPOR alone.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashSet};
-use std::hash::BuildHasherDefault;
 
 use crate::model::{Actor, Model};
 use crate::op::{Footprint, MAX_ACTORS};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
 use super::state::{fingerprint_of, Properties, State};
+use super::visited::FingerprintSet;
 use super::{Bounds, Choice, ChoiceKind, Exploration, Explorer, Stats, Violation};
 
 /// The process of power-loss choices, after the actors' (at most [`MAX_ACTORS`]).
@@ -259,7 +258,7 @@ struct Search<'m, M: Model> {
     total: bool,
     frames: Vec<Frame<M::Actor>>,
     events: Vec<Event>,
-    seen: HashSet<u128, BuildHasherDefault<DefaultHasher>>,
+    seen: FingerprintSet,
     stats: Stats,
     report: DporReport,
     reached: u64,
@@ -537,7 +536,7 @@ pub fn count_traces<M: Model>(model: &M, bounds: &Bounds, cap: u64) -> TraceCoun
 /// in either order. Returns how many such pairs were tried, or the first that failed.
 pub fn check_independence<M: Model>(model: &M, bounds: &Bounds, max_states: usize) -> Result<u64, String> {
     let mut stack = vec![State::initial(model)];
-    let mut seen: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+    let mut seen: FingerprintSet = HashSet::default();
     let mut tried = 0;
     while let Some(state) = stack.pop() {
         if seen.len() >= max_states {

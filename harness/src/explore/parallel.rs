@@ -24,9 +24,6 @@
 //! of threads. A violation's schedule is translated back into a concrete one
 //! (`state::concrete_schedule`).
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -36,12 +33,13 @@ use crate::symmetry::{Canonicaliser, Symmetry};
 
 use super::budget::{Budget, Progress, CHECK_EVERY};
 use super::state::{concrete_schedule, Properties, SortKeys, State};
+use super::visited::FingerprintSet;
 use super::{Bounds, Choice, Exploration, Stats, Violation};
 
 /// Lock stripes of the visited set: enough that two to a few dozen threads rarely meet.
 const STRIPES: usize = 256;
 
-type Stripe = Mutex<HashSet<u128, BuildHasherDefault<DefaultHasher>>>;
+type Stripe = Mutex<FingerprintSet>;
 
 /// Work given away: schedules reaching claimed states not yet expanded.
 #[derive(Default)]
@@ -172,7 +170,8 @@ impl<M: Model> Walker<'_, '_, M> {
 
     /// Claim `key` for this thread: `true` if no thread had visited it.
     fn claim(&self, key: u128) -> bool {
-        let stripe = ((key as u64) ^ ((key >> 64) as u64)) as usize % STRIPES;
+        // The low bits: each stripe's set hashes by the high ones (`FingerprintHasher`).
+        let stripe = key as usize % STRIPES;
         self.shared.visited[stripe].lock().expect("no search thread panicked").insert(key)
     }
 

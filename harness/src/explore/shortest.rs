@@ -4,9 +4,7 @@
 //! missed) finds a violating state at the least depth. When the graph is too large for that,
 //! greedy shrinking drops single choices from a known failing schedule while it still fails.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashSet, VecDeque};
-use std::hash::BuildHasherDefault;
 
 use crate::model::{Actor, Model, Status};
 use crate::op::{Op, Row, TableId};
@@ -14,6 +12,7 @@ use crate::sim::{Attached, SharedDb};
 
 use super::budget::{Budget, CHECK_EVERY};
 use super::state::{Properties, State};
+use super::visited::FingerprintSet;
 use super::{Bounds, Choice, ChoiceKind, Event, Violation};
 
 /// A schedule that was replayed step by step.
@@ -127,7 +126,7 @@ fn breadth_first_within<M: Model>(model: &M, bounds: &Bounds, budget: &Budget) -
     }
     // Parent pointers: node k was reached from `nodes[k].0` by `nodes[k].1`.
     let mut nodes: Vec<(u32, Choice)> = Vec::new();
-    let mut seen: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+    let mut seen: FingerprintSet = HashSet::default();
     seen.insert(init.fingerprint());
     let mut queue: VecDeque<(State<M::Actor>, Option<u32>, u32)> = VecDeque::from([(init, None, 0)]);
     while let Some((state, node, depth)) = queue.pop_front() {
@@ -252,7 +251,7 @@ pub fn all_schedules<M: Model>(model: &M, bounds: &Bounds, limit: usize) -> Vec<
         state: State<A>,
         bounds: &Bounds,
         path: &mut Vec<Choice>,
-        seen: &mut HashSet<u128, BuildHasherDefault<DefaultHasher>>,
+        seen: &mut FingerprintSet,
         out: &mut Vec<Vec<Choice>>,
         limit: usize,
     ) {

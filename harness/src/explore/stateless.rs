@@ -1,9 +1,7 @@
 //! Stateless exploration: run whole schedules from the initial state, each decided by a
 //! seeded [`Scheduler`]. Needs no state hashing, so it works where states cannot be forked.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -13,6 +11,7 @@ use crate::model::Model;
 use crate::sim::{Attached, SharedDb};
 
 use super::state::{Properties, State};
+use super::visited::FingerprintSet;
 use super::{unreached_targets, Bounds, Choice, ChoiceKind, Exploration, Explorer, Scheduler, Stats};
 
 /// Runs up to `schedules` schedules chosen by `scheduler`, each from a fresh initial state, on
@@ -35,8 +34,8 @@ impl<S: Scheduler> Explorer for Stateless<S> {
     fn explore<M: Model>(&mut self, model: &M, bounds: &Bounds) -> Exploration {
         let props = Properties::of(model);
         let mut stats = Stats::default();
-        let mut seen: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
-        let mut finals: HashSet<u128, BuildHasherDefault<DefaultHasher>> = HashSet::default();
+        let mut seen: FingerprintSet = HashSet::default();
+        let mut finals: FingerprintSet = HashSet::default();
         let mut reached = 0u64;
         let mut violation = None;
         let mut index = 0;
