@@ -29,16 +29,22 @@ fn crash(os: &mut Os, actor: ActorId) -> Vec<ActorId> {
     dead
 }
 
-/// Hooks 0 and 1 each spawn their daemon (2 and 3), `first` first; the daemon of `first`
-/// takes the lock and names itself in the PID file.
-fn spawned_in_turn(first: ActorId) -> crate::sim::World {
-    use crate::op::Op;
+/// Hooks 0 and 1 in processes of their own, their daemons 2 and 3 not spawned yet.
+fn hooks_before_spawning() -> crate::sim::World {
     let mut world = crate::sim::World::new(crate::sim::Schema::default(), 4);
     world.os.number_by_actors();
     world.os.start_process(&[0]);
     world.os.start_process(&[1]);
     world.os.add_dormant(2);
     world.os.add_dormant(3);
+    world
+}
+
+/// Hooks 0 and 1 each spawn their daemon (2 and 3), `first` first; the daemon of `first`
+/// takes the lock and names itself in the PID file.
+fn spawned_in_turn(first: ActorId) -> crate::sim::World {
+    use crate::op::Op;
+    let mut world = hooks_before_spawning();
     for hook in [first, 1 - first] {
         world.apply(hook, &Op::os("spawn", OsOp::SpawnProcess { actor: hook + 2 }));
     }
@@ -402,12 +408,7 @@ fn fixed_by_answers_as_renaming_a_copy_does() {
     assert!(!by_copy(&spawned));
     assert_eq!(by_check(&spawned), by_copy(&spawned));
     // Two hooks that have done nothing yet mirror each other.
-    let mut idle = crate::sim::World::new(crate::sim::Schema::default(), 4);
-    idle.os.number_by_actors();
-    idle.os.start_process(&[0]);
-    idle.os.start_process(&[1]);
-    idle.os.add_dormant(2);
-    idle.os.add_dormant(3);
+    let idle = hooks_before_spawning();
     assert!(by_copy(&idle));
     assert_eq!(by_check(&idle), by_copy(&idle));
     // Both daemons spawned, neither locked: mirrors again, pids renumbered to follow.
