@@ -242,7 +242,8 @@ impl<A: Actor> State<A> {
         if perm.iter().enumerate().any(|(i, &p)| i != p) {
             return Some((keys, Some(canon.renaming(perm))));
         }
-        if !canon.symmetry().renumbers {
+        if !canon.symmetry().renumbers || self.world.numbers_in_order() {
+            debug_assert!(!canon.symmetry().renumbers || self.world.numbered(canon.renaming(perm)).is_identity());
             return Some((keys, None));
         }
         // A world that renumbers slots and pids to follow their holders may change even when

@@ -380,6 +380,14 @@ impl World {
         waits_kept && builtin.into_iter().chain(self.parts.0.iter().map(|p| &**p)).all(|p| p.fixed_by_dyn(renaming))
     }
 
+    /// Are the pool's slots and the pids numbered as [`World::numbered`] numbers them for a
+    /// renaming that keeps every actor in place? Asked of most states a search makes, so it
+    /// builds no renaming.
+    pub(crate) fn numbers_in_order(&self) -> bool {
+        self.pool().is_none_or(parts::ConnectionPool::slots_in_order)
+            && (!self.pids_follow_actors() || self.os.pids_in_order(|a| a))
+    }
+
     /// `renaming` with the slots and pids it leaves to the world (see [`Renaming::follows_numbers`])
     /// numbered as [`World::rename`] numbers them: an identity when it would change nothing.
     pub(crate) fn numbered(&self, renaming: Renaming) -> Renaming {

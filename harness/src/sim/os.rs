@@ -306,8 +306,7 @@ impl Os {
         let first = |i: usize| self.processes[i].actors.first().map(|a| r.actor(a));
         // Usually they are in that order already: most renamings come from states whose pids
         // were numbered so, and keep the actors' order.
-        let key = |i: usize| first(i).unwrap_or(ActorId::MAX);
-        if (1..self.processes.len()).all(|i| key(i - 1) <= key(i)) {
+        if self.pids_in_order(|a| r.actor(a)) {
             return Renumbering::kept(pid_at(0));
         }
         // Each process is started for one actor, so the renamed actors index the processes
@@ -335,6 +334,13 @@ impl Os {
         }
         assert_eq!(next, pid_at(self.processes.len()), "every process renumbered");
         Renumbering { base: pid_at(0), to }
+    }
+
+    /// Are processes numbered in the order of the actor each was started for, once `rename`
+    /// renames actors? Then [`Os::pid_renumbering`] keeps every pid.
+    pub(crate) fn pids_in_order(&self, rename: impl Fn(ActorId) -> ActorId) -> bool {
+        let key = |i: usize| self.processes[i].actors.first().map_or(ActorId::MAX, &rename);
+        (1..self.processes.len()).all(|i| key(i - 1) <= key(i))
     }
 
     /// What the OS keeps about `actor`, with other members and every pid abstracted, for

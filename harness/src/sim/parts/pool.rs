@@ -90,14 +90,23 @@ impl ConnectionPool {
     /// their renamed holders (a slot handed over but not collected after one held, then free
     /// slots), ties in their old order. An actor's two slots thus keep their relative order.
     pub(crate) fn slot_renumbering(&self, r: &Renaming) -> Renumbering {
-        let mut order: Vec<(ActorId, bool, usize)> = (0..self.slots.len())
-            .map(|s| {
-                let granted = self.granted.iter().any(|&(_, g)| usize::from(g) == s);
-                (self.slots[s].map_or(ActorId::MAX, |a| r.actor(a)), granted, s)
-            })
-            .collect();
+        let mut order: Vec<((ActorId, bool), usize)> =
+            (0..self.slots.len()).map(|s| (self.slot_order(s, |a| r.actor(a)), s)).collect();
         order.sort_unstable();
-        Renumbering::in_order(0, order.len(), order.iter().map(|&(_, _, old)| old))
+        Renumbering::in_order(0, order.len(), order.iter().map(|&(_, old)| old))
+    }
+
+    /// What [`ConnectionPool::slot_renumbering`] orders slot `s` by, once `rename` renames
+    /// actors: its holder, then whether it was handed over but not collected.
+    fn slot_order(&self, s: usize, rename: impl Fn(ActorId) -> ActorId) -> (ActorId, bool) {
+        let granted = self.granted.iter().any(|&(_, g)| usize::from(g) == s);
+        (self.slots[s].map_or(ActorId::MAX, rename), granted)
+    }
+
+    /// Are the slots numbered as [`ConnectionPool::slot_renumbering`] numbers them for a
+    /// renaming that keeps every actor?
+    pub(crate) fn slots_in_order(&self) -> bool {
+        (1..self.slots.len()).all(|s| self.slot_order(s - 1, |a| a) <= self.slot_order(s, |a| a))
     }
 
     /// Return `slot`: to the oldest waiter if any, which moves every waiter up the queue.
