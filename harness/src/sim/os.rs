@@ -53,6 +53,15 @@ fn rename_by_path<V>(map: &mut BTreeMap<&'static str, V>, r: &Renaming, rename: 
         .collect();
 }
 
+/// A file's content renamed: a number that is one of the `pids` processes' pid becomes the
+/// new pid, anything else is renamed as a value.
+fn renamed_content(r: &Renaming, pids: usize, content: Value) -> Value {
+    match content {
+        Value::Int(v) if (pid_at(0)..pid_at(pids)).contains(&v) => Value::Int(i64::from(r.pid(v as Pid))),
+        other => r.value(other),
+    }
+}
+
 /// Rename a pid or value in an outcome; always true (for use in expressions).
 fn rename_outcome(r: &Renaming, outcome: &mut Outcome) -> bool {
     match outcome {
@@ -592,7 +601,6 @@ impl Subsystem for Os {
             return;
         }
         let pids = self.processes.len();
-        let is_pid = |v: i64| (pid_at(0)..pid_at(pids)).contains(&v);
         for process in &mut self.processes {
             process.actors.rename(r);
         }
@@ -610,12 +618,7 @@ impl Subsystem for Os {
             }
         }
         r.permute(&mut self.waits);
-        let rename_content = |content: &mut Value| {
-            *content = match *content {
-                Value::Int(v) if is_pid(v) => Value::Int(i64::from(r.pid(v as Pid))),
-                other => r.value(other),
-            }
-        };
+        let rename_content = |content: &mut Value| *content = renamed_content(r, pids, *content);
         let rename_flock = |f: &mut FlockState| {
             f.holder = r.actor(f.holder);
             f.queue.iter_mut().for_each(|a| *a = r.actor(*a));
@@ -631,7 +634,6 @@ impl Subsystem for Os {
             return true;
         }
         let pids = self.processes.len();
-        let is_pid = |v: i64| (pid_at(0)..pid_at(pids)).contains(&v);
         let processes_kept = self.processes.iter().enumerate().all(|(i, p)| {
             let q = &self.processes[(r.pid(pid_at(i) as Pid) - FIRST_PID) as usize];
             p.alive == q.alive
@@ -660,12 +662,10 @@ impl Subsystem for Os {
                 && self.stillborn[a] == self.stillborn[b]
                 && wait_kept(a, b)
         });
-        let content = |content: Value| match content {
-            Value::Int(v) if is_pid(v) => Value::Int(i64::from(r.pid(v as Pid))),
-            other => r.value(other),
-        };
-        let files_kept =
-            self.files.iter().all(|(&path, &value)| self.files.get(rename_path(r, path)) == Some(&content(value)));
+        let files_kept = self
+            .files
+            .iter()
+            .all(|(&path, &value)| self.files.get(rename_path(r, path)) == Some(&renamed_content(r, pids, value)));
         let flocks_kept = self.flocks.iter().all(|(&path, f)| {
             self.flocks.get(rename_path(r, path)).is_some_and(|g| {
                 g.holder == r.actor(f.holder) && f.queue.iter().map(|&a| r.actor(a)).eq(g.queue.iter().copied())
